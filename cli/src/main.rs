@@ -1,0 +1,273 @@
+//! `trailcopy`: the local adapter over the trailcopy engine.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use trailcopy::record::CopyRecord;
+use trailcopy::storage::Location;
+use trailcopy::{AwsClients, CopyContext, CopyError, CopyRequest, CopyStatus, RestoreRequest, RunOptions, Statistics};
+
+#[derive(Parser)]
+#[command(name = "trailcopy", version, about = "Copy AWS CloudTrail trail events into a Parquet event data store")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Copy trail events from SOURCE into the event data store STORE.
+    Copy(CopyArgs),
+    /// Resume a FAILED or STOPPED copy at its checkpoints.
+    Retry {
+        copy_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value_t = default_concurrency())]
+        concurrency: usize,
+    },
+    /// Show a copy's status and statistics.
+    Status {
+        copy_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List a copy's failure entries.
+    Failures {
+        copy_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Rows per date and the top event names in a store (read back from its Parquet files).
+    Summary {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+    },
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Event data store: a local folder or s3://bucket[/prefix].
+    #[arg(long)]
+    store: String,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
+    #[arg(long)]
+    source: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Start of the range (inclusive): RFC 3339 or YYYY-MM-DD (UTC midnight).
+    #[arg(long, requires = "end")]
+    start: Option<String>,
+    /// End of the range (exclusive): RFC 3339 or YYYY-MM-DD.
+    #[arg(long, requires = "start")]
+    end: Option<String>,
+    /// A range ending now: 5m, 30m, 1h, 6h, or any duration (90m, 36h, 7d, PT90M).
+    #[arg(long, conflicts_with_all = ["start", "end"])]
+    last: Option<String>,
+    /// Events older than now minus this many days are not copied.
+    #[arg(long)]
+    retention_days: Option<u32>,
+    /// Name the copy (default: time-based).
+    #[arg(long)]
+    copy_id: Option<String>,
+    /// Archived objects: no (failure entries), bulk, standard or expedited restore.
+    #[arg(long, default_value = "bulk")]
+    restore: String,
+    /// Days a restored copy stays readable.
+    #[arg(long, default_value_t = 7)]
+    restore_days: i32,
+    /// Seconds between restore checks.
+    #[arg(long, default_value_t = 60)]
+    restore_poll_seconds: u64,
+    /// Give up on restores after this many seconds (the item fails; retry later).
+    #[arg(long, default_value_t = 48 * 3600)]
+    restore_max_wait_seconds: u64,
+    /// Work items (day prefixes) copied at once.
+    #[arg(long, default_value_t = default_concurrency())]
+    concurrency: usize,
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
+}
+
+fn flag(field: &str) -> &'static str {
+    match field {
+        "source" => "--source",
+        "store" => "--store",
+        "start" => "--start",
+        "end" => "--end",
+        "last" => "--last",
+        "retentionDays" => "--retention-days",
+        "copyId" => "--copy-id",
+        "restore" => "--restore",
+        _ => "the request",
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAILCOPY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let aws = AwsClients::new();
+    match run(cli.command, &aws).await {
+        Ok(code) => code,
+        Err(CopyError::InvalidRequest { field, reason }) => {
+            eprintln!("error: {}: {reason}", flag(field));
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> {
+    match command {
+        Command::Copy(a) => {
+            let request = CopyRequest {
+                source: Some(a.source),
+                store: Some(a.store.store.clone()),
+                start: a.start,
+                end: a.end,
+                last: a.last,
+                retention_days: a.retention_days,
+                copy_id: a.copy_id,
+                restore: Some(RestoreRequest {
+                    tier: Some(a.restore),
+                    days: Some(a.restore_days),
+                    poll_seconds: Some(a.restore_poll_seconds),
+                    max_wait_seconds: Some(a.restore_max_wait_seconds),
+                }),
+            };
+            let (opts, bar) = run_options(a.concurrency, a.store.json);
+            let record = trailcopy::run_copy(aws, &request, &opts).await;
+            bar.finish_and_clear();
+            report(&record?, &a.store)
+        }
+        Command::Retry { copy_id, store, concurrency } => {
+            let (opts, bar) = run_options(concurrency, store.json);
+            let record = trailcopy::retry_copy(aws, &store.store, &copy_id, &opts).await;
+            bar.finish_and_clear();
+            report(&record?, &store)
+        }
+        Command::Status { copy_id, store } => {
+            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
+            let record = trailcopy::current_record(&ctx).await?;
+            report(&record, &store)
+        }
+        Command::Failures { copy_id, store } => {
+            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
+            let failures = trailcopy::read_failures(&ctx).await?;
+            if store.json {
+                print_json(&serde_json::json!({ "copyId": copy_id, "failures": failures }));
+            } else if failures.is_empty() {
+                println!("copy {copy_id}: no failure entries");
+            } else {
+                for f in &failures {
+                    println!("{}  {}  {}\n    {}", f.last_updated_time, f.error_type, f.location, f.error_message);
+                }
+                println!("{} failure entries", failures.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Summary { store, top } => {
+            let location = Location::parse("store", &store.store)?;
+            let s = location.open(aws).await?;
+            let summary = trailcopy::summary::summarize_store(s.as_ref(), location.prefix(), top).await?;
+            if store.json {
+                print_json(&summary);
+            } else {
+                println!("{}: {} events in {} Parquet files", location.display(), summary.rows, summary.files);
+                for (date, rows) in &summary.rows_by_date {
+                    println!("  date={date}  {rows:>10} events");
+                }
+                println!("top event names:");
+                for (name, n) in &summary.top_event_names {
+                    println!("  {n:>10}  {name}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn run_options(concurrency: usize, json: bool) -> (RunOptions, ProgressBar) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nstopping at the next file; the copy can be resumed with `trailcopy retry`");
+                cancel.store(true, Ordering::Relaxed);
+            }
+        });
+    }
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress = {
+        let bar = bar.clone();
+        Arc::new(move |s: &Statistics| {
+            bar.set_length(s.files_found.saturating_sub(s.files_skipped));
+            bar.set_position(s.files_completed + s.failed_entries.min(s.files_found));
+            bar.set_message(format!("{} events, {} prefixes done", s.events_completed, s.prefixes_completed));
+        })
+    };
+    (RunOptions { concurrency, cancel, progress }, bar)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+    }
+}
+
+fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError> {
+    if store.json {
+        print_json(record);
+    } else {
+        let s = &record.statistics;
+        println!("copy {}: {}", record.copy_id, record.status.as_str());
+        println!("  range      {} .. {} (events before {} are past retention)", record.request.start, record.request.end, record.request.retention_cutoff);
+        println!("  prefixes   {}/{} completed", s.prefixes_completed, s.prefixes_found);
+        println!("  files      {} found, {} skipped by name, {} copied, {} MB read", s.files_found, s.files_skipped, s.files_completed, s.bytes_read / 1_000_000);
+        println!(
+            "  events     {} copied, {} out of range, {} invalid, {} duplicate (of {} read)",
+            s.events_completed, s.events_out_of_range, s.events_invalid, s.events_duplicate, s.events_read
+        );
+        if s.restores_started + s.restores_pending > 0 {
+            println!("  restores   {} started, {} pending, {} finished", s.restores_started, s.restores_pending, s.restores_finished);
+        }
+        println!("  failures   {} (trailcopy failures {} --store {})", s.failed_entries, record.copy_id, store.store);
+        if let Some(m) = &record.message {
+            println!("  note       {m}");
+        }
+    }
+    Ok(match record.status {
+        CopyStatus::Completed => ExitCode::SUCCESS,
+        CopyStatus::InProgress | CopyStatus::Initializing => ExitCode::SUCCESS,
+        CopyStatus::Failed | CopyStatus::Stopped => ExitCode::from(1),
+    })
+}

@@ -1,0 +1,236 @@
+//! Copy a prepared work item in batches from its cursor. A batch is committed in order:
+//! Parquet files (deterministic names), the batch's dedup keys, then the checkpoint; a crash
+//! anywhere before the checkpoint re-runs the batch, which overwrites the same files.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Instant;
+
+use arrow_array::BooleanArray;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CopyError, Result};
+use crate::event::{self, ParsedFile};
+use crate::plan::CopyContext;
+use crate::prepare::{load_item_state, save_item_state};
+use crate::record::{Cursor, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json};
+use crate::store::{BatchWriter, event_file_key};
+
+/// Compressed input per batch: sized so a batch's Parquet files suit query engines.
+pub const DEFAULT_BATCH_BYTES: u64 = 64 << 20;
+/// Files fetched and parsed at once within a batch.
+const FILE_CONCURRENCY: usize = 4;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyOutcome {
+    pub done: bool,
+    pub stopped: bool,
+    pub cursor: Cursor,
+    pub files_completed: u64,
+    pub events_completed: u64,
+}
+
+/// Limits of one `copy_item` call.
+pub struct CopyLimits<'a> {
+    /// Stop after the batch that ends past this instant (Lambda's remaining time).
+    pub deadline: Option<Instant>,
+    /// Set by Ctrl-C: stop at the next file, discarding the uncommitted batch.
+    pub cancel: &'a AtomicBool,
+    /// Called after each committed batch with the item's statistics.
+    pub on_commit: &'a (dyn Fn(&ItemState) + Send + Sync),
+}
+
+fn batch_bytes() -> u64 {
+    std::env::var("TRAILCOPY_BATCH_BYTES").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(DEFAULT_BATCH_BYTES)
+}
+
+/// Test fault injection: counts committed batches in this process.
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+static FAIL_AFTER: LazyLock<Option<u64>> =
+    LazyLock::new(|| std::env::var("TRAILCOPY_FAULT_FAIL_AFTER_BATCHES").ok().and_then(|v| v.parse().ok()));
+static ABORT_AFTER: LazyLock<Option<u64>> =
+    LazyLock::new(|| std::env::var("TRAILCOPY_FAULT_ABORT_AFTER_BATCHES").ok().and_then(|v| v.parse().ok()));
+
+/// One file's result: parsed events or a failure entry; a retryable error fails the batch.
+enum FileResult {
+    Parsed(ParsedFile),
+    Failed(FailureEntry),
+}
+
+async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
+    let location = ctx.source.location(&file.key);
+    let bytes: Bytes = match ctx.source.get(&file.key).await {
+        Ok(b) => b,
+        Err(e @ CopyError::Retryable { .. }) => return Err(e),
+        Err(CopyError::Archived { .. }) => {
+            return Ok(FileResult::Failed(FailureEntry::new(
+                location,
+                "ArchivedObject",
+                "the object is archived and not restored; copy with --restore bulk (or standard/expedited)".into(),
+            )));
+        }
+        Err(e) => return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string()))),
+    };
+    let window = ctx.window;
+    let parsed = tokio::task::spawn_blocking(move || {
+        let text = event::gunzip(&bytes)?;
+        event::parse_log(&text, &window)
+    })
+    .await
+    .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
+    Ok(match parsed {
+        Ok(p) => FileResult::Parsed(p),
+        Err(fe) => FileResult::Failed(FailureEntry::new(location, fe.error_type, fe.message)),
+    })
+}
+
+async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<HashSet<u128>> {
+    let mut seen = HashSet::new();
+    for b in 0..batches {
+        if let Some(bytes) = crate::storage::get_opt(ctx.store.as_ref(), &ctx.keys.item_seen(index, b)).await? {
+            seen.extend(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))));
+        }
+    }
+    Ok(seen)
+}
+
+/// Copies batches of a prepared item from its cursor until done, stopped, or past the deadline.
+pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'_>) -> Result<CopyOutcome> {
+    let mut state = load_item_state(ctx, item).await?;
+    let mut outcome = CopyOutcome { cursor: state.cursor, ..Default::default() };
+    match state.status {
+        ItemStatus::Completed => {
+            outcome.done = true;
+            return Ok(outcome);
+        }
+        ItemStatus::Pending | ItemStatus::Restoring | ItemStatus::Failed => {
+            return Err(CopyError::State(format!("work item {} is not ready to copy ({:?})", item.index, state.status)));
+        }
+        ItemStatus::Copying => {}
+    }
+    let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&item.index))
+        .await?
+        .ok_or_else(|| CopyError::State(format!("work item {} has no file list", item.index)))?;
+    let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
+    let limit = batch_bytes();
+    let source_name = ctx.source_location.display();
+
+    while state.cursor.next_file < files.len() {
+        let start = state.cursor.next_file;
+        let mut end = start;
+        let mut bytes = 0;
+        while end < files.len() && (end == start || bytes < limit) {
+            bytes += files[end].size;
+            end += 1;
+        }
+        let batch_no = state.cursor.batch;
+        let mut delta = Statistics::default();
+        let mut failures = Vec::new();
+        let mut writer = BatchWriter::new();
+        let mut new_keys: Vec<u128> = Vec::new();
+        let mut results = futures::stream::iter(&files[start..end])
+            .map(|f| async move { (f, read_file(ctx, f).await) })
+            .buffered(FILE_CONCURRENCY);
+        while let Some((file, result)) = results.next().await {
+            if limits.cancel.load(Ordering::Relaxed) {
+                outcome.stopped = true;
+                return Ok(outcome);
+            }
+            delta.bytes_read += file.size;
+            match result? {
+                FileResult::Failed(entry) => failures.push(entry),
+                FileResult::Parsed(parsed) => {
+                    delta.files_completed += 1;
+                    delta.events_read += parsed.events_read;
+                    delta.events_out_of_range += parsed.events_out_of_range;
+                    delta.events_invalid += parsed.events_invalid;
+                    if parsed.events_invalid > 0 {
+                        let samples: Vec<String> =
+                            parsed.invalid_samples.iter().map(|(i, why)| format!("Records[{i}]: {why}")).collect();
+                        failures.push(FailureEntry::new(
+                            ctx.source.location(&file.key),
+                            "InvalidEvents",
+                            format!("{} of {} events invalid; {}", parsed.events_invalid, parsed.events_read, samples.join("; ")),
+                        ));
+                    }
+                    for part in parsed.parts {
+                        let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
+                        let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
+                        new_keys.extend(kept.map(|(k, _)| *k));
+                        let rows = arrow_select::filter::filter_record_batch(&part.batch, &mask).map_err(|e| {
+                            CopyError::Storage { location: "arrow filter".into(), message: e.to_string() }
+                        })?;
+                        delta.events_duplicate += (part.batch.num_rows() - rows.num_rows()) as u64;
+                        delta.events_completed += rows.num_rows() as u64;
+                        writer.write(part.date, &rows)?;
+                    }
+                }
+            }
+        }
+        drop(results);
+        if let Some(n) = *FAIL_AFTER
+            && COMMITS.load(Ordering::SeqCst) >= n
+        {
+            return Err(CopyError::Injected(format!("batch {batch_no} of item {} failed before commit", item.index)));
+        }
+        // Commit: data, then dedup keys, then the checkpoint.
+        for (date, body) in writer.finish()? {
+            let key = event_file_key(ctx.store_location.prefix(), date, &ctx.window, &source_name, &item.prefix, batch_no);
+            ctx.store.put(&key, body.into()).await?;
+        }
+        if let Some(n) = *ABORT_AFTER
+            && COMMITS.load(Ordering::SeqCst) >= n
+        {
+            eprintln!("trailcopy: injected crash after writing batch {batch_no} of item {}", item.index);
+            std::process::abort();
+        }
+        let keys: Vec<u8> = new_keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+        ctx.store.put(&ctx.keys.item_seen(&item.index, batch_no), keys.into()).await?;
+        delta.failed_entries = failures.len() as u64;
+        state.statistics += delta;
+        state.failures.extend(failures);
+        state.cursor = Cursor { next_file: end, batch: batch_no + 1 };
+        state.status = ItemStatus::Copying;
+        state.error = None;
+        save_item_state(ctx, &state).await?;
+        COMMITS.fetch_add(1, Ordering::SeqCst);
+        (limits.on_commit)(&state);
+        outcome.cursor = state.cursor;
+        outcome.files_completed += delta.files_completed;
+        outcome.events_completed += delta.events_completed;
+        if limits.deadline.is_some_and(|d| Instant::now() >= d) && state.cursor.next_file < files.len() {
+            return Ok(outcome);
+        }
+    }
+    state.status = ItemStatus::Completed;
+    state.statistics.prefixes_completed = 1;
+    state.error = None;
+    save_item_state(ctx, &state).await?;
+    (limits.on_commit)(&state);
+    outcome.done = true;
+    outcome.cursor = state.cursor;
+    Ok(outcome)
+}
+
+/// Records an error that stopped an item; it resumes from its cursor on retry.
+pub async fn fail_item(ctx: &CopyContext, item: &WorkItem, error: &CopyError) -> Result<ItemState> {
+    let mut state = load_item_state(ctx, item).await?;
+    if state.status != ItemStatus::Failed {
+        state.resume_status = Some(state.status);
+    }
+    state.status = ItemStatus::Failed;
+    state.error = Some(FailureEntry::new(
+        ctx.source.location(&item.prefix),
+        if error.is_retryable() { "Retryable" } else { "WorkItemFailed" },
+        error.to_string(),
+    ));
+    save_item_state(ctx, &state).await?;
+    Ok(state)
+}
+
+/// Shared counters for a progress display.
+pub type Progress = Arc<dyn Fn(&ItemState) + Send + Sync>;

@@ -1,0 +1,65 @@
+//! Errors a caller acts on: an invalid request (fix the input), a retryable fault (try again),
+//! or a failure of one work item (record it, go on with the rest).
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum CopyError {
+    /// The copy request is wrong; `field` names the request field (e.g. `end`, `source`).
+    #[error("invalid {field}: {reason}")]
+    InvalidRequest { field: &'static str, reason: String },
+
+    /// A transient fault that outlived the SDK's own retries (throttling, 5xx, timeouts).
+    #[error("retryable error at {location}: {message}")]
+    Retryable { location: String, message: String },
+
+    /// An object or record that does not exist.
+    #[error("not found: {location}")]
+    NotFound { location: String },
+
+    /// Access was denied (IAM, bucket policy, KMS key policy).
+    #[error("access denied at {location}: {message}")]
+    AccessDenied { location: String, message: String },
+
+    /// An archived object (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive) that is not restored.
+    #[error("object is archived and not restored: {location}")]
+    Archived { location: String },
+
+    /// Any other permanent storage error.
+    #[error("storage error at {location}: {message}")]
+    Storage { location: String, message: String },
+
+    /// The copy record is not in a state that allows the operation.
+    #[error("{0}")]
+    State(String),
+
+    /// A fault injected by a test (TRAILCOPY_FAULT_*).
+    #[error("injected fault: {0}")]
+    Injected(String),
+}
+
+impl CopyError {
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        CopyError::InvalidRequest { field, reason: reason.into() }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, CopyError::Retryable { .. })
+    }
+
+    /// Stable names for the state machine's Retry/Catch and for failure entries.
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            CopyError::InvalidRequest { .. } => "InvalidRequest",
+            CopyError::Retryable { .. } => "Retryable",
+            CopyError::NotFound { .. } => "NotFound",
+            CopyError::AccessDenied { .. } => "AccessDenied",
+            CopyError::Archived { .. } => "ArchivedObject",
+            CopyError::Storage { .. } => "StorageError",
+            CopyError::State(_) => "InvalidState",
+            CopyError::Injected(_) => "InjectedFault",
+        }
+    }
+}
+
+pub type Result<T, E = CopyError> = std::result::Result<T, E>;

@@ -1,0 +1,99 @@
+//! Roll the items' checkpoints up into the copy record and its failure list.
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+
+use crate::error::{CopyError, Result};
+use crate::plan::CopyContext;
+use crate::prepare::load_item_state;
+use crate::record::{CopyRecord, CopyStatus, FailureEntry, ItemState, ItemStatus, Statistics, write_json};
+
+const READ_CONCURRENCY: usize = 32;
+
+/// Everything the items report, summed.
+pub struct Rollup {
+    pub statistics: Statistics,
+    pub failures: Vec<FailureEntry>,
+    pub all_completed: bool,
+}
+
+pub async fn read_item_states(ctx: &CopyContext) -> Result<Vec<ItemState>> {
+    let items = ctx.work_items().await?;
+    futures::stream::iter(items)
+        .map(|item| async move { load_item_state(ctx, &item).await })
+        .buffered(READ_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
+pub fn rollup(states: &[ItemState]) -> Rollup {
+    let mut statistics = Statistics::default();
+    let mut failures = Vec::new();
+    for s in states {
+        statistics += s.statistics;
+        failures.extend(s.failures.iter().cloned());
+        if s.status != ItemStatus::Completed
+            && let Some(e) = &s.error
+        {
+            failures.push(e.clone());
+        }
+    }
+    statistics.prefixes_found = states.len() as u64;
+    statistics.prefixes_completed = states.iter().filter(|s| s.status == ItemStatus::Completed).count() as u64;
+    statistics.failed_entries = failures.len() as u64;
+    let all_completed = states.iter().all(|s| s.status == ItemStatus::Completed);
+    Rollup { statistics, failures, all_completed }
+}
+
+/// Final status: COMPLETED only when every item completed without a failure entry.
+pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<String>) -> Result<CopyRecord> {
+    let mut record = ctx.read_record().await?;
+    let states = match ctx.work_items().await {
+        Ok(_) => read_item_states(ctx).await?,
+        Err(CopyError::State(_)) if stopped => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let r = rollup(&states);
+    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    record.statistics = r.statistics;
+    record.status = if stopped {
+        CopyStatus::Stopped
+    } else if r.all_completed && r.failures.is_empty() {
+        CopyStatus::Completed
+    } else {
+        CopyStatus::Failed
+    };
+    record.message = message.or_else(|| match record.status {
+        CopyStatus::Failed if !r.all_completed => Some(format!(
+            "{} of {} prefixes did not complete; resume with `trailcopy retry {}`",
+            r.statistics.prefixes_found - r.statistics.prefixes_completed,
+            r.statistics.prefixes_found,
+            ctx.copy_id
+        )),
+        CopyStatus::Failed => Some(format!("finished with {} failure entries", r.failures.len())),
+        CopyStatus::Stopped => Some(format!("stopped; resume with `trailcopy retry {}`", ctx.copy_id)),
+        _ => None,
+    });
+    record.updated_time = Timestamp::now();
+    ctx.write_record(&record).await?;
+    Ok(record)
+}
+
+/// The record with live statistics while a copy runs (items checkpoint faster than the record).
+pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
+    let mut record = ctx.read_record().await?;
+    if record.status == CopyStatus::InProgress
+        && let Ok(states) = read_item_states(ctx).await
+    {
+        record.statistics = rollup(&states).statistics;
+    }
+    Ok(record)
+}
+
+pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
+    let record = ctx.read_record().await?;
+    if record.status == CopyStatus::InProgress || record.status == CopyStatus::Initializing {
+        return Ok(rollup(&read_item_states(ctx).await.unwrap_or_default()).failures);
+    }
+    Ok(crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures()).await?.unwrap_or_default())
+}

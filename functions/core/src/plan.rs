@@ -1,0 +1,296 @@
+//! Plan a copy: validate the request, resolve its window once, find the day prefixes in scope
+//! by delimiter listing (never the whole bucket), and write them as work items.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CopyError, Result};
+use crate::layout::{self, TrailRoot};
+use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
+use crate::record::{
+    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id,
+    read_json, validate_copy_id, write_json,
+};
+use crate::storage::{AwsClients, Location, ObjectStore};
+use crate::storage_class::check_tier;
+
+/// A copy request: the execution input and the CLI flags alike.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CopyRequest {
+    pub source: Option<String>,
+    pub store: Option<String>,
+    pub start: Option<String>,
+    pub end: Option<String>,
+    pub last: Option<String>,
+    pub retention_days: Option<u32>,
+    pub copy_id: Option<String>,
+    pub restore: Option<RestoreRequest>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RestoreRequest {
+    /// `Bulk` (default), `Standard`, `Expedited`, or `None`.
+    pub tier: Option<String>,
+    pub days: Option<i32>,
+    pub poll_seconds: Option<u64>,
+    pub max_wait_seconds: Option<u64>,
+}
+
+/// Everything a step needs to work on one copy.
+pub struct CopyContext {
+    pub copy_id: String,
+    pub request: ResolvedRequest,
+    pub window: Window,
+    pub source_location: Location,
+    pub source: Arc<dyn ObjectStore>,
+    pub store_location: Location,
+    pub store: Arc<dyn ObjectStore>,
+    pub keys: RecordKeys,
+}
+
+impl CopyContext {
+    /// Opens an existing copy from its record in the store.
+    pub async fn open(aws: &AwsClients, store_uri: &str, copy_id: &str) -> Result<CopyContext> {
+        validate_copy_id(copy_id)?;
+        let store_location = Location::parse("store", store_uri)?;
+        let store = store_location.open(aws).await?;
+        let keys = RecordKeys::new(store_location.prefix(), copy_id);
+        let record: CopyRecord = read_json(store.as_ref(), &keys.record())
+            .await?
+            .ok_or_else(|| CopyError::State(format!("no copy `{copy_id}` in {}", store_location.display())))?;
+        Self::from_record(aws, record, store_location, store, keys).await
+    }
+
+    async fn from_record(
+        aws: &AwsClients,
+        record: CopyRecord,
+        store_location: Location,
+        store: Arc<dyn ObjectStore>,
+        keys: RecordKeys,
+    ) -> Result<CopyContext> {
+        let source_location = Location::parse("source", &record.request.source)?;
+        let source = source_location.open(aws).await?;
+        let r = &record.request;
+        let window = Window { start: r.start, end: r.end, retention_cutoff: r.retention_cutoff };
+        Ok(CopyContext {
+            copy_id: record.copy_id.clone(),
+            request: record.request,
+            window,
+            source_location,
+            source,
+            store_location,
+            store,
+            keys,
+        })
+    }
+
+    pub async fn read_record(&self) -> Result<CopyRecord> {
+        read_json(self.store.as_ref(), &self.keys.record())
+            .await?
+            .ok_or_else(|| CopyError::State(format!("copy record of `{}` disappeared", self.copy_id)))
+    }
+
+    pub async fn write_record(&self, record: &CopyRecord) -> Result<()> {
+        write_json(self.store.as_ref(), &self.keys.record(), record).await
+    }
+
+    pub async fn work_items(&self) -> Result<Vec<WorkItem>> {
+        read_json(self.store.as_ref(), &self.keys.work_items())
+            .await?
+            .ok_or_else(|| CopyError::State(format!("copy `{}` has no work items yet", self.copy_id)))
+    }
+}
+
+/// Checks a request and resolves it against `now`, before any work.
+pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedRequest, Location, Location)> {
+    let source_text = req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?;
+    let store_text = req.store.as_deref().ok_or_else(|| CopyError::invalid("store", "is required"))?;
+    let source = Location::parse("source", source_text)?;
+    let store = Location::parse("store", store_text)?;
+    if source.contains(&store) {
+        return Err(CopyError::invalid(
+            "store",
+            format!("{} lies inside the source {}: the copy would read its own output", store.display(), source.display()),
+        ));
+    }
+    if let Some(id) = &req.copy_id {
+        validate_copy_id(id)?;
+    }
+    let retention_days = req.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+    let window =
+        range::resolve_window(req.start.as_deref(), req.end.as_deref(), req.last.as_deref(), retention_days, now)?;
+    let mut restore = RestoreOptions::default();
+    if let Some(r) = &req.restore {
+        if let Some(t) = &r.tier {
+            let tier = match t.to_ascii_lowercase().as_str() {
+                "bulk" => "Bulk",
+                "standard" => "Standard",
+                "expedited" => "Expedited",
+                "no" | "none" => "None",
+                _ => return Err(CopyError::invalid("restore", format!("tier `{t}`: use no, bulk, standard or expedited"))),
+            };
+            restore.tier = tier.into();
+        }
+        if let Some(d) = r.days {
+            if !(1..=30).contains(&d) {
+                return Err(CopyError::invalid("restore", "days must be 1..30"));
+            }
+            restore.days = d;
+        }
+        if let Some(p) = r.poll_seconds {
+            restore.poll_seconds = p.max(1);
+        }
+        if let Some(m) = r.max_wait_seconds {
+            restore.max_wait_seconds = m;
+        }
+    }
+    if restore.tier != "None" {
+        check_tier(&restore.tier, None).map_err(|e| CopyError::invalid("restore", e))?;
+    }
+    let resolved = ResolvedRequest {
+        source: source.display(),
+        store: store.display(),
+        start: window.start,
+        end: window.end,
+        last: req.last.clone(),
+        retention_days,
+        retention_cutoff: window.retention_cutoff,
+        restore,
+    };
+    Ok((resolved, source, store))
+}
+
+/// Plans a copy: writes the record (INITIALIZING), the work items, then the record IN_PROGRESS.
+pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> Result<(CopyContext, Vec<WorkItem>)> {
+    let (resolved, _source, store_location) = resolve_request(req, now)?;
+    let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
+    let store = store_location.open(aws).await?;
+    let keys = RecordKeys::new(store_location.prefix(), &copy_id);
+    if let Some(existing) = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await? {
+        return Err(CopyError::invalid(
+            "copyId",
+            format!("copy `{copy_id}` already exists ({}); resume it with `trailcopy retry {copy_id}`", existing.status.as_str()),
+        ));
+    }
+    let record = CopyRecord {
+        copy_id: copy_id.clone(),
+        status: CopyStatus::Initializing,
+        request: resolved,
+        statistics: Statistics::default(),
+        created_time: now,
+        updated_time: Timestamp::now(),
+        message: None,
+    };
+    write_json(store.as_ref(), &keys.record(), &record).await?;
+    let ctx = CopyContext::from_record(aws, record, store_location, store, keys).await?;
+    let items = discover_work_items(&ctx).await?;
+    Ok((ctx, items))
+}
+
+/// Finds the day prefixes in scope, writes `workitems.json` and marks the record IN_PROGRESS.
+/// Safe to run again on a copy left INITIALIZING by a crash.
+pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
+    let root = layout::trail_root(ctx.source_location.prefix());
+    let prefixes = discover_day_prefixes(ctx.source.as_ref(), &root, &ctx.window).await?;
+    let store_uri = ctx.store_location.display();
+    let items: Vec<WorkItem> = prefixes
+        .into_iter()
+        .enumerate()
+        .map(|(i, prefix)| WorkItem { copy_id: ctx.copy_id.clone(), store: store_uri.clone(), index: format!("{i:06}"), prefix })
+        .collect();
+    write_json(ctx.store.as_ref(), &ctx.keys.work_items(), &items).await?;
+    let mut record = ctx.read_record().await?;
+    record.status = CopyStatus::InProgress;
+    record.statistics.prefixes_found = items.len() as u64;
+    record.updated_time = Timestamp::now();
+    ctx.write_record(&record).await?;
+    Ok(items)
+}
+
+const LIST_CONCURRENCY: usize = 16;
+
+/// Lists one level under each prefix and keeps the sub-prefixes `keep` accepts.
+async fn list_level(
+    source: &dyn ObjectStore,
+    prefixes: Vec<(String, usize)>,
+    keep: impl Fn(&str, &str, usize) -> Option<usize> + Copy,
+) -> Result<Vec<(String, usize)>> {
+    let lists: Vec<Vec<(String, usize)>> = futures::stream::iter(prefixes)
+        .map(|(prefix, pos)| async move {
+            let listing = source.list_dir(&prefix).await?;
+            Ok::<_, CopyError>(
+                listing
+                    .dirs
+                    .into_iter()
+                    .filter_map(|d| keep(&prefix, layout::last_segment(&d), pos).map(|p| (d, p)))
+                    .collect(),
+            )
+        })
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// `AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/` prefixes whose day is in scope.
+pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
+    if window.is_empty() {
+        return Ok(Vec::new());
+    }
+    let narrow = &root.narrowing;
+    // A narrowing segment at `pos` must match exactly; past the narrowing anything goes.
+    let fixed = move |seg: &str, pos: usize| narrow.get(pos).is_none_or(|n| n == seg);
+    let (first, last) = window.day_span();
+
+    // Level 1: organizations and accounts.
+    let top = list_level(source, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
+        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos)).then_some(pos + 1)
+    })
+    .await?;
+    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
+        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
+    accounts.extend(
+        list_level(source, orgs, |_, seg, pos| (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1))
+            .await?,
+    );
+    // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
+    let mut trails = Vec::new();
+    for (acct, pos) in accounts {
+        if let Some(n) = narrow.get(pos)
+            && n != "CloudTrail"
+        {
+            return Err(CopyError::invalid(
+                "source",
+                format!("`{n}` folders are not read: only CloudTrail/ holds trail events"),
+            ));
+        }
+        trails.push((format!("{acct}CloudTrail/"), pos + 1));
+    }
+    let regions = list_level(source, trails, |_, seg, pos| fixed(seg, pos).then_some(pos + 1)).await?;
+    let years = list_level(source, regions, move |_, seg, pos| {
+        let y: i16 = seg.parse().ok()?;
+        (fixed(seg, pos) && (first.year()..=last.year()).contains(&y)).then_some(pos + 1)
+    })
+    .await?;
+    let months = list_level(source, years, move |parent, seg, pos| {
+        let y: i16 = layout::last_segment(parent).parse().ok()?;
+        let m: i8 = seg.parse().ok()?;
+        let ym = (y, m);
+        (fixed(seg, pos) && (1..=12).contains(&m) && ym >= (first.year(), first.month()) && ym <= (last.year(), last.month()))
+            .then_some(pos + 1)
+    })
+    .await?;
+    let days = list_level(source, months, move |parent, seg, pos| {
+        let d = layout::day_of_prefix(&format!("{parent}{seg}/"))?;
+        (fixed(seg, pos) && d >= first && d <= last).then_some(pos + 1)
+    })
+    .await?;
+    let mut prefixes: Vec<String> = days.into_iter().map(|(p, _)| p).collect();
+    prefixes.sort();
+    Ok(prefixes)
+}

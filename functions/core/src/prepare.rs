@@ -1,0 +1,168 @@
+//! Prepare a work item: list its files, keep the gzip logs in scope, check storage classes,
+//! and restore archived objects. Run again, it polls the restores until all are readable.
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CopyError, Result};
+use crate::layout;
+use crate::plan::CopyContext;
+use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json};
+use crate::storage::ObjectInfo;
+use crate::storage_class::{Readability, check_tier, classify, needs_head};
+
+/// What the state machine (or the local runner) needs to decide whether to wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrepareOutcome {
+    pub pending_restores: u64,
+    pub files_found: u64,
+    pub restore_wait_exceeded: bool,
+}
+
+const HEAD_CONCURRENCY: usize = 16;
+
+pub async fn load_item_state(ctx: &CopyContext, item: &WorkItem) -> Result<ItemState> {
+    Ok(read_json(ctx.store.as_ref(), &ctx.keys.item_state(&item.index)).await?.unwrap_or_else(|| ItemState::new(item)))
+}
+
+pub async fn save_item_state(ctx: &CopyContext, state: &ItemState) -> Result<()> {
+    write_json(ctx.store.as_ref(), &ctx.keys.item_state(&state.index), state).await
+}
+
+pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareOutcome> {
+    let mut state = load_item_state(ctx, item).await?;
+    match state.status {
+        ItemStatus::Pending => list_and_classify(ctx, item, &mut state).await?,
+        ItemStatus::Restoring => poll_restores(ctx, &mut state).await?,
+        ItemStatus::Copying | ItemStatus::Completed | ItemStatus::Failed => {}
+    }
+    let pending = state.statistics.restores_pending;
+    let exceeded = pending > 0
+        && state.restore_started_time.is_some_and(|t| {
+            Timestamp::now().duration_since(t).as_secs() as u64 > ctx.request.restore.max_wait_seconds
+        });
+    Ok(PrepareOutcome { pending_restores: pending, files_found: state.statistics.files_found, restore_wait_exceeded: exceeded })
+}
+
+async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
+    let listing = ctx.source.list_dir(&item.prefix).await?;
+    let tier = ctx.request.restore.tier.clone();
+    let mut files = Vec::new();
+    let mut to_restore: Vec<(ObjectInfo, bool)> = Vec::new();
+    let stats = &mut state.statistics;
+    stats.files_found = listing.objects.len() as u64;
+    let candidates: Vec<ObjectInfo> = listing
+        .objects
+        .into_iter()
+        .filter(|o| {
+            let name = layout::file_name(&o.key);
+            if !layout::is_gzip_log(&o.key) {
+                state.failures.push(FailureEntry::new(
+                    ctx.source.location(&o.key),
+                    "UnsupportedFileType",
+                    format!("`{name}` is not a gzipped CloudTrail log file (.json.gz); only those are read"),
+                ));
+                return false;
+            }
+            match layout::file_timestamp(name) {
+                Some(t) if !ctx.window.file_in_scope(t) => {
+                    stats.files_skipped += 1;
+                    false
+                }
+                _ => true,
+            }
+        })
+        .collect();
+    // HeadObject only where the listing cannot tell (Intelligent-Tiering, archived classes).
+    let heads: Vec<(ObjectInfo, Readability)> = futures::stream::iter(candidates)
+        .map(|o| async move {
+            if !needs_head(o.storage_class.as_deref()) {
+                let r = classify(o.storage_class.as_deref(), None, None);
+                return Ok::<_, CopyError>((o, r));
+            }
+            let h = ctx.source.head(&o.key).await?;
+            let class = h.storage_class.or_else(|| o.storage_class.clone());
+            let r = classify(class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
+            Ok((o, r))
+        })
+        .buffered(HEAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut restoring = 0;
+    for (o, readability) in heads {
+        match readability {
+            Readability::Readable => files.push(FileToCopy { key: o.key, size: o.size }),
+            Readability::Restoring => {
+                restoring += 1;
+                files.push(FileToCopy { key: o.key, size: o.size });
+            }
+            Readability::NeedsRestore { with_days } => {
+                if tier == "None" {
+                    state.failures.push(FailureEntry::new(
+                        ctx.source.location(&o.key),
+                        "ArchivedObject",
+                        format!(
+                            "stored as {}; restore it first (aws s3api restore-object --bucket ... --key ... \
+                             --restore-request Days=7,GlacierJobParameters={{Tier=Bulk}}) or copy with --restore bulk",
+                            o.storage_class.as_deref().unwrap_or("an archive tier")
+                        ),
+                    ));
+                } else if let Err(e) = check_tier(&tier, o.storage_class.as_deref()) {
+                    state.failures.push(FailureEntry::new(ctx.source.location(&o.key), "RestoreTierInvalid", e));
+                } else {
+                    files.push(FileToCopy { key: o.key.clone(), size: o.size });
+                    to_restore.push((o, with_days));
+                }
+            }
+            Readability::Unreadable(class) => state.failures.push(FailureEntry::new(
+                ctx.source.location(&o.key),
+                "UnsupportedStorageClass",
+                format!("storage class {class} cannot be read by trailcopy"),
+            )),
+        }
+    }
+    let days = ctx.request.restore.days;
+    let started: Vec<()> = futures::stream::iter(to_restore)
+        .map(|(o, with_days)| {
+            let tier = tier.clone();
+            async move { ctx.source.restore(&o.key, &tier, with_days.then_some(days)).await }
+        })
+        .buffered(HEAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    state.statistics.restores_started = started.len() as u64;
+    state.statistics.restores_pending = started.len() as u64 + restoring;
+    write_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
+    if state.statistics.restores_pending > 0 {
+        state.status = ItemStatus::Restoring;
+        state.restore_started_time = Some(Timestamp::now());
+    } else {
+        state.status = ItemStatus::Copying;
+    }
+    save_item_state(ctx, state).await
+}
+
+async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
+    let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index))
+        .await?
+        .ok_or_else(|| CopyError::State(format!("work item {} has no file list", state.index)))?;
+    let pending: Vec<bool> = futures::stream::iter(files)
+        .map(|f| async move {
+            let h = ctx.source.head(&f.key).await?;
+            let r = classify(h.storage_class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
+            Ok::<_, CopyError>(matches!(r, Readability::Restoring | Readability::NeedsRestore { .. }))
+        })
+        .buffered(HEAD_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let still = pending.iter().filter(|p| **p).count() as u64;
+    let s = &mut state.statistics;
+    s.restores_finished = (s.restores_pending + s.restores_finished).saturating_sub(still);
+    s.restores_pending = still;
+    if still == 0 {
+        state.status = ItemStatus::Copying;
+    }
+    save_item_state(ctx, state).await
+}

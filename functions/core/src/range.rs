@@ -1,0 +1,195 @@
+//! The copy's time window: absolute or relative ranges, retention, and the slack that
+//! file-name timestamps need (a file is delivered minutes after the events it holds).
+
+use jiff::civil::Date;
+use jiff::{SignedDuration, Timestamp, ToSpan};
+
+use crate::error::{CopyError, Result};
+
+/// Files are named by delivery time, a few minutes after their events: a file named up to
+/// this long after the window's end can still hold events inside it.
+pub const DELIVERY_SLACK: SignedDuration = SignedDuration::from_mins(60);
+/// Clock skew allowance before the window's start.
+pub const START_SLACK: SignedDuration = SignedDuration::from_mins(15);
+pub const DEFAULT_RETENTION_DAYS: u32 = 2557;
+
+/// The resolved window: events with `effective_start <= eventTime < end` are copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub start: Timestamp,
+    pub end: Timestamp,
+    pub retention_cutoff: Timestamp,
+}
+
+impl Window {
+    pub fn effective_start(&self) -> Timestamp {
+        self.start.max(self.retention_cutoff)
+    }
+
+    pub fn contains(&self, t: Timestamp) -> bool {
+        t >= self.effective_start() && t < self.end
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.effective_start() >= self.end
+    }
+
+    /// Can a file delivered at `t` hold events in the window?
+    pub fn file_in_scope(&self, delivered: Timestamp) -> bool {
+        !self.is_empty()
+            && delivered >= self.effective_start().saturating_sub(START_SLACK).unwrap_or(Timestamp::MIN)
+            && delivered < self.end.saturating_add(DELIVERY_SLACK).unwrap_or(Timestamp::MAX)
+    }
+
+    /// First and last UTC day whose folder can hold files in scope.
+    pub fn day_span(&self) -> (Date, Date) {
+        let first = self.effective_start().saturating_sub(START_SLACK).unwrap_or(Timestamp::MIN);
+        let last = self.end.saturating_add(DELIVERY_SLACK).unwrap_or(Timestamp::MAX);
+        let utc = |t: Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC).date();
+        (utc(first), utc(last))
+    }
+}
+
+/// Parses `--start`/`--end`: RFC 3339 (`2020-10-01T00:00:00Z`) or a date (`2020-10-01`, midnight UTC).
+pub fn parse_instant(field: &'static str, text: &str) -> Result<Timestamp> {
+    let text = text.trim();
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    if let Ok(d) = text.parse::<Date>() {
+        if let Ok(z) = d.to_zoned(jiff::tz::TimeZone::UTC) {
+            return Ok(z.timestamp());
+        }
+    }
+    Err(CopyError::invalid(field, format!("`{text}` is not an RFC 3339 time (2020-10-01T00:00:00Z) or a date (2020-10-01)")))
+}
+
+/// Parses `--last`: 5m, 30m, 1h, 6h, 90m, 36h, 7d, 2w, or ISO-8601 like PT90M, P1D, P1DT12H.
+/// Days are 24 hours; months and years are refused (their length is ambiguous).
+pub fn parse_duration(field: &'static str, text: &str) -> Result<SignedDuration> {
+    let text = text.trim();
+    let bad = |why: &str| {
+        CopyError::invalid(field, format!("`{text}` {why}; use e.g. 5m, 30m, 1h, 6h, 90m, 36h, 7d or ISO-8601 PT90M"))
+    };
+    let span: jiff::Span = text.parse().map_err(|_| bad("is not a duration"))?;
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(bad("uses months or years"));
+    }
+    let weeks_days = span.get_weeks() as i64 * 7 + span.get_days() as i64;
+    let rest = span.weeks(0).days(0);
+    let d = SignedDuration::try_from(rest)
+        .map_err(|_| bad("is out of range"))?
+        .checked_add(SignedDuration::from_hours(weeks_days * 24))
+        .ok_or_else(|| bad("is out of range"))?;
+    if d <= SignedDuration::ZERO {
+        return Err(bad("must be positive"));
+    }
+    if d > SignedDuration::from_hours(24 * 365 * 100) {
+        return Err(bad("is longer than 100 years"));
+    }
+    let _ = 1.hour(); // ToSpan keeps span units readable in this module
+    Ok(d)
+}
+
+/// Resolves the request's range once, at plan time, so a retry copies exactly the same window.
+pub fn resolve_window(
+    start: Option<&str>,
+    end: Option<&str>,
+    last: Option<&str>,
+    retention_days: u32,
+    now: Timestamp,
+) -> Result<Window> {
+    if retention_days == 0 {
+        return Err(CopyError::invalid("retentionDays", "must be at least 1"));
+    }
+    let (start, end) = match (start, end, last) {
+        (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+            return Err(CopyError::invalid("last", "give either --last or --start/--end, not both"));
+        }
+        (None, None, Some(last)) => {
+            let d = parse_duration("last", last)?;
+            (now.saturating_sub(d).map_err(|_| CopyError::invalid("last", "out of range"))?, now)
+        }
+        (Some(s), Some(e), None) => (parse_instant("start", s)?, parse_instant("end", e)?),
+        (Some(_), None, None) => return Err(CopyError::invalid("end", "--start needs --end")),
+        (None, Some(_), None) => return Err(CopyError::invalid("start", "--end needs --start")),
+        (None, None, None) => {
+            return Err(CopyError::invalid("start", "give a range: --start and --end, or --last"));
+        }
+    };
+    if end <= start {
+        return Err(CopyError::invalid("end", format!("{end} is not after --start {start}")));
+    }
+    let keep = SignedDuration::from_hours(24 * i64::from(retention_days));
+    let retention_cutoff = now.saturating_sub(keep).unwrap_or(Timestamp::MIN);
+    Ok(Window { start, end, retention_cutoff })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        for (t, mins) in [("5m", 5), ("30m", 30), ("1h", 60), ("6h", 360), ("90m", 90), ("36h", 2160), ("7d", 10080), ("PT90M", 90), ("P1D", 1440), ("P1DT12H", 2160)] {
+            assert_eq!(parse_duration("last", t).unwrap(), SignedDuration::from_mins(mins), "{t}");
+        }
+        for t in ["", "abc", "0m", "-5m", "P1M", "1y"] {
+            assert!(parse_duration("last", t).is_err(), "{t}");
+        }
+    }
+
+    #[test]
+    fn instants() {
+        assert_eq!(parse_instant("start", "2020-10-01").unwrap(), ts("2020-10-01T00:00:00Z"));
+        assert_eq!(parse_instant("start", "2020-10-01T01:02:03+01:00").unwrap(), ts("2020-10-01T00:02:03Z"));
+        let e = parse_instant("end", "yesterday").unwrap_err().to_string();
+        assert!(e.contains("invalid end"), "{e}");
+    }
+
+    #[test]
+    fn relative_range_ends_now() {
+        let now = ts("2026-11-24T12:00:00Z");
+        let w = resolve_window(None, None, Some("1h"), 2557, now).unwrap();
+        assert_eq!((w.start, w.end), (ts("2026-11-24T11:00:00Z"), now));
+    }
+
+    #[test]
+    fn range_errors_name_the_flag() {
+        let now = ts("2026-11-24T12:00:00Z");
+        let err = |s, e, l| resolve_window(s, e, l, 2557, now).unwrap_err().to_string();
+        assert!(err(Some("2020-10-02"), Some("2020-10-01"), None).starts_with("invalid end"));
+        assert!(err(Some("2020-10-02"), None, None).starts_with("invalid end"));
+        assert!(err(None, Some("2020-10-02"), None).starts_with("invalid start"));
+        assert!(err(Some("2020-10-01"), Some("2020-10-02"), Some("1h")).starts_with("invalid last"));
+        assert!(err(None, None, None).starts_with("invalid start"));
+        assert!(resolve_window(None, None, Some("1h"), 0, now).is_err());
+    }
+
+    #[test]
+    fn retention_cuts_the_start() {
+        let now = ts("2026-11-24T00:00:00Z");
+        let w = resolve_window(Some("2026-11-01"), Some("2026-11-20"), None, 10, now).unwrap();
+        assert_eq!(w.effective_start(), ts("2026-11-14T00:00:00Z"));
+        assert!(!w.contains(ts("2026-11-13T23:59:59Z")));
+        assert!(w.contains(ts("2026-11-14T00:00:00Z")));
+        assert!(!w.contains(ts("2026-11-20T00:00:00Z")), "end is exclusive");
+        let old = resolve_window(Some("2010-01-01"), Some("2010-01-02"), None, 2557, now).unwrap();
+        assert!(old.is_empty());
+    }
+
+    #[test]
+    fn file_and_day_scope() {
+        let now = ts("2026-11-24T00:00:00Z");
+        let w = resolve_window(Some("2020-10-01T00:00:00Z"), Some("2020-10-02T00:00:00Z"), None, 2557, now).unwrap();
+        assert!(w.file_in_scope(ts("2020-10-02T00:30:00Z")), "delivered after the end");
+        assert!(!w.file_in_scope(ts("2020-10-02T01:00:00Z")));
+        assert!(w.file_in_scope(ts("2020-09-30T23:50:00Z")), "clock skew");
+        assert!(!w.file_in_scope(ts("2020-09-30T23:40:00Z")));
+        assert_eq!(w.day_span(), (Date::constant(2020, 9, 30), Date::constant(2020, 10, 2)));
+    }
+}

@@ -1,0 +1,304 @@
+//! The copy record under `STORE/copies/<copyId>/`: the resolved request, status, statistics,
+//! failure entries, work items and per-item checkpoints.
+
+use std::ops::AddAssign;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CopyError, Result};
+use crate::storage::{ObjectStore, get_opt};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CopyStatus {
+    Initializing,
+    InProgress,
+    Completed,
+    /// Finished with failures.
+    Failed,
+    Stopped,
+}
+
+impl CopyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyStatus::Initializing => "INITIALIZING",
+            CopyStatus::InProgress => "IN_PROGRESS",
+            CopyStatus::Completed => "COMPLETED",
+            CopyStatus::Failed => "FAILED",
+            CopyStatus::Stopped => "STOPPED",
+        }
+    }
+}
+
+/// How archived objects are handled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreOptions {
+    /// `Bulk`, `Standard`, `Expedited`, or `None` (archived objects become failure entries).
+    pub tier: String,
+    pub days: i32,
+    pub poll_seconds: u64,
+    pub max_wait_seconds: u64,
+}
+
+impl Default for RestoreOptions {
+    fn default() -> Self {
+        RestoreOptions { tier: "Bulk".into(), days: 7, poll_seconds: 900, max_wait_seconds: 48 * 3600 }
+    }
+}
+
+/// The request as resolved at plan time: a retry copies exactly this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedRequest {
+    pub source: String,
+    pub store: String,
+    pub start: Timestamp,
+    pub end: Timestamp,
+    /// The relative range asked for, if any (`1h`, `PT90M`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<String>,
+    pub retention_days: u32,
+    pub retention_cutoff: Timestamp,
+    #[serde(default)]
+    pub restore: RestoreOptions,
+}
+
+/// CloudTrail's ImportStatistics names, plus ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Statistics {
+    pub prefixes_found: u64,
+    pub prefixes_completed: u64,
+    pub files_completed: u64,
+    pub events_completed: u64,
+    pub failed_entries: u64,
+    pub files_found: u64,
+    pub files_skipped: u64,
+    pub bytes_read: u64,
+    pub events_read: u64,
+    pub events_out_of_range: u64,
+    pub events_invalid: u64,
+    pub events_duplicate: u64,
+    pub restores_started: u64,
+    pub restores_pending: u64,
+    pub restores_finished: u64,
+}
+
+impl AddAssign for Statistics {
+    fn add_assign(&mut self, o: Statistics) {
+        self.prefixes_found += o.prefixes_found;
+        self.prefixes_completed += o.prefixes_completed;
+        self.files_completed += o.files_completed;
+        self.events_completed += o.events_completed;
+        self.failed_entries += o.failed_entries;
+        self.files_found += o.files_found;
+        self.files_skipped += o.files_skipped;
+        self.bytes_read += o.bytes_read;
+        self.events_read += o.events_read;
+        self.events_out_of_range += o.events_out_of_range;
+        self.events_invalid += o.events_invalid;
+        self.events_duplicate += o.events_duplicate;
+        self.restores_started += o.restores_started;
+        self.restores_pending += o.restores_pending;
+        self.restores_finished += o.restores_finished;
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureEntry {
+    pub location: String,
+    pub status: String,
+    pub error_type: String,
+    pub error_message: String,
+    pub last_updated_time: Timestamp,
+}
+
+impl FailureEntry {
+    pub fn new(location: String, error_type: &str, error_message: String) -> Self {
+        FailureEntry {
+            location,
+            status: "FAILED".into(),
+            error_type: error_type.into(),
+            error_message,
+            last_updated_time: Timestamp::now(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CopyRecord {
+    pub copy_id: String,
+    pub status: CopyStatus,
+    pub request: ResolvedRequest,
+    pub statistics: Statistics,
+    pub created_time: Timestamp,
+    pub updated_time: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A work item: one day prefix. This is also the Distributed Map's item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkItem {
+    pub copy_id: String,
+    pub store: String,
+    pub index: String,
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ItemStatus {
+    Pending,
+    /// Listed; waiting for restores of archived objects.
+    Restoring,
+    /// Listed and readable: copying from the cursor.
+    Copying,
+    Completed,
+    Failed,
+}
+
+/// Where a work item's copy resumes: the next file of its frozen list and the next batch number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cursor {
+    pub next_file: usize,
+    pub batch: u32,
+}
+
+/// Per-item checkpoint, written after every committed batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemState {
+    pub index: String,
+    pub prefix: String,
+    pub status: ItemStatus,
+    pub cursor: Cursor,
+    pub statistics: Statistics,
+    pub failures: Vec<FailureEntry>,
+    /// The last error that stopped the item (it resumes from `cursor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<FailureEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_started_time: Option<Timestamp>,
+    /// The status a FAILED item resumes in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_status: Option<ItemStatus>,
+}
+
+impl ItemState {
+    pub fn new(item: &WorkItem) -> Self {
+        ItemState {
+            index: item.index.clone(),
+            prefix: item.prefix.clone(),
+            status: ItemStatus::Pending,
+            cursor: Cursor::default(),
+            statistics: Statistics::default(),
+            failures: Vec::new(),
+            error: None,
+            restore_started_time: None,
+            resume_status: None,
+        }
+    }
+}
+
+/// A file the copy step reads, frozen at prepare time so batches are deterministic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileToCopy {
+    pub key: String,
+    pub size: u64,
+}
+
+/// Key layout of a copy's record inside the store.
+#[derive(Debug, Clone)]
+pub struct RecordKeys {
+    base: String,
+}
+
+impl RecordKeys {
+    pub fn new(store_prefix: &str, copy_id: &str) -> Self {
+        RecordKeys { base: format!("{store_prefix}copies/{copy_id}/") }
+    }
+    pub fn record(&self) -> String {
+        format!("{}record.json", self.base)
+    }
+    pub fn work_items(&self) -> String {
+        format!("{}workitems.json", self.base)
+    }
+    pub fn failures(&self) -> String {
+        format!("{}failures.json", self.base)
+    }
+    pub fn item_state(&self, index: &str) -> String {
+        format!("{}items/{index}/state.json", self.base)
+    }
+    pub fn item_files(&self, index: &str) -> String {
+        format!("{}items/{index}/files.json", self.base)
+    }
+    pub fn item_seen(&self, index: &str, batch: u32) -> String {
+        format!("{}items/{index}/seen-{batch:06}.bin", self.base)
+    }
+}
+
+pub async fn read_json<T: for<'de> Deserialize<'de>>(store: &dyn ObjectStore, key: &str) -> Result<Option<T>> {
+    match get_opt(store, key).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| CopyError::Storage {
+            location: store.location(key),
+            message: format!("unreadable copy record file: {e}"),
+        }),
+    }
+}
+
+pub async fn write_json<T: Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<()> {
+    let body = serde_json::to_vec_pretty(value).map_err(|e| CopyError::Storage {
+        location: store.location(key),
+        message: e.to_string(),
+    })?;
+    store.put(key, body.into()).await
+}
+
+/// Valid copy ids are safe as one path segment: `[A-Za-z0-9._-]{1,80}`, not starting with `.`.
+pub fn validate_copy_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 80
+        && !id.starts_with('.')
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(CopyError::invalid("copyId", format!("`{id}`: use 1-80 of A-Z a-z 0-9 . _ -"))) }
+}
+
+/// A fresh copy id: the UTC time plus a random suffix, sortable by start time.
+pub fn new_copy_id(now: Timestamp) -> String {
+    let seed = format!("{}-{}-{:?}", now.as_nanosecond(), std::process::id(), std::thread::current().id());
+    let r = xxhash_rust::xxh3::xxh3_64(seed.as_bytes());
+    format!("{}-{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), r as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_ids() {
+        assert!(validate_copy_id("20261124T000000Z-abcd1234").is_ok());
+        assert!(validate_copy_id("../x").is_err());
+        assert!(validate_copy_id("a/b").is_err());
+        assert!(validate_copy_id("").is_err());
+        let id = new_copy_id(Timestamp::now());
+        assert!(validate_copy_id(&id).is_ok(), "{id}");
+    }
+
+    #[test]
+    fn statistics_use_cloudtrail_names() {
+        let v = serde_json::to_value(Statistics::default()).unwrap();
+        for k in ["prefixesFound", "prefixesCompleted", "filesCompleted", "eventsCompleted", "failedEntries", "filesFound", "filesSkipped", "bytesRead", "eventsOutOfRange", "eventsInvalid", "eventsDuplicate"] {
+            assert!(v.get(k).is_some(), "{k}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The local runner: the state machine's steps under tokio, with bounded concurrency and a
+//! checkpoint per work item, so `retry` resumes the same way a redrive does.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+
+use crate::copy::{CopyLimits, copy_item, fail_item};
+use crate::error::{CopyError, Result};
+use crate::finalize::{finalize_copy, read_item_states, rollup};
+use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
+use crate::prepare::{load_item_state, prepare_item, save_item_state};
+use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem};
+use crate::storage::AwsClients;
+
+pub struct RunOptions {
+    pub concurrency: usize,
+    pub cancel: Arc<AtomicBool>,
+    /// Called with the rolled-up statistics as batches commit.
+    pub progress: Arc<dyn Fn(&Statistics) + Send + Sync>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_| {}) }
+    }
+}
+
+/// Plans and runs a new copy to its end.
+pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
+    let (ctx, items) = plan_copy(aws, request, Timestamp::now()).await?;
+    run_items(&ctx, items, opts).await
+}
+
+/// Resumes a copy at its checkpoints: failed and unfinished items go on from their cursors.
+pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &RunOptions) -> Result<CopyRecord> {
+    let ctx = CopyContext::open(aws, store, copy_id).await?;
+    let record = ctx.read_record().await?;
+    let items = match record.status {
+        CopyStatus::Initializing => discover_work_items(&ctx).await?,
+        _ => ctx.work_items().await?,
+    };
+    for item in &items {
+        let mut state = load_item_state(&ctx, item).await?;
+        if state.status == ItemStatus::Failed {
+            state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
+            state.error = None;
+            save_item_state(&ctx, &state).await?;
+        }
+    }
+    let mut record = ctx.read_record().await?;
+    record.status = CopyStatus::InProgress;
+    record.message = None;
+    record.updated_time = Timestamp::now();
+    ctx.write_record(&record).await?;
+    run_items(&ctx, items, opts).await
+}
+
+async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {
+    // Live statistics per item, seeded from checkpoints (a retry starts from what is done).
+    let live: Arc<Mutex<BTreeMap<String, ItemState>>> = Arc::new(Mutex::new(
+        read_item_states(ctx).await?.into_iter().map(|s| (s.index.clone(), s)).collect(),
+    ));
+    let report = {
+        let live = live.clone();
+        let progress = opts.progress.clone();
+        move |s: &ItemState| {
+            let stats = {
+                let mut map = live.lock().unwrap_or_else(|p| p.into_inner());
+                map.insert(s.index.clone(), s.clone());
+                let states: Vec<ItemState> = map.values().cloned().collect();
+                rollup(&states).statistics
+            };
+            progress(&stats);
+        }
+    };
+    if let Some(any) = live.lock().unwrap_or_else(|p| p.into_inner()).values().next().cloned() {
+        report(&any);
+    }
+
+    // The record follows the copy every few seconds, not only at the end.
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = {
+        let done = done.clone();
+        let live = live.clone();
+        async move {
+            while !done.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let stats = {
+                    let map = live.lock().unwrap_or_else(|p| p.into_inner());
+                    let states: Vec<ItemState> = map.values().cloned().collect();
+                    rollup(&states).statistics
+                };
+                if let Ok(mut record) = ctx.read_record().await {
+                    record.statistics = Statistics { prefixes_found: record.statistics.prefixes_found, ..stats };
+                    record.updated_time = Timestamp::now();
+                    let _ = ctx.write_record(&record).await;
+                }
+            }
+        }
+    };
+    let work = async {
+        futures::stream::iter(items)
+            .map(|item| run_item(ctx, item, opts, &report))
+            .buffer_unordered(opts.concurrency.max(1))
+            .collect::<Vec<()>>()
+            .await;
+        done.store(true, Ordering::Relaxed);
+    };
+    tokio::join!(work, async {
+        tokio::select! {
+            _ = ticker => {}
+            _ = wait_for(&done) => {}
+        }
+    });
+    finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
+}
+
+async fn wait_for(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Prepare, wait for restores, copy; an error is recorded on the item and the rest go on.
+async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: &(dyn Fn(&ItemState) + Send + Sync)) {
+    if opts.cancel.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = async {
+        loop {
+            let p = prepare_item(ctx, &item).await?;
+            if p.pending_restores == 0 {
+                break;
+            }
+            if p.restore_wait_exceeded {
+                return Err(CopyError::State(format!(
+                    "{} archived objects still restoring after {} s (the maximum wait); retry later",
+                    p.pending_restores, ctx.request.restore.max_wait_seconds
+                )));
+            }
+            if opts.cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(ctx.request.restore.poll_seconds.max(1))).await;
+        }
+        let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report };
+        copy_item(ctx, &item, &limits).await.map(|_| ())
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(item = %item.prefix, error = %e, "work item failed");
+        if let Ok(state) = fail_item(ctx, &item, &e).await {
+            report(&state);
+        }
+    }
+}

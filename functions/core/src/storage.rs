@@ -1,0 +1,426 @@
+//! Object storage: the one real seam. A trail source and an event data store are each a
+//! (store, prefix) pair on S3 or in a local folder with the same key layout.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use bytes::Bytes;
+
+use crate::error::{CopyError, Result};
+
+/// An object seen in a listing.
+#[derive(Debug, Clone)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    pub storage_class: Option<String>,
+}
+
+/// One level of a delimiter listing: sub-prefixes (ending in `/`) and objects.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub dirs: Vec<String>,
+    pub objects: Vec<ObjectInfo>,
+}
+
+/// What a HeadObject tells about an object's readability and encryption.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectHead {
+    pub storage_class: Option<String>,
+    /// `x-amz-restore`: `ongoing-request="true"` or `ongoing-request="false", expiry-date=...`.
+    pub restore: Option<String>,
+    /// Intelligent-Tiering `ARCHIVE_ACCESS` / `DEEP_ARCHIVE_ACCESS`.
+    pub archive_status: Option<String>,
+    pub kms_key_id: Option<String>,
+}
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Lists one level under `prefix` (empty or ending in `/`), all pages.
+    async fn list_dir(&self, prefix: &str) -> Result<Listing>;
+    async fn get(&self, key: &str) -> Result<Bytes>;
+    async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+    async fn head(&self, key: &str) -> Result<ObjectHead>;
+    /// Starts a restore of an archived object; `days: None` for Intelligent-Tiering archive tiers.
+    async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()>;
+    /// Where `key` is, for messages and failure entries (`s3://bucket/key` or a path).
+    fn location(&self, key: &str) -> String;
+}
+
+/// `get`, but a missing object is `None`.
+pub async fn get_opt(store: &dyn ObjectStore, key: &str) -> Result<Option<Bytes>> {
+    match store.get(key).await {
+        Ok(b) => Ok(Some(b)),
+        Err(CopyError::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A parsed `--source`/`--store` argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Local { root: PathBuf },
+    S3 { bucket: String, prefix: String },
+}
+
+impl Location {
+    /// Parses `s3://bucket[/prefix]` or a local folder path. `field` names the request field.
+    pub fn parse(field: &'static str, text: &str) -> Result<Location> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(CopyError::invalid(field, "is empty"));
+        }
+        if let Some(rest) = text.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if !valid_bucket_name(bucket) {
+                return Err(CopyError::invalid(
+                    field,
+                    format!("`{bucket}` is not a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"),
+                ));
+            }
+            let prefix = prefix.trim_start_matches('/');
+            if prefix.split('/').any(|c| c == ".." || c == ".") {
+                return Err(CopyError::invalid(field, "prefix must not contain `.` or `..` segments"));
+            }
+            let mut prefix = prefix.to_string();
+            if !prefix.is_empty() && !prefix.ends_with('/') {
+                prefix.push('/');
+            }
+            return Ok(Location::S3 { bucket: bucket.to_string(), prefix });
+        }
+        if text.contains("://") {
+            return Err(CopyError::invalid(field, format!("`{text}`: only s3:// URIs or local folders are supported")));
+        }
+        Ok(Location::Local { root: PathBuf::from(text) })
+    }
+
+    /// The key prefix inside the store (`""` for a local folder).
+    pub fn prefix(&self) -> &str {
+        match self {
+            Location::Local { .. } => "",
+            Location::S3 { prefix, .. } => prefix,
+        }
+    }
+
+    /// True when `other` lies inside this location (a store inside the source would copy itself).
+    pub fn contains(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::S3 { bucket: b1, prefix: p1 }, Location::S3 { bucket: b2, prefix: p2 }) => {
+                b1 == b2 && p2.starts_with(p1.as_str())
+            }
+            (Location::Local { root: r1 }, Location::Local { root: r2 }) => {
+                let a = std::path::absolute(r1).unwrap_or_else(|_| r1.clone());
+                let b = std::path::absolute(r2).unwrap_or_else(|_| r2.clone());
+                b.starts_with(&a)
+            }
+            _ => false,
+        }
+    }
+
+    pub fn display(&self) -> String {
+        match self {
+            Location::Local { root } => root.display().to_string(),
+            Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+
+    /// Opens the storage behind this location.
+    pub async fn open(&self, aws: &AwsClients) -> Result<Arc<dyn ObjectStore>> {
+        Ok(match self {
+            Location::Local { root } => Arc::new(LocalStore::new(root.clone())),
+            Location::S3 { bucket, .. } => Arc::new(S3Store::new(aws.s3().await, bucket.clone())),
+        })
+    }
+}
+
+fn valid_bucket_name(b: &str) -> bool {
+    (3..=63).contains(&b.len())
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.as_bytes()[0].is_ascii_alphanumeric()
+        && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
+}
+
+/// AWS clients, built once from the environment as the AWS CLI does (region, profile,
+/// `AWS_ENDPOINT_URL`). Lazily, so local-only copies never touch AWS configuration.
+#[derive(Default)]
+pub struct AwsClients {
+    config: tokio::sync::OnceCell<aws_config::SdkConfig>,
+}
+
+impl AwsClients {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub async fn sdk_config(&self) -> &aws_config::SdkConfig {
+        self.config
+            .get_or_init(|| async {
+                let retry = aws_config::retry::RetryConfig::adaptive()
+                    .with_max_attempts(8)
+                    .with_initial_backoff(std::time::Duration::from_millis(200));
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .read_timeout(std::time::Duration::from_secs(60))
+                    .build();
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .retry_config(retry)
+                    .timeout_config(timeouts)
+                    .load()
+                    .await
+            })
+            .await
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        let config = self.sdk_config().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(config);
+        // S3-compatible endpoints (moto, MinIO, LocalStack) need path-style addressing.
+        if config.endpoint_url().is_some() {
+            builder = builder.force_path_style(true);
+        }
+        if config.region().is_none() {
+            builder = builder.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        }
+        aws_sdk_s3::Client::from_conf(builder.build())
+    }
+}
+
+/// A local folder. Keys are `/`-separated relative paths; they can never leave the folder.
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        let rel = Path::new(key);
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(CopyError::Storage {
+                location: key.to_string(),
+                message: "key would leave the folder".into(),
+            });
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+fn io_error(location: String, e: std::io::Error) -> CopyError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => CopyError::NotFound { location },
+        std::io::ErrorKind::PermissionDenied => CopyError::AccessDenied { location, message: e.to_string() },
+        _ => CopyError::Storage { location, message: e.to_string() },
+    }
+}
+
+#[async_trait]
+impl ObjectStore for LocalStore {
+    async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+        let dir = self.path(prefix.trim_end_matches('/'))?;
+        let mut listing = Listing::default();
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
+            Err(e) => return Err(io_error(self.location(prefix), e)),
+        };
+        while let Some(entry) = entries.next_entry().await.map_err(|e| io_error(self.location(prefix), e))? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".tmp-") {
+                continue;
+            }
+            let meta = entry.metadata().await.map_err(|e| io_error(self.location(prefix), e))?;
+            if meta.is_dir() {
+                listing.dirs.push(format!("{prefix}{name}/"));
+            } else {
+                listing.objects.push(ObjectInfo { key: format!("{prefix}{name}"), size: meta.len(), storage_class: None });
+            }
+        }
+        listing.dirs.sort();
+        listing.objects.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(listing)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let path = self.path(key)?;
+        tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| io_error(self.location(key), e))
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let path = self.path(key)?;
+        let loc = self.location(key);
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(loc.clone(), e))?;
+        }
+        // Write then rename: a reader (or a crash) never sees half a file.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+        tokio::fs::write(&tmp, &body).await.map_err(|e| io_error(loc.clone(), e))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectHead> {
+        let path = self.path(key)?;
+        tokio::fs::metadata(&path).await.map_err(|e| io_error(self.location(key), e))?;
+        Ok(ObjectHead::default())
+    }
+
+    async fn restore(&self, key: &str, _tier: &str, _days: Option<i32>) -> Result<()> {
+        Err(CopyError::Storage { location: self.location(key), message: "local files need no restore".into() })
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+/// An S3 bucket through aws-sdk-s3.
+pub struct S3Store {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Store {
+    pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
+        Self { client, bucket }
+    }
+}
+
+/// Maps an SDK error (after the SDK's own retries) to what a caller acts on.
+fn s3_error<E, R>(location: String, err: SdkError<E, R>) -> CopyError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let status = match &err {
+        SdkError::ServiceError(se) => format!("{:?}", se.raw()),
+        _ => String::new(),
+    };
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            CopyError::Retryable { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() }
+        }
+        SdkError::ServiceError(se) => {
+            let code = se.err().code().unwrap_or("");
+            let message = se.err().message().unwrap_or(code).to_string();
+            let server_error = status.contains("StatusCode(5") || status.contains("status: 5");
+            match code {
+                "NoSuchKey" | "NotFound" | "NoSuchBucket" => CopyError::NotFound { location },
+                "AccessDenied" | "Forbidden" | "KMS.AccessDeniedException" => {
+                    CopyError::AccessDenied { location, message }
+                }
+                "InvalidObjectState" => CopyError::Archived { location },
+                "SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError"
+                | "ServiceUnavailable" | "RequestTimeTooSkewed" => CopyError::Retryable { location, message },
+                _ if server_error => CopyError::Retryable { location, message },
+                _ => CopyError::Storage { location, message: format!("{code}: {message}") },
+            }
+        }
+        _ => CopyError::Storage { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() },
+    }
+}
+
+#[async_trait]
+impl ObjectStore for S3Store {
+    async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+        let mut listing = Listing::default();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s3_error(self.location(prefix), e))?;
+            for cp in page.common_prefixes() {
+                if let Some(p) = cp.prefix() {
+                    listing.dirs.push(p.to_string());
+                }
+            }
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                listing.objects.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+                });
+            }
+        }
+        Ok(listing)
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(self.location(key), e))?;
+        let body = out.body.collect().await.map_err(|e| CopyError::Retryable {
+            location: self.location(key),
+            message: format!("reading the body failed: {e}"),
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| s3_error(self.location(key), e))?;
+        Ok(())
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectHead> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| s3_error(self.location(key), e))?;
+        Ok(ObjectHead {
+            storage_class: out.storage_class().map(|c| c.as_str().to_string()),
+            restore: out.restore().map(str::to_string),
+            archive_status: out.archive_status().map(|s| s.as_str().to_string()),
+            kms_key_id: out.ssekms_key_id().map(str::to_string),
+        })
+    }
+
+    async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let job = GlacierJobParameters::builder()
+            .tier(Tier::from(tier))
+            .build()
+            .map_err(|e| CopyError::Storage { location: self.location(key), message: e.to_string() })?;
+        let mut req = RestoreRequest::builder();
+        // Intelligent-Tiering archive tiers take no Days (and no tier parameters).
+        if let Some(days) = days {
+            req = req.days(days).glacier_job_parameters(job);
+        }
+        let result =
+            self.client.restore_object().bucket(&self.bucket).key(key).restore_request(req.build()).send().await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) if se.err().code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(e) => Err(s3_error(self.location(key), e)),
+        }
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+}
