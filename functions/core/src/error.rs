@@ -40,7 +40,10 @@ pub enum CopyError {
 
 impl CopyError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        CopyError::InvalidRequest { field, reason: reason.into() }
+        CopyError::InvalidRequest {
+            field,
+            reason: reason.into(),
+        }
     }
 
     pub fn is_retryable(&self) -> bool {

@@ -11,8 +11,8 @@ use crate::error::{CopyError, Result};
 use crate::layout::{self, TrailRoot};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
 use crate::record::{
-    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id,
-    read_json, validate_copy_id, write_json,
+    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem,
+    new_copy_id, read_json, validate_copy_id, write_json,
 };
 use crate::storage::{AwsClients, Location, ObjectStore};
 use crate::storage_class::check_tier;
@@ -62,7 +62,12 @@ impl CopyContext {
         let keys = RecordKeys::new(store_location.prefix(), copy_id);
         let record: CopyRecord = read_json(store.as_ref(), &keys.record())
             .await?
-            .ok_or_else(|| CopyError::State(format!("no copy `{copy_id}` in {}", store_location.display())))?;
+            .ok_or_else(|| {
+                CopyError::State(format!(
+                    "no copy `{copy_id}` in {}",
+                    store_location.display()
+                ))
+            })?;
         Self::from_record(aws, record, store_location, store, keys).await
     }
 
@@ -76,7 +81,11 @@ impl CopyContext {
         let source_location = Location::parse("source", &record.request.source)?;
         let source = source_location.open(aws).await?;
         let r = &record.request;
-        let window = Window { start: r.start, end: r.end, retention_cutoff: r.retention_cutoff };
+        let window = Window {
+            start: r.start,
+            end: r.end,
+            retention_cutoff: r.retention_cutoff,
+        };
         Ok(CopyContext {
             copy_id: record.copy_id.clone(),
             request: record.request,
@@ -92,7 +101,9 @@ impl CopyContext {
     pub async fn read_record(&self) -> Result<CopyRecord> {
         read_json(self.store.as_ref(), &self.keys.record())
             .await?
-            .ok_or_else(|| CopyError::State(format!("copy record of `{}` disappeared", self.copy_id)))
+            .ok_or_else(|| {
+                CopyError::State(format!("copy record of `{}` disappeared", self.copy_id))
+            })
     }
 
     pub async fn write_record(&self, record: &CopyRecord) -> Result<()> {
@@ -102,28 +113,48 @@ impl CopyContext {
     pub async fn work_items(&self) -> Result<Vec<WorkItem>> {
         read_json(self.store.as_ref(), &self.keys.work_items())
             .await?
-            .ok_or_else(|| CopyError::State(format!("copy `{}` has no work items yet", self.copy_id)))
+            .ok_or_else(|| {
+                CopyError::State(format!("copy `{}` has no work items yet", self.copy_id))
+            })
     }
 }
 
 /// Checks a request and resolves it against `now`, before any work.
-pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedRequest, Location, Location)> {
-    let source_text = req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?;
-    let store_text = req.store.as_deref().ok_or_else(|| CopyError::invalid("store", "is required"))?;
+pub fn resolve_request(
+    req: &CopyRequest,
+    now: Timestamp,
+) -> Result<(ResolvedRequest, Location, Location)> {
+    let source_text = req
+        .source
+        .as_deref()
+        .ok_or_else(|| CopyError::invalid("source", "is required"))?;
+    let store_text = req
+        .store
+        .as_deref()
+        .ok_or_else(|| CopyError::invalid("store", "is required"))?;
     let source = Location::parse("source", source_text)?;
     let store = Location::parse("store", store_text)?;
     if source.contains(&store) {
         return Err(CopyError::invalid(
             "store",
-            format!("{} lies inside the source {}: the copy would read its own output", store.display(), source.display()),
+            format!(
+                "{} lies inside the source {}: the copy would read its own output",
+                store.display(),
+                source.display()
+            ),
         ));
     }
     if let Some(id) = &req.copy_id {
         validate_copy_id(id)?;
     }
     let retention_days = req.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
-    let window =
-        range::resolve_window(req.start.as_deref(), req.end.as_deref(), req.last.as_deref(), retention_days, now)?;
+    let window = range::resolve_window(
+        req.start.as_deref(),
+        req.end.as_deref(),
+        req.last.as_deref(),
+        retention_days,
+        now,
+    )?;
     let mut restore = RestoreOptions::default();
     if let Some(r) = &req.restore {
         if let Some(t) = &r.tier {
@@ -132,7 +163,12 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
                 "standard" => "Standard",
                 "expedited" => "Expedited",
                 "no" | "none" => "None",
-                _ => return Err(CopyError::invalid("restore", format!("tier `{t}`: use no, bulk, standard or expedited"))),
+                _ => {
+                    return Err(CopyError::invalid(
+                        "restore",
+                        format!("tier `{t}`: use no, bulk, standard or expedited"),
+                    ));
+                }
             };
             restore.tier = tier.into();
         }
@@ -148,6 +184,13 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
         if let Some(m) = r.max_wait_seconds {
             restore.max_wait_seconds = m;
         }
+    }
+    // Each wait loop costs the state machine ~11 history events; stay far below 25,000.
+    if restore.max_wait_seconds / restore.poll_seconds > 2000 {
+        return Err(CopyError::invalid(
+            "restore",
+            "maxWaitSeconds / pollSeconds must be at most 2000 polls",
+        ));
     }
     if restore.tier != "None" {
         check_tier(&restore.tier, None).map_err(|e| CopyError::invalid("restore", e))?;
@@ -166,7 +209,12 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
 }
 
 /// Plans a copy: writes the record (INITIALIZING), the work items, then the record IN_PROGRESS.
-pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> Result<(CopyContext, Vec<WorkItem>)> {
+pub async fn plan_copy(
+    aws: &AwsClients,
+    req: &CopyRequest,
+    now: Timestamp,
+) -> Result<(CopyContext, Vec<WorkItem>)> {
+    let now = now.round(jiff::Unit::Second).unwrap_or(now);
     let (resolved, _source, store_location) = resolve_request(req, now)?;
     let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
     let store = store_location.open(aws).await?;
@@ -174,7 +222,10 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
     if let Some(existing) = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await? {
         return Err(CopyError::invalid(
             "copyId",
-            format!("copy `{copy_id}` already exists ({}); resume it with `trailcopy retry {copy_id}`", existing.status.as_str()),
+            format!(
+                "copy `{copy_id}` already exists ({}); resume it with `trailcopy retry {copy_id}`",
+                existing.status.as_str()
+            ),
         ));
     }
     let record = CopyRecord {
@@ -201,7 +252,12 @@ pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
     let items: Vec<WorkItem> = prefixes
         .into_iter()
         .enumerate()
-        .map(|(i, prefix)| WorkItem { copy_id: ctx.copy_id.clone(), store: store_uri.clone(), index: format!("{i:06}"), prefix })
+        .map(|(i, prefix)| WorkItem {
+            copy_id: ctx.copy_id.clone(),
+            store: store_uri.clone(),
+            index: format!("{i:06}"),
+            prefix,
+        })
         .collect();
     write_json(ctx.store.as_ref(), &ctx.keys.work_items(), &items).await?;
     let mut record = ctx.read_record().await?;
@@ -238,7 +294,11 @@ async fn list_level(
 }
 
 /// `AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/` prefixes whose day is in scope.
-pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
+pub async fn discover_day_prefixes(
+    source: &dyn ObjectStore,
+    root: &TrailRoot,
+    window: &Window,
+) -> Result<Vec<String>> {
     if window.is_empty() {
         return Ok(Vec::new());
     }
@@ -249,14 +309,18 @@ pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, w
 
     // Level 1: organizations and accounts.
     let top = list_level(source, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
-        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos)).then_some(pos + 1)
+        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos))
+            .then_some(pos + 1)
     })
     .await?;
-    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
-        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
+    let (orgs, mut accounts): (Vec<_>, Vec<_>) = top
+        .into_iter()
+        .partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
     accounts.extend(
-        list_level(source, orgs, |_, seg, pos| (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1))
-            .await?,
+        list_level(source, orgs, |_, seg, pos| {
+            (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1)
+        })
+        .await?,
     );
     // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
     let mut trails = Vec::new();
@@ -271,7 +335,10 @@ pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, w
         }
         trails.push((format!("{acct}CloudTrail/"), pos + 1));
     }
-    let regions = list_level(source, trails, |_, seg, pos| fixed(seg, pos).then_some(pos + 1)).await?;
+    let regions = list_level(source, trails, |_, seg, pos| {
+        fixed(seg, pos).then_some(pos + 1)
+    })
+    .await?;
     let years = list_level(source, regions, move |_, seg, pos| {
         let y: i16 = seg.parse().ok()?;
         (fixed(seg, pos) && (first.year()..=last.year()).contains(&y)).then_some(pos + 1)
@@ -281,7 +348,10 @@ pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, w
         let y: i16 = layout::last_segment(parent).parse().ok()?;
         let m: i8 = seg.parse().ok()?;
         let ym = (y, m);
-        (fixed(seg, pos) && (1..=12).contains(&m) && ym >= (first.year(), first.month()) && ym <= (last.year(), last.month()))
+        (fixed(seg, pos)
+            && (1..=12).contains(&m)
+            && ym >= (first.year(), first.month())
+            && ym <= (last.year(), last.month()))
             .then_some(pos + 1)
     })
     .await?;

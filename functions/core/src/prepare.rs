@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{CopyError, Result};
 use crate::layout;
 use crate::plan::CopyContext;
-use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json};
+use crate::record::{
+    FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json,
+};
 use crate::storage::ObjectInfo;
 use crate::storage_class::{Readability, check_tier, classify, needs_head};
 
@@ -24,11 +26,20 @@ pub struct PrepareOutcome {
 const HEAD_CONCURRENCY: usize = 16;
 
 pub async fn load_item_state(ctx: &CopyContext, item: &WorkItem) -> Result<ItemState> {
-    Ok(read_json(ctx.store.as_ref(), &ctx.keys.item_state(&item.index)).await?.unwrap_or_else(|| ItemState::new(item)))
+    Ok(
+        read_json(ctx.store.as_ref(), &ctx.keys.item_state(&item.index))
+            .await?
+            .unwrap_or_else(|| ItemState::new(item)),
+    )
 }
 
 pub async fn save_item_state(ctx: &CopyContext, state: &ItemState) -> Result<()> {
-    write_json(ctx.store.as_ref(), &ctx.keys.item_state(&state.index), state).await
+    write_json(
+        ctx.store.as_ref(),
+        &ctx.keys.item_state(&state.index),
+        state,
+    )
+    .await
 }
 
 pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareOutcome> {
@@ -41,12 +52,21 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
     let pending = state.statistics.restores_pending;
     let exceeded = pending > 0
         && state.restore_started_time.is_some_and(|t| {
-            Timestamp::now().duration_since(t).as_secs() as u64 > ctx.request.restore.max_wait_seconds
+            Timestamp::now().duration_since(t).as_secs() as u64
+                > ctx.request.restore.max_wait_seconds
         });
-    Ok(PrepareOutcome { pending_restores: pending, files_found: state.statistics.files_found, restore_wait_exceeded: exceeded })
+    Ok(PrepareOutcome {
+        pending_restores: pending,
+        files_found: state.statistics.files_found,
+        restore_wait_exceeded: exceeded,
+    })
 }
 
-async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
+async fn list_and_classify(
+    ctx: &CopyContext,
+    item: &WorkItem,
+    state: &mut ItemState,
+) -> Result<()> {
     let listing = ctx.source.list_dir(&item.prefix).await?;
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
@@ -84,7 +104,11 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
             }
             let h = ctx.source.head(&o.key).await?;
             let class = h.storage_class.or_else(|| o.storage_class.clone());
-            let r = classify(class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
+            let r = classify(
+                class.as_deref(),
+                h.archive_status.as_deref(),
+                h.restore.as_deref(),
+            );
             Ok((o, r))
         })
         .buffered(HEAD_CONCURRENCY)
@@ -93,10 +117,16 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     let mut restoring = 0;
     for (o, readability) in heads {
         match readability {
-            Readability::Readable => files.push(FileToCopy { key: o.key, size: o.size }),
+            Readability::Readable => files.push(FileToCopy {
+                key: o.key,
+                size: o.size,
+            }),
             Readability::Restoring => {
                 restoring += 1;
-                files.push(FileToCopy { key: o.key, size: o.size });
+                files.push(FileToCopy {
+                    key: o.key,
+                    size: o.size,
+                });
             }
             Readability::NeedsRestore { with_days } => {
                 if tier == "None" {
@@ -110,9 +140,16 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
                         ),
                     ));
                 } else if let Err(e) = check_tier(&tier, o.storage_class.as_deref()) {
-                    state.failures.push(FailureEntry::new(ctx.source.location(&o.key), "RestoreTierInvalid", e));
+                    state.failures.push(FailureEntry::new(
+                        ctx.source.location(&o.key),
+                        "RestoreTierInvalid",
+                        e,
+                    ));
                 } else {
-                    files.push(FileToCopy { key: o.key.clone(), size: o.size });
+                    files.push(FileToCopy {
+                        key: o.key.clone(),
+                        size: o.size,
+                    });
                     to_restore.push((o, with_days));
                 }
             }
@@ -127,14 +164,23 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     let started: Vec<()> = futures::stream::iter(to_restore)
         .map(|(o, with_days)| {
             let tier = tier.clone();
-            async move { ctx.source.restore(&o.key, &tier, with_days.then_some(days)).await }
+            async move {
+                ctx.source
+                    .restore(&o.key, &tier, with_days.then_some(days))
+                    .await
+            }
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()
         .await?;
     state.statistics.restores_started = started.len() as u64;
     state.statistics.restores_pending = started.len() as u64 + restoring;
-    write_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
+    write_json(
+        ctx.store.as_ref(),
+        &ctx.keys.item_files(&state.index),
+        &files,
+    )
+    .await?;
     if state.statistics.restores_pending > 0 {
         state.status = ItemStatus::Restoring;
         state.restore_started_time = Some(Timestamp::now());
@@ -151,8 +197,15 @@ async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
     let pending: Vec<bool> = futures::stream::iter(files)
         .map(|f| async move {
             let h = ctx.source.head(&f.key).await?;
-            let r = classify(h.storage_class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
-            Ok::<_, CopyError>(matches!(r, Readability::Restoring | Readability::NeedsRestore { .. }))
+            let r = classify(
+                h.storage_class.as_deref(),
+                h.archive_status.as_deref(),
+                h.restore.as_deref(),
+            );
+            Ok::<_, CopyError>(matches!(
+                r,
+                Readability::Restoring | Readability::NeedsRestore { .. }
+            ))
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()

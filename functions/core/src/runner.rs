@@ -26,18 +26,31 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_| {}) }
+        RunOptions {
+            concurrency: 4,
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(|_| {}),
+        }
     }
 }
 
 /// Plans and runs a new copy to its end.
-pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
+pub async fn run_copy(
+    aws: &AwsClients,
+    request: &CopyRequest,
+    opts: &RunOptions,
+) -> Result<CopyRecord> {
     let (ctx, items) = plan_copy(aws, request, Timestamp::now()).await?;
     run_items(&ctx, items, opts).await
 }
 
 /// Resumes a copy at its checkpoints: failed and unfinished items go on from their cursors.
-pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &RunOptions) -> Result<CopyRecord> {
+pub async fn retry_copy(
+    aws: &AwsClients,
+    store: &str,
+    copy_id: &str,
+    opts: &RunOptions,
+) -> Result<CopyRecord> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     let record = ctx.read_record().await?;
     let items = match record.status {
@@ -60,10 +73,18 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
     run_items(&ctx, items, opts).await
 }
 
-async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {
+async fn run_items(
+    ctx: &CopyContext,
+    items: Vec<WorkItem>,
+    opts: &RunOptions,
+) -> Result<CopyRecord> {
     // Live statistics per item, seeded from checkpoints (a retry starts from what is done).
     let live: Arc<Mutex<BTreeMap<String, ItemState>>> = Arc::new(Mutex::new(
-        read_item_states(ctx).await?.into_iter().map(|s| (s.index.clone(), s)).collect(),
+        read_item_states(ctx)
+            .await?
+            .into_iter()
+            .map(|s| (s.index.clone(), s))
+            .collect(),
     ));
     let report = {
         let live = live.clone();
@@ -78,7 +99,13 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
             progress(&stats);
         }
     };
-    if let Some(any) = live.lock().unwrap_or_else(|p| p.into_inner()).values().next().cloned() {
+    let first = live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .next()
+        .cloned();
+    if let Some(any) = first {
         report(&any);
     }
 
@@ -96,7 +123,10 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
                     rollup(&states).statistics
                 };
                 if let Ok(mut record) = ctx.read_record().await {
-                    record.statistics = Statistics { prefixes_found: record.statistics.prefixes_found, ..stats };
+                    record.statistics = Statistics {
+                        prefixes_found: record.statistics.prefixes_found,
+                        ..stats
+                    };
                     record.updated_time = Timestamp::now();
                     let _ = ctx.write_record(&record).await;
                 }
@@ -127,7 +157,12 @@ async fn wait_for(flag: &AtomicBool) {
 }
 
 /// Prepare, wait for restores, copy; an error is recorded on the item and the rest go on.
-async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: &(dyn Fn(&ItemState) + Send + Sync)) {
+async fn run_item(
+    ctx: &CopyContext,
+    item: WorkItem,
+    opts: &RunOptions,
+    report: &(dyn Fn(&ItemState) + Send + Sync),
+) {
     if opts.cancel.load(Ordering::Relaxed) {
         return;
     }

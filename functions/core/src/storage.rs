@@ -78,23 +78,36 @@ impl Location {
             if !valid_bucket_name(bucket) {
                 return Err(CopyError::invalid(
                     field,
-                    format!("`{bucket}` is not a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"),
+                    format!(
+                        "`{bucket}` is not a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"
+                    ),
                 ));
             }
             let prefix = prefix.trim_start_matches('/');
             if prefix.split('/').any(|c| c == ".." || c == ".") {
-                return Err(CopyError::invalid(field, "prefix must not contain `.` or `..` segments"));
+                return Err(CopyError::invalid(
+                    field,
+                    "prefix must not contain `.` or `..` segments",
+                ));
             }
             let mut prefix = prefix.to_string();
             if !prefix.is_empty() && !prefix.ends_with('/') {
                 prefix.push('/');
             }
-            return Ok(Location::S3 { bucket: bucket.to_string(), prefix });
+            return Ok(Location::S3 {
+                bucket: bucket.to_string(),
+                prefix,
+            });
         }
         if text.contains("://") {
-            return Err(CopyError::invalid(field, format!("`{text}`: only s3:// URIs or local folders are supported")));
+            return Err(CopyError::invalid(
+                field,
+                format!("`{text}`: only s3:// URIs or local folders are supported"),
+            ));
         }
-        Ok(Location::Local { root: PathBuf::from(text) })
+        Ok(Location::Local {
+            root: PathBuf::from(text),
+        })
     }
 
     /// The key prefix inside the store (`""` for a local folder).
@@ -108,9 +121,16 @@ impl Location {
     /// True when `other` lies inside this location (a store inside the source would copy itself).
     pub fn contains(&self, other: &Location) -> bool {
         match (self, other) {
-            (Location::S3 { bucket: b1, prefix: p1 }, Location::S3 { bucket: b2, prefix: p2 }) => {
-                b1 == b2 && p2.starts_with(p1.as_str())
-            }
+            (
+                Location::S3 {
+                    bucket: b1,
+                    prefix: p1,
+                },
+                Location::S3 {
+                    bucket: b2,
+                    prefix: p2,
+                },
+            ) => b1 == b2 && p2.starts_with(p1.as_str()),
             (Location::Local { root: r1 }, Location::Local { root: r2 }) => {
                 let a = std::path::absolute(r1).unwrap_or_else(|_| r1.clone());
                 let b = std::path::absolute(r2).unwrap_or_else(|_| r2.clone());
@@ -138,7 +158,8 @@ impl Location {
 
 fn valid_bucket_name(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -213,8 +234,14 @@ impl LocalStore {
 fn io_error(location: String, e: std::io::Error) -> CopyError {
     match e.kind() {
         std::io::ErrorKind::NotFound => CopyError::NotFound { location },
-        std::io::ErrorKind::PermissionDenied => CopyError::AccessDenied { location, message: e.to_string() },
-        _ => CopyError::Storage { location, message: e.to_string() },
+        std::io::ErrorKind::PermissionDenied => CopyError::AccessDenied {
+            location,
+            message: e.to_string(),
+        },
+        _ => CopyError::Storage {
+            location,
+            message: e.to_string(),
+        },
     }
 }
 
@@ -228,16 +255,27 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
             Err(e) => return Err(io_error(self.location(prefix), e)),
         };
-        while let Some(entry) = entries.next_entry().await.map_err(|e| io_error(self.location(prefix), e))? {
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(|e| io_error(self.location(prefix), e))?
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(".tmp-") {
                 continue;
             }
-            let meta = entry.metadata().await.map_err(|e| io_error(self.location(prefix), e))?;
+            let meta = entry
+                .metadata()
+                .await
+                .map_err(|e| io_error(self.location(prefix), e))?;
             if meta.is_dir() {
                 listing.dirs.push(format!("{prefix}{name}/"));
             } else {
-                listing.objects.push(ObjectInfo { key: format!("{prefix}{name}"), size: meta.len(), storage_class: None });
+                listing.objects.push(ObjectInfo {
+                    key: format!("{prefix}{name}"),
+                    size: meta.len(),
+                    storage_class: None,
+                });
             }
         }
         listing.dirs.sort();
@@ -247,30 +285,47 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key)?;
-        tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| io_error(self.location(key), e))
+        tokio::fs::read(&path)
+            .await
+            .map(Bytes::from)
+            .map_err(|e| io_error(self.location(key), e))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let path = self.path(key)?;
         let loc = self.location(key);
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(loc.clone(), e))?;
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(|e| io_error(loc.clone(), e))?;
         }
         // Write then rename: a reader (or a crash) never sees half a file.
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
-        tokio::fs::write(&tmp, &body).await.map_err(|e| io_error(loc.clone(), e))?;
-        tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
+        tokio::fs::write(&tmp, &body)
+            .await
+            .map_err(|e| io_error(loc.clone(), e))?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| io_error(loc, e))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectHead> {
         let path = self.path(key)?;
-        tokio::fs::metadata(&path).await.map_err(|e| io_error(self.location(key), e))?;
+        tokio::fs::metadata(&path)
+            .await
+            .map_err(|e| io_error(self.location(key), e))?;
         Ok(ObjectHead::default())
     }
 
     async fn restore(&self, key: &str, _tier: &str, _days: Option<i32>) -> Result<()> {
-        Err(CopyError::Storage { location: self.location(key), message: "local files need no restore".into() })
+        Err(CopyError::Storage {
+            location: self.location(key),
+            message: "local files need no restore".into(),
+        })
     }
 
     fn location(&self, key: &str) -> String {
@@ -302,7 +357,10 @@ where
     };
     match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            CopyError::Retryable { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() }
+            CopyError::Retryable {
+                location,
+                message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+            }
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("");
@@ -314,13 +372,24 @@ where
                     CopyError::AccessDenied { location, message }
                 }
                 "InvalidObjectState" => CopyError::Archived { location },
-                "SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout" | "InternalError"
-                | "ServiceUnavailable" | "RequestTimeTooSkewed" => CopyError::Retryable { location, message },
+                "SlowDown"
+                | "Throttling"
+                | "ThrottlingException"
+                | "RequestTimeout"
+                | "InternalError"
+                | "ServiceUnavailable"
+                | "RequestTimeTooSkewed" => CopyError::Retryable { location, message },
                 _ if server_error => CopyError::Retryable { location, message },
-                _ => CopyError::Storage { location, message: format!("{code}: {message}") },
+                _ => CopyError::Storage {
+                    location,
+                    message: format!("{code}: {message}"),
+                },
             }
         }
-        _ => CopyError::Storage { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() },
+        _ => CopyError::Storage {
+            location,
+            message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
+        },
     }
 }
 
@@ -405,17 +474,30 @@ impl ObjectStore for S3Store {
         let job = GlacierJobParameters::builder()
             .tier(Tier::from(tier))
             .build()
-            .map_err(|e| CopyError::Storage { location: self.location(key), message: e.to_string() })?;
+            .map_err(|e| CopyError::Storage {
+                location: self.location(key),
+                message: e.to_string(),
+            })?;
         let mut req = RestoreRequest::builder();
         // Intelligent-Tiering archive tiers take no Days (and no tier parameters).
         if let Some(days) = days {
             req = req.days(days).glacier_job_parameters(job);
         }
-        let result =
-            self.client.restore_object().bucket(&self.bucket).key(key).restore_request(req.build()).send().await;
+        let result = self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .restore_request(req.build())
+            .send()
+            .await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(se)) if se.err().code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(SdkError::ServiceError(se))
+                if se.err().code() == Some("RestoreAlreadyInProgress") =>
+            {
+                Ok(())
+            }
             Err(e) => Err(s3_error(self.location(key), e)),
         }
     }

@@ -1,0 +1,40 @@
+//! Prepare: one work item → its file list, storage classes checked, restores started;
+//! called again by the state machine's wait loop until no restore is pending.
+
+use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
+use trailcopy::{AwsClients, CopyContext, CopyError, PrepareOutcome};
+use trailcopy_lambda_support::{ItemInput, diagnostic, diagnostic_of};
+
+async fn handle(
+    aws: &AwsClients,
+    event: LambdaEvent<ItemInput>,
+) -> Result<PrepareOutcome, Diagnostic> {
+    let input = event.payload;
+    let item = input.work_item();
+    let ctx = CopyContext::open(aws, &input.store, &input.copy_id)
+        .await
+        .map_err(diagnostic)?;
+    match trailcopy::prepare_item(&ctx, &item).await {
+        Ok(p) if p.restore_wait_exceeded => {
+            let e = CopyError::State(format!(
+                "{} archived objects still restoring after {} s (the maximum wait)",
+                p.pending_restores, ctx.request.restore.max_wait_seconds
+            ));
+            let _ = trailcopy::fail_item(&ctx, &item, &e).await;
+            Err(diagnostic_of("RestoreTimeout", e.to_string()))
+        }
+        Ok(p) => Ok(p),
+        Err(e) if e.is_retryable() => Err(diagnostic(e)),
+        Err(e) => {
+            let _ = trailcopy::fail_item(&ctx, &item, &e).await;
+            Err(diagnostic(e))
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let aws = AwsClients::new();
+    lambda_runtime::run(service_fn(|e| handle(&aws, e))).await
+}
