@@ -9,17 +9,10 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use trailcopy::record::CopyRecord;
 use trailcopy::storage::Location;
-use trailcopy::{
-    AwsClients, CopyContext, CopyError, CopyRequest, CopyStatus, RestoreRequest, RunOptions,
-    Statistics,
-};
+use trailcopy::{AwsClients, CopyContext, CopyError, CopyRequest, CopyStatus, RestoreRequest, RunOptions, Statistics};
 
 #[derive(Parser)]
-#[command(
-    name = "trailcopy",
-    version,
-    about = "Copy AWS CloudTrail trail events into a Parquet event data store"
-)]
+#[command(name = "trailcopy", version, about = "Copy AWS CloudTrail trail events into a Parquet event data store")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -105,13 +98,17 @@ struct CopyArgs {
     /// Work items (day prefixes) copied at once.
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
+    /// Encrypt the store's new objects with this KMS key (SSE-KMS; s3:// stores only).
+    #[arg(long)]
+    store_kms_key: Option<String>,
+    /// Copy even if an earlier copy from the same source into this store overlaps the range
+    /// (its events would be stored twice).
+    #[arg(long)]
+    allow_overlap: bool,
 }
 
 fn default_concurrency() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .max(2)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
 }
 
 fn flag(field: &str) -> &'static str {
@@ -124,6 +121,7 @@ fn flag(field: &str) -> &'static str {
         "retentionDays" => "--retention-days",
         "copyId" => "--copy-id",
         "restore" => "--restore",
+        "storeKmsKey" => "--store-kms-key",
         _ => "the request",
     }
 }
@@ -131,10 +129,7 @@ fn flag(field: &str) -> &'static str {
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAILCOPY_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAILCOPY_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -169,17 +164,15 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                     poll_seconds: Some(a.restore_poll_seconds),
                     max_wait_seconds: Some(a.restore_max_wait_seconds),
                 }),
+                store_kms_key: a.store_kms_key,
+                allow_overlap: a.allow_overlap,
             };
             let (opts, bar) = run_options(a.concurrency, a.store.json);
             let record = trailcopy::run_copy(aws, &request, &opts).await;
             bar.finish_and_clear();
             report(&record?, &a.store)
         }
-        Command::Retry {
-            copy_id,
-            store,
-            concurrency,
-        } => {
+        Command::Retry { copy_id, store, concurrency } => {
             let (opts, bar) = run_options(concurrency, store.json);
             let record = trailcopy::retry_copy(aws, &store.store, &copy_id, &opts).await;
             bar.finish_and_clear();
@@ -199,10 +192,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 println!("copy {copy_id}: no failure entries");
             } else {
                 for f in &failures {
-                    println!(
-                        "{}  {}  {}\n    {}",
-                        f.last_updated_time, f.error_type, f.location, f.error_message
-                    );
+                    println!("{}  {}  {}\n    {}", f.last_updated_time, f.error_type, f.location, f.error_message);
                 }
                 println!("{} failure entries", failures.len());
             }
@@ -211,17 +201,11 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         Command::Summary { store, top } => {
             let location = Location::parse("store", &store.store)?;
             let s = location.open(aws).await?;
-            let summary =
-                trailcopy::summary::summarize_store(s.as_ref(), location.prefix(), top).await?;
+            let summary = trailcopy::summary::summarize_store(s.as_ref(), location.prefix(), top).await?;
             if store.json {
                 print_json(&summary);
             } else {
-                println!(
-                    "{}: {} events in {} Parquet files",
-                    location.display(),
-                    summary.rows,
-                    summary.files
-                );
+                println!("{}: {} events in {} Parquet files", location.display(), summary.rows, summary.files);
                 for (date, rows) in &summary.rows_by_date {
                     println!("  date={date}  {rows:>10} events");
                 }
@@ -241,23 +225,15 @@ fn run_options(concurrency: usize, json: bool) -> (RunOptions, ProgressBar) {
         let cancel = cancel.clone();
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nstopping at the next file; the copy can be resumed with `trailcopy retry`"
-                );
+                eprintln!("\nstopping at the next file; the copy can be resumed with `trailcopy retry`");
                 cancel.store(true, Ordering::Relaxed);
             }
         });
     }
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
+    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     bar.enable_steady_tick(Duration::from_millis(200));
     let progress = {
@@ -265,20 +241,10 @@ fn run_options(concurrency: usize, json: bool) -> (RunOptions, ProgressBar) {
         Arc::new(move |s: &Statistics| {
             bar.set_length(s.files_found.saturating_sub(s.files_skipped));
             bar.set_position(s.files_completed + s.failed_entries.min(s.files_found));
-            bar.set_message(format!(
-                "{} events, {} prefixes done",
-                s.events_completed, s.prefixes_completed
-            ));
+            bar.set_message(format!("{} events, {} prefixes done", s.events_completed, s.prefixes_completed));
         })
     };
-    (
-        RunOptions {
-            concurrency,
-            cancel,
-            progress,
-        },
-        bar,
-    )
+    (RunOptions { concurrency, cancel, progress }, bar)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) {
@@ -298,10 +264,7 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
             "  range      {} .. {} (events before {} are past retention)",
             record.request.start, record.request.end, record.request.retention_cutoff
         );
-        println!(
-            "  prefixes   {}/{} completed",
-            s.prefixes_completed, s.prefixes_found
-        );
+        println!("  prefixes   {}/{} completed", s.prefixes_completed, s.prefixes_found);
         println!(
             "  files      {} found, {} skipped by name, {} copied, {} MB read",
             s.files_found,
@@ -311,11 +274,7 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
         );
         println!(
             "  events     {} copied, {} out of range, {} invalid, {} duplicate (of {} read)",
-            s.events_completed,
-            s.events_out_of_range,
-            s.events_invalid,
-            s.events_duplicate,
-            s.events_read
+            s.events_completed, s.events_out_of_range, s.events_invalid, s.events_duplicate, s.events_read
         );
         if s.restores_started + s.restores_pending > 0 {
             println!(
@@ -323,10 +282,7 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
                 s.restores_started, s.restores_pending, s.restores_finished
             );
         }
-        println!(
-            "  failures   {} (trailcopy failures {} --store {})",
-            s.failed_entries, record.copy_id, store.store
-        );
+        println!("  failures   {} (trailcopy failures {} --store {})", s.failed_entries, record.copy_id, store.store);
         if let Some(m) = &record.message {
             println!("  note       {m}");
         }

@@ -7,22 +7,13 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use trailcopy::{AwsClients, CopyContext, CopyLimits, CopyOutcome};
 use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic};
 
-async fn handle(
-    aws: &AwsClients,
-    event: LambdaEvent<ItemInput>,
-) -> Result<CopyOutcome, Diagnostic> {
+async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyOutcome, Diagnostic> {
     let deadline = batch_deadline(event.context.deadline());
     let input = event.payload;
     let item = input.work_item();
-    let ctx = CopyContext::open(aws, &input.store, &input.copy_id)
-        .await
-        .map_err(diagnostic)?;
+    let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
     let never = AtomicBool::new(false);
-    let limits = CopyLimits {
-        deadline: Some(deadline),
-        cancel: &never,
-        on_commit: &|_| {},
-    };
+    let limits = CopyLimits { deadline: Some(deadline), cancel: &never, on_commit: &|_| {} };
     match trailcopy::copy_item(&ctx, &item, &limits).await {
         Ok(outcome) => Ok(outcome),
         Err(e) if e.is_retryable() => Err(diagnostic(e)),

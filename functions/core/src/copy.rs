@@ -16,9 +16,7 @@ use crate::error::{CopyError, Result};
 use crate::event::{self, ParsedFile};
 use crate::plan::CopyContext;
 use crate::prepare::{load_item_state, save_item_state};
-use crate::record::{
-    Cursor, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json,
-};
+use crate::record::{Cursor, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json};
 use crate::store::{BatchWriter, event_file_key};
 
 /// Compressed input per batch: sized so a batch's Parquet files suit query engines.
@@ -56,16 +54,10 @@ fn batch_bytes() -> u64 {
 
 /// Test fault injection: counts committed batches in this process.
 static COMMITS: AtomicU64 = AtomicU64::new(0);
-static FAIL_AFTER: LazyLock<Option<u64>> = LazyLock::new(|| {
-    std::env::var("TRAILCOPY_FAULT_FAIL_AFTER_BATCHES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-});
-static ABORT_AFTER: LazyLock<Option<u64>> = LazyLock::new(|| {
-    std::env::var("TRAILCOPY_FAULT_ABORT_AFTER_BATCHES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-});
+static FAIL_AFTER: LazyLock<Option<u64>> =
+    LazyLock::new(|| std::env::var("TRAILCOPY_FAULT_FAIL_AFTER_BATCHES").ok().and_then(|v| v.parse().ok()));
+static ABORT_AFTER: LazyLock<Option<u64>> =
+    LazyLock::new(|| std::env::var("TRAILCOPY_FAULT_ABORT_AFTER_BATCHES").ok().and_then(|v| v.parse().ok()));
 
 /// One file's result: parsed events or a failure entry; a retryable error fails the batch.
 enum FileResult {
@@ -85,12 +77,16 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
                 "the object is archived and not restored; copy with --restore bulk (or standard/expedited)".into(),
             )));
         }
+        Err(CopyError::AccessDenied { message, .. }) => {
+            // Denied on an SSE-KMS object: name the key, not just the object.
+            let key = ctx.source.head(&file.key).await.ok().and_then(|h| h.kms_key_id);
+            return Ok(FileResult::Failed(match key {
+                Some(k) => crate::kms::access_denied_entry(location, &k, &message),
+                None => FailureEntry::new(location, "AccessDenied", message),
+            }));
+        }
         Err(e) => {
-            return Ok(FileResult::Failed(FailureEntry::new(
-                location,
-                e.error_type(),
-                e.to_string(),
-            )));
+            return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string())));
         }
     };
     let window = ctx.window;
@@ -99,10 +95,7 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
         event::parse_log(&text, &window)
     })
     .await
-    .map_err(|e| CopyError::Storage {
-        location: location.clone(),
-        message: format!("parser task failed: {e}"),
-    })?;
+    .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
     Ok(match parsed {
         Ok(p) => FileResult::Parsed(p),
         Err(fe) => FileResult::Failed(FailureEntry::new(location, fe.error_type, fe.message)),
@@ -112,30 +105,17 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
 async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<HashSet<u128>> {
     let mut seen = HashSet::new();
     for b in 0..batches {
-        if let Some(bytes) =
-            crate::storage::get_opt(ctx.store.as_ref(), &ctx.keys.item_seen(index, b)).await?
-        {
-            seen.extend(
-                bytes
-                    .chunks_exact(16)
-                    .map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))),
-            );
+        if let Some(bytes) = crate::storage::get_opt(ctx.store.as_ref(), &ctx.keys.item_seen(index, b)).await? {
+            seen.extend(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))));
         }
     }
     Ok(seen)
 }
 
 /// Copies batches of a prepared item from its cursor until done, stopped, or past the deadline.
-pub async fn copy_item(
-    ctx: &CopyContext,
-    item: &WorkItem,
-    limits: &CopyLimits<'_>,
-) -> Result<CopyOutcome> {
+pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'_>) -> Result<CopyOutcome> {
     let mut state = load_item_state(ctx, item).await?;
-    let mut outcome = CopyOutcome {
-        cursor: state.cursor,
-        ..Default::default()
-    };
+    let mut outcome = CopyOutcome { cursor: state.cursor, ..Default::default() };
     match state.status {
         ItemStatus::Completed => {
             outcome.done = true;
@@ -186,11 +166,8 @@ pub async fn copy_item(
                     delta.events_out_of_range += parsed.events_out_of_range;
                     delta.events_invalid += parsed.events_invalid;
                     if parsed.events_invalid > 0 {
-                        let samples: Vec<String> = parsed
-                            .invalid_samples
-                            .iter()
-                            .map(|(i, why)| format!("Records[{i}]: {why}"))
-                            .collect();
+                        let samples: Vec<String> =
+                            parsed.invalid_samples.iter().map(|(i, why)| format!("Records[{i}]: {why}")).collect();
                         failures.push(FailureEntry::new(
                             ctx.source.location(&file.key),
                             "InvalidEvents",
@@ -203,19 +180,12 @@ pub async fn copy_item(
                         ));
                     }
                     for part in parsed.parts {
-                        let mask: BooleanArray =
-                            part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
-                        let kept = part
-                            .keys
-                            .iter()
-                            .zip(mask.values().iter())
-                            .filter(|(_, keep)| *keep);
+                        let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
+                        let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
                         new_keys.extend(kept.map(|(k, _)| *k));
-                        let rows = arrow_select::filter::filter_record_batch(&part.batch, &mask)
-                            .map_err(|e| CopyError::Storage {
-                                location: "arrow filter".into(),
-                                message: e.to_string(),
-                            })?;
+                        let rows = arrow_select::filter::filter_record_batch(&part.batch, &mask).map_err(|e| {
+                            CopyError::Storage { location: "arrow filter".into(), message: e.to_string() }
+                        })?;
                         delta.events_duplicate += (part.batch.num_rows() - rows.num_rows()) as u64;
                         delta.events_completed += rows.num_rows() as u64;
                         writer.write(part.date, &rows)?;
@@ -227,43 +197,26 @@ pub async fn copy_item(
         if let Some(n) = *FAIL_AFTER
             && COMMITS.load(Ordering::SeqCst) >= n
         {
-            return Err(CopyError::Injected(format!(
-                "batch {batch_no} of item {} failed before commit",
-                item.index
-            )));
+            return Err(CopyError::Injected(format!("batch {batch_no} of item {} failed before commit", item.index)));
         }
         // Commit: data, then dedup keys, then the checkpoint.
         for (date, body) in writer.finish()? {
-            let key = event_file_key(
-                ctx.store_location.prefix(),
-                date,
-                &ctx.window,
-                &source_name,
-                &item.prefix,
-                batch_no,
-            );
+            let key =
+                event_file_key(ctx.store_location.prefix(), date, &ctx.window, &source_name, &item.prefix, batch_no);
             ctx.store.put(&key, body.into()).await?;
         }
         if let Some(n) = *ABORT_AFTER
             && COMMITS.load(Ordering::SeqCst) >= n
         {
-            eprintln!(
-                "trailcopy: injected crash after writing batch {batch_no} of item {}",
-                item.index
-            );
+            eprintln!("trailcopy: injected crash after writing batch {batch_no} of item {}", item.index);
             std::process::abort();
         }
         let keys: Vec<u8> = new_keys.iter().flat_map(|k| k.to_le_bytes()).collect();
-        ctx.store
-            .put(&ctx.keys.item_seen(&item.index, batch_no), keys.into())
-            .await?;
+        ctx.store.put(&ctx.keys.item_seen(&item.index, batch_no), keys.into()).await?;
         delta.failed_entries = failures.len() as u64;
         state.statistics += delta;
         state.failures.extend(failures);
-        state.cursor = Cursor {
-            next_file: end,
-            batch: batch_no + 1,
-        };
+        state.cursor = Cursor { next_file: end, batch: batch_no + 1 };
         state.status = ItemStatus::Copying;
         state.error = None;
         save_item_state(ctx, &state).await?;
@@ -272,9 +225,7 @@ pub async fn copy_item(
         outcome.cursor = state.cursor;
         outcome.files_completed += delta.files_completed;
         outcome.events_completed += delta.events_completed;
-        if limits.deadline.is_some_and(|d| Instant::now() >= d)
-            && state.cursor.next_file < files.len()
-        {
+        if limits.deadline.is_some_and(|d| Instant::now() >= d) && state.cursor.next_file < files.len() {
             return Ok(outcome);
         }
     }
@@ -295,15 +246,14 @@ pub async fn fail_item(ctx: &CopyContext, item: &WorkItem, error: &CopyError) ->
         state.resume_status = Some(state.status);
     }
     state.status = ItemStatus::Failed;
-    state.error = Some(FailureEntry::new(
-        ctx.source.location(&item.prefix),
-        if error.is_retryable() {
-            "Retryable"
-        } else {
-            "WorkItemFailed"
-        },
-        error.to_string(),
-    ));
+    state.error = Some(match error {
+        CopyError::Blocked(entry) => (**entry).clone(),
+        _ => FailureEntry::new(
+            ctx.source.location(&item.prefix),
+            if error.is_retryable() { "Retryable" } else { "WorkItemFailed" },
+            error.to_string(),
+        ),
+    });
     save_item_state(ctx, &state).await?;
     Ok(state)
 }

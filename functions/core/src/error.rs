@@ -33,6 +33,11 @@ pub enum CopyError {
     #[error("{0}")]
     State(String),
 
+    /// Something outside the copy blocks a whole work item (a KMS key, a restore that never ends);
+    /// the entry says what and how to fix it. Retry resumes the item.
+    #[error("{}: {}", .0.error_type, .0.error_message)]
+    Blocked(Box<crate::record::FailureEntry>),
+
     /// A fault injected by a test (TRAILCOPY_FAULT_*).
     #[error("injected fault: {0}")]
     Injected(String),
@@ -40,10 +45,7 @@ pub enum CopyError {
 
 impl CopyError {
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        CopyError::InvalidRequest {
-            field,
-            reason: reason.into(),
-        }
+        CopyError::InvalidRequest { field, reason: reason.into() }
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -60,6 +62,7 @@ impl CopyError {
             CopyError::Archived { .. } => "ArchivedObject",
             CopyError::Storage { .. } => "StorageError",
             CopyError::State(_) => "InvalidState",
+            CopyError::Blocked(_) => "Blocked",
             CopyError::Injected(_) => "InjectedFault",
         }
     }

@@ -76,11 +76,7 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         .map(|(name, kind)| match kind {
             Kind::Str | Kind::Json => Field::new(*name, DataType::Utf8, true),
             Kind::Bool => Field::new(*name, DataType::Boolean, true),
-            Kind::Time => Field::new(
-                *name,
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
+            Kind::Time => Field::new(*name, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
         })
         .collect();
     fields.push(Field::new(OTHER_FIELDS, DataType::Utf8, true));
@@ -136,10 +132,7 @@ pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, FileError> {
             message: format!("decompresses to more than {MAX_DECOMPRESSED} bytes"),
         }),
         Ok(_) => Ok(out),
-        Err(e) => Err(FileError {
-            error_type: "CorruptGzip",
-            message: format!("gzip: {e}"),
-        }),
+        Err(e) => Err(FileError { error_type: "CorruptGzip", message: format!("gzip: {e}") }),
     }
 }
 
@@ -192,16 +185,10 @@ impl Builders {
             .map(|(_, k)| match k {
                 Kind::Str | Kind::Json => ColBuilder::Str(StringBuilder::new()),
                 Kind::Bool => ColBuilder::Bool(BooleanBuilder::new()),
-                Kind::Time => {
-                    ColBuilder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-                }
+                Kind::Time => ColBuilder::Time(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
             })
             .collect();
-        Builders {
-            cols,
-            other: StringBuilder::new(),
-            keys: Vec::new(),
-        }
+        Builders { cols, other: StringBuilder::new(), keys: Vec::new() }
     }
 
     fn finish(mut self, date: Date) -> DatePart {
@@ -218,13 +205,8 @@ impl Builders {
             .collect();
         arrays.push(Arc::new(self.other.finish()));
         // Invariant: builders follow SCHEMA column for column.
-        let batch =
-            RecordBatch::try_new(SCHEMA.clone(), arrays).expect("builders match the schema");
-        DatePart {
-            date,
-            batch,
-            keys: self.keys,
-        }
+        let batch = RecordBatch::try_new(SCHEMA.clone(), arrays).expect("builders match the schema");
+        DatePart { date, batch, keys: self.keys }
     }
 }
 
@@ -245,14 +227,12 @@ pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> 
         {
             return Err(FileError {
                 error_type: "InvalidLogFile",
-                message: "the file holds JSON but not an object: not a CloudTrail log file ({\"Records\":[...]})".into(),
+                message: "the file holds JSON but not an object: not a CloudTrail log file ({\"Records\":[...]})"
+                    .into(),
             });
         }
         None => {
-            return Err(FileError {
-                error_type: "InvalidJson",
-                message: "the file is empty".into(),
-            });
+            return Err(FileError { error_type: "InvalidJson", message: "the file is empty".into() });
         }
         Some(_) => {}
     }
@@ -261,24 +241,16 @@ pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> 
             error_type: "InvalidLogFile",
             message: format!("not a CloudTrail log file ({{\"Records\":[...]}}): {e}"),
         },
-        _ => FileError {
-            error_type: "InvalidJson",
-            message: format!("JSON: {e}"),
-        },
+        _ => FileError { error_type: "InvalidJson", message: format!("JSON: {e}") },
     })?;
     let records = file.records.ok_or_else(|| FileError {
         error_type: "InvalidLogFile",
         message: "no \"Records\" field: not a CloudTrail log file".into(),
     })?;
-    let records: Vec<&RawValue> = serde_json::from_str(records.get()).map_err(|_| FileError {
-        error_type: "InvalidLogFile",
-        message: "\"Records\" is not an array".into(),
-    })?;
+    let records: Vec<&RawValue> = serde_json::from_str(records.get())
+        .map_err(|_| FileError { error_type: "InvalidLogFile", message: "\"Records\" is not an array".into() })?;
 
-    let mut out = ParsedFile {
-        events_read: records.len() as u64,
-        ..Default::default()
-    };
+    let mut out = ParsedFile { events_read: records.len() as u64, ..Default::default() };
     let mut by_date: BTreeMap<Date, Builders> = BTreeMap::new();
     let mut slots: Vec<Option<Slot>> = Vec::with_capacity(COLUMNS.len());
     let mut other = String::new();
@@ -353,13 +325,8 @@ pub fn format_event_time(t: Timestamp) -> String {
 }
 
 /// Fills `slots`/`other` from one record; returns its eventTime, or why it is invalid.
-fn read_event<'a>(
-    raw: &'a RawValue,
-    slots: &mut [Option<Slot<'a>>],
-    other: &mut String,
-) -> Result<Timestamp, String> {
-    let fields: Fields<'a> =
-        serde_json::from_str(raw.get()).map_err(|_| "event is not a JSON object".to_string())?;
+fn read_event<'a>(raw: &'a RawValue, slots: &mut [Option<Slot<'a>>], other: &mut String) -> Result<Timestamp, String> {
+    let fields: Fields<'a> = serde_json::from_str(raw.get()).map_err(|_| "event is not a JSON object".to_string())?;
     let mut time = None;
     for (name, value) in fields.0 {
         let text = value.get();
@@ -368,17 +335,13 @@ fn read_event<'a>(
             continue;
         };
         let slot = match COLUMNS[i].1 {
-            Kind::Str => serde_json::from_str::<Cow<'a, str>>(text)
-                .ok()
-                .map(Slot::Str),
+            Kind::Str => serde_json::from_str::<Cow<'a, str>>(text).ok().map(Slot::Str),
             Kind::Bool => serde_json::from_str::<bool>(text).ok().map(Slot::Bool),
             Kind::Json => Some(Slot::Json(text)),
             Kind::Time => {
-                let s: Cow<str> = serde_json::from_str(text)
-                    .map_err(|_| "eventTime is not a string".to_string())?;
-                let t: Timestamp = s.parse().map_err(|_| {
-                    format!("eventTime `{}` is not an RFC 3339 time", truncate(&s, 40))
-                })?;
+                let s: Cow<str> = serde_json::from_str(text).map_err(|_| "eventTime is not a string".to_string())?;
+                let t: Timestamp =
+                    s.parse().map_err(|_| format!("eventTime `{}` is not an RFC 3339 time", truncate(&s, 40)))?;
                 if format_event_time(t) != s {
                     // Keep the original spelling (fractional seconds, offsets) for the rebuild.
                     push_other(other, &name, text);
@@ -396,17 +359,12 @@ fn read_event<'a>(
     }
     let time = time.ok_or_else(|| "missing eventTime".to_string())?;
     let version = match &slots[0] {
-        Some(Slot::Str(v)) => parse_version(v)
-            .ok_or_else(|| format!("eventVersion `{}` is not N.NN", truncate(v, 20)))?,
+        Some(Slot::Str(v)) => {
+            parse_version(v).ok_or_else(|| format!("eventVersion `{}` is not N.NN", truncate(v, 20)))?
+        }
         _ => return Err("missing eventVersion".into()),
     };
-    for (i, needed_since) in [
-        (2, (1, 0)),
-        (3, (1, 0)),
-        (4, (1, 0)),
-        (EVENT_ID, (1, 1)),
-        (11, (1, 2)),
-    ] {
+    for (i, needed_since) in [(2, (1, 0)), (3, (1, 0)), (4, (1, 0)), (EVENT_ID, (1, 1)), (11, (1, 2))] {
         if version >= needed_since && !matches!(slots[i], Some(Slot::Str(_))) {
             return Err(format!(
                 "missing {} (required since eventVersion {}.{:02})",
@@ -442,10 +400,7 @@ mod tests {
     }
 
     fn example(name: &str) -> Vec<u8> {
-        let p = format!(
-            "{}/../../tests/data/real-umccr/examples/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
+        let p = format!("{}/../../tests/data/real-umccr/examples/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
     }
 
@@ -479,11 +434,7 @@ mod tests {
         // bad1_01.json says eventVersion 1.02 but has no eventType (required since 1.02).
         let p = parse_log(&example("bad1_01.json"), &window()).unwrap();
         assert_eq!(p.events_invalid, 1);
-        assert!(
-            p.invalid_samples[0].1.contains("eventType"),
-            "{:?}",
-            p.invalid_samples
-        );
+        assert!(p.invalid_samples[0].1.contains("eventType"), "{:?}", p.invalid_samples);
     }
 
     #[test]
@@ -494,10 +445,7 @@ mod tests {
         assert_eq!(err("[1,2]"), "InvalidLogFile");
         assert_eq!(err("{\"records\": []}"), "InvalidLogFile");
         assert_eq!(err("{\"Records\": {}}"), "InvalidLogFile");
-        assert_eq!(
-            gunzip(b"\x1f\x8b\x08garbage").unwrap_err().error_type,
-            "CorruptGzip"
-        );
+        assert_eq!(gunzip(b"\x1f\x8b\x08garbage").unwrap_err().error_type, "CorruptGzip");
     }
 
     #[test]
@@ -525,35 +473,15 @@ mod tests {
             "futureField":{"x":[1,2]},"requestParameters":null}]}"#;
         let p = parse_log(text.as_bytes(), &window()).unwrap();
         let b = &p.parts[0].batch;
-        let other = b
-            .column_by_name(OTHER_FIELDS)
-            .unwrap()
-            .as_string::<i32>()
-            .value(0);
+        let other = b.column_by_name(OTHER_FIELDS).unwrap().as_string::<i32>().value(0);
         let v: serde_json::Value = serde_json::from_str(other).unwrap();
         assert_eq!(v["errorCode"], serde_json::Value::Null);
         assert_eq!(v["readOnly"], "true");
         assert_eq!(v["futureField"]["x"][1], 2);
         assert_eq!(v["eventTime"], "2020-10-01T00:00:00.250Z");
-        assert_eq!(
-            b.column_by_name("requestParameters")
-                .unwrap()
-                .as_string::<i32>()
-                .value(0),
-            "null"
-        );
-        let t = b
-            .column_by_name("eventTime")
-            .unwrap()
-            .as_primitive::<TimestampMicrosecondType>()
-            .value(0);
-        assert_eq!(
-            t,
-            "2020-10-01T00:00:00.25Z"
-                .parse::<Timestamp>()
-                .unwrap()
-                .as_microsecond()
-        );
+        assert_eq!(b.column_by_name("requestParameters").unwrap().as_string::<i32>().value(0), "null");
+        let t = b.column_by_name("eventTime").unwrap().as_primitive::<TimestampMicrosecondType>().value(0);
+        assert_eq!(t, "2020-10-01T00:00:00.25Z".parse::<Timestamp>().unwrap().as_microsecond());
     }
 
     #[test]

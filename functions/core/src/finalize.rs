@@ -6,9 +6,7 @@ use jiff::Timestamp;
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;
 use crate::prepare::load_item_state;
-use crate::record::{
-    CopyRecord, CopyStatus, FailureEntry, ItemState, ItemStatus, Statistics, write_json,
-};
+use crate::record::{CopyRecord, CopyStatus, FailureEntry, ItemState, ItemStatus, Statistics, write_json};
 
 const READ_CONCURRENCY: usize = 32;
 
@@ -35,38 +33,30 @@ pub fn rollup(states: &[ItemState]) -> Rollup {
         statistics += s.statistics;
         failures.extend(s.failures.iter().cloned());
         if s.status != ItemStatus::Completed {
+            // One entry per blocking cause (e.g. a disabled KMS key shared by many prefixes).
+            if let Some(e) = &s.error
+                && failures.iter().any(|f: &FailureEntry| f.location == e.location && f.error_type == e.error_type)
+            {
+                continue;
+            }
             failures.push(s.error.clone().unwrap_or_else(|| {
                 FailureEntry::new(
                     s.prefix.clone(),
                     "WorkItemFailed",
-                    format!(
-                        "work item {} did not complete (last status {:?}); retry resumes it",
-                        s.index, s.status
-                    ),
+                    format!("work item {} did not complete (last status {:?}); retry resumes it", s.index, s.status),
                 )
             }));
         }
     }
     statistics.prefixes_found = states.len() as u64;
-    statistics.prefixes_completed = states
-        .iter()
-        .filter(|s| s.status == ItemStatus::Completed)
-        .count() as u64;
+    statistics.prefixes_completed = states.iter().filter(|s| s.status == ItemStatus::Completed).count() as u64;
     statistics.failed_entries = failures.len() as u64;
     let all_completed = states.iter().all(|s| s.status == ItemStatus::Completed);
-    Rollup {
-        statistics,
-        failures,
-        all_completed,
-    }
+    Rollup { statistics, failures, all_completed }
 }
 
 /// Final status: COMPLETED only when every item completed without a failure entry.
-pub async fn finalize_copy(
-    ctx: &CopyContext,
-    stopped: bool,
-    message: Option<String>,
-) -> Result<CopyRecord> {
+pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<String>) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
     let states = match ctx.work_items().await {
         Ok(_) => read_item_states(ctx).await?,
@@ -90,14 +80,8 @@ pub async fn finalize_copy(
             r.statistics.prefixes_found,
             ctx.copy_id
         )),
-        CopyStatus::Failed => Some(format!(
-            "finished with {} failure entries",
-            r.failures.len()
-        )),
-        CopyStatus::Stopped => Some(format!(
-            "stopped; resume with `trailcopy retry {}`",
-            ctx.copy_id
-        )),
+        CopyStatus::Failed => Some(format!("finished with {} failure entries", r.failures.len())),
+        CopyStatus::Stopped => Some(format!("stopped; resume with `trailcopy retry {}`", ctx.copy_id)),
         _ => None,
     });
     record.updated_time = Timestamp::now();
@@ -121,9 +105,5 @@ pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
     if record.status == CopyStatus::InProgress || record.status == CopyStatus::Initializing {
         return Ok(rollup(&read_item_states(ctx).await.unwrap_or_default()).failures);
     }
-    Ok(
-        crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures())
-            .await?
-            .unwrap_or_default(),
-    )
+    Ok(crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures()).await?.unwrap_or_default())
 }

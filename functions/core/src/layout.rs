@@ -21,17 +21,12 @@ pub fn trail_root(source_prefix: &str) -> TrailRoot {
             awslogs: format!("{}/", segments[..=i].join("/")),
             narrowing: segments[i + 1..].iter().map(|s| s.to_string()).collect(),
         },
-        None => TrailRoot {
-            awslogs: format!("{source_prefix}AWSLogs/"),
-            narrowing: Vec::new(),
-        },
+        None => TrailRoot { awslogs: format!("{source_prefix}AWSLogs/"), narrowing: Vec::new() },
     }
 }
 
 pub fn is_org_id(segment: &str) -> bool {
-    segment.len() > 2
-        && segment.starts_with("o-")
-        && segment[2..].bytes().all(|c| c.is_ascii_alphanumeric())
+    segment.len() > 2 && segment.starts_with("o-") && segment[2..].bytes().all(|c| c.is_ascii_alphanumeric())
 }
 
 pub fn is_account_id(segment: &str) -> bool {
@@ -40,11 +35,7 @@ pub fn is_account_id(segment: &str) -> bool {
 
 /// The last path segment of a prefix or key (`a/b/c/` → `c`).
 pub fn last_segment(prefix: &str) -> &str {
-    prefix
-        .trim_end_matches('/')
-        .rsplit('/')
-        .next()
-        .unwrap_or("")
+    prefix.trim_end_matches('/').rsplit('/').next().unwrap_or("")
 }
 
 /// The file name of a key.
@@ -72,24 +63,11 @@ pub fn file_timestamp(name: &str) -> Option<Timestamp> {
             return None;
         }
         let n = |r: std::ops::Range<usize>| -> i32 {
-            std::str::from_utf8(&w[r])
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(-1)
+            std::str::from_utf8(&w[r]).ok().and_then(|s| s.parse().ok()).unwrap_or(-1)
         };
-        let dt = DateTime::new(
-            n(0..4) as i16,
-            n(4..6) as i8,
-            n(6..8) as i8,
-            n(9..11) as i8,
-            n(11..13) as i8,
-            0,
-            0,
-        )
-        .ok()?;
-        dt.to_zoned_datetime(jiff::tz::TimeZone::UTC)
-            .ok()
-            .map(|z| z.timestamp())
+        let dt =
+            DateTime::new(n(0..4) as i16, n(4..6) as i8, n(6..8) as i8, n(9..11) as i8, n(11..13) as i8, 0, 0).ok()?;
+        dt.to_zoned_datetime(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
     })
 }
 
@@ -99,11 +77,7 @@ pub fn day_of_prefix(prefix: &str) -> Option<Date> {
     if segs.len() != 3 {
         return None;
     }
-    let (d, m, y) = (
-        segs[0].parse().ok()?,
-        segs[1].parse().ok()?,
-        segs[2].parse().ok()?,
-    );
+    let (d, m, y) = (segs[0].parse().ok()?, segs[1].parse().ok()?, segs[2].parse().ok()?);
     Date::new(y, m, d).ok()
 }
 
@@ -113,13 +87,7 @@ mod tests {
 
     #[test]
     fn root_without_prefix() {
-        assert_eq!(
-            trail_root(""),
-            TrailRoot {
-                awslogs: "AWSLogs/".into(),
-                narrowing: vec![]
-            }
-        );
+        assert_eq!(trail_root(""), TrailRoot { awslogs: "AWSLogs/".into(), narrowing: vec![] });
     }
 
     #[test]
@@ -131,10 +99,7 @@ mod tests {
     fn root_narrowed_to_an_org_account_region() {
         let r = trail_root("x/AWSLogs/o-abc123/111122223333/CloudTrail/eu-west-1/");
         assert_eq!(r.awslogs, "x/AWSLogs/");
-        assert_eq!(
-            r.narrowing,
-            vec!["o-abc123", "111122223333", "CloudTrail", "eu-west-1"]
-        );
+        assert_eq!(r.narrowing, vec!["o-abc123", "111122223333", "CloudTrail", "eu-west-1"]);
     }
 
     #[test]
@@ -149,9 +114,7 @@ mod tests {
 
     #[test]
     fn timestamp_standard_name() {
-        let t = file_timestamp(
-            "111122223333_CloudTrail_us-east-1_20201001T0005Z_AbCdEf0123456789.json.gz",
-        );
+        let t = file_timestamp("111122223333_CloudTrail_us-east-1_20201001T0005Z_AbCdEf0123456789.json.gz");
         assert_eq!(t, Some("2020-10-01T00:05:00Z".parse().unwrap()));
     }
 
@@ -162,11 +125,7 @@ mod tests {
         assert_eq!(t, Some("2020-09-30T23:00:00Z".parse().unwrap()));
         assert_eq!(file_timestamp("notes.json.gz"), None);
         assert_eq!(file_timestamp("x_20201301T0000Z.json.gz"), None, "month 13");
-        assert_eq!(
-            file_timestamp("x_120201001T0000Z.json.gz"),
-            None,
-            "longer digit run"
-        );
+        assert_eq!(file_timestamp("x_120201001T0000Z.json.gz"), None, "longer digit run");
     }
 
     #[test]
@@ -178,10 +137,7 @@ mod tests {
 
     #[test]
     fn day_prefix() {
-        assert_eq!(
-            day_of_prefix("AWSLogs/1/CloudTrail/r/2020/09/30/"),
-            Some(Date::constant(2020, 9, 30))
-        );
+        assert_eq!(day_of_prefix("AWSLogs/1/CloudTrail/r/2020/09/30/"), Some(Date::constant(2020, 9, 30)));
         assert_eq!(day_of_prefix("AWSLogs/1/CloudTrail/r/2020/02/30/"), None);
         assert_eq!(last_segment("a/b/c/"), "c");
     }

@@ -8,6 +8,7 @@ pub mod copy;
 pub mod error;
 pub mod event;
 pub mod finalize;
+pub mod kms;
 pub mod layout;
 pub mod plan;
 pub mod prepare;

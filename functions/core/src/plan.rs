@@ -8,14 +8,25 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CopyError, Result};
+use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
 use crate::layout::{self, TrailRoot};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
 use crate::record::{
-    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem,
-    new_copy_id, read_json, validate_copy_id, write_json,
+    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id, read_json,
+    validate_copy_id, write_json,
 };
 use crate::storage::{AwsClients, Location, ObjectStore};
 use crate::storage_class::check_tier;
+
+/// Local folders have no KMS keys.
+struct NoKeys;
+
+#[async_trait::async_trait]
+impl KeyChecker for NoKeys {
+    async fn describe(&self, _key_id: &str) -> Result<KeyState> {
+        Ok(KeyState::Enabled)
+    }
+}
 
 /// A copy request: the execution input and the CLI flags alike.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +40,11 @@ pub struct CopyRequest {
     pub retention_days: Option<u32>,
     pub copy_id: Option<String>,
     pub restore: Option<RestoreRequest>,
+    /// SSE-KMS key (id or ARN) for the store's objects.
+    pub store_kms_key: Option<String>,
+    /// Copy even when an earlier copy from the same source into this store overlaps the range.
+    #[serde(default)]
+    pub allow_overlap: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +67,8 @@ pub struct CopyContext {
     pub store_location: Location,
     pub store: Arc<dyn ObjectStore>,
     pub keys: RecordKeys,
+    /// Checks the source's SSE-KMS keys.
+    pub kms: Arc<dyn KeyChecker>,
 }
 
 impl CopyContext {
@@ -62,12 +80,7 @@ impl CopyContext {
         let keys = RecordKeys::new(store_location.prefix(), copy_id);
         let record: CopyRecord = read_json(store.as_ref(), &keys.record())
             .await?
-            .ok_or_else(|| {
-                CopyError::State(format!(
-                    "no copy `{copy_id}` in {}",
-                    store_location.display()
-                ))
-            })?;
+            .ok_or_else(|| CopyError::State(format!("no copy `{copy_id}` in {}", store_location.display())))?;
         Self::from_record(aws, record, store_location, store, keys).await
     }
 
@@ -80,12 +93,16 @@ impl CopyContext {
     ) -> Result<CopyContext> {
         let source_location = Location::parse("source", &record.request.source)?;
         let source = source_location.open(aws).await?;
-        let r = &record.request;
-        let window = Window {
-            start: r.start,
-            end: r.end,
-            retention_cutoff: r.retention_cutoff,
+        let store = match &record.request.store_kms_key {
+            Some(k) => store_location.open_store(aws, Some(k)).await?,
+            None => store,
         };
+        let kms: Arc<dyn KeyChecker> = match &source_location {
+            Location::S3 { .. } => Arc::new(KmsKeyChecker::new(aws.kms().await)),
+            Location::Local { .. } => Arc::new(NoKeys),
+        };
+        let r = &record.request;
+        let window = Window { start: r.start, end: r.end, retention_cutoff: r.retention_cutoff };
         Ok(CopyContext {
             copy_id: record.copy_id.clone(),
             request: record.request,
@@ -95,15 +112,14 @@ impl CopyContext {
             store_location,
             store,
             keys,
+            kms,
         })
     }
 
     pub async fn read_record(&self) -> Result<CopyRecord> {
         read_json(self.store.as_ref(), &self.keys.record())
             .await?
-            .ok_or_else(|| {
-                CopyError::State(format!("copy record of `{}` disappeared", self.copy_id))
-            })
+            .ok_or_else(|| CopyError::State(format!("copy record of `{}` disappeared", self.copy_id)))
     }
 
     pub async fn write_record(&self, record: &CopyRecord) -> Result<()> {
@@ -113,25 +129,14 @@ impl CopyContext {
     pub async fn work_items(&self) -> Result<Vec<WorkItem>> {
         read_json(self.store.as_ref(), &self.keys.work_items())
             .await?
-            .ok_or_else(|| {
-                CopyError::State(format!("copy `{}` has no work items yet", self.copy_id))
-            })
+            .ok_or_else(|| CopyError::State(format!("copy `{}` has no work items yet", self.copy_id)))
     }
 }
 
 /// Checks a request and resolves it against `now`, before any work.
-pub fn resolve_request(
-    req: &CopyRequest,
-    now: Timestamp,
-) -> Result<(ResolvedRequest, Location, Location)> {
-    let source_text = req
-        .source
-        .as_deref()
-        .ok_or_else(|| CopyError::invalid("source", "is required"))?;
-    let store_text = req
-        .store
-        .as_deref()
-        .ok_or_else(|| CopyError::invalid("store", "is required"))?;
+pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedRequest, Location, Location)> {
+    let source_text = req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?;
+    let store_text = req.store.as_deref().ok_or_else(|| CopyError::invalid("store", "is required"))?;
     let source = Location::parse("source", source_text)?;
     let store = Location::parse("store", store_text)?;
     if source.contains(&store) {
@@ -148,13 +153,8 @@ pub fn resolve_request(
         validate_copy_id(id)?;
     }
     let retention_days = req.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
-    let window = range::resolve_window(
-        req.start.as_deref(),
-        req.end.as_deref(),
-        req.last.as_deref(),
-        retention_days,
-        now,
-    )?;
+    let window =
+        range::resolve_window(req.start.as_deref(), req.end.as_deref(), req.last.as_deref(), retention_days, now)?;
     let mut restore = RestoreOptions::default();
     if let Some(r) = &req.restore {
         if let Some(t) = &r.tier {
@@ -187,10 +187,7 @@ pub fn resolve_request(
     }
     // Each wait loop costs the state machine ~11 history events; stay far below 25,000.
     if restore.max_wait_seconds / restore.poll_seconds > 2000 {
-        return Err(CopyError::invalid(
-            "restore",
-            "maxWaitSeconds / pollSeconds must be at most 2000 polls",
-        ));
+        return Err(CopyError::invalid("restore", "maxWaitSeconds / pollSeconds must be at most 2000 polls"));
     }
     if restore.tier != "None" {
         check_tier(&restore.tier, None).map_err(|e| CopyError::invalid("restore", e))?;
@@ -204,16 +201,17 @@ pub fn resolve_request(
         retention_days,
         retention_cutoff: window.retention_cutoff,
         restore,
+        store_kms_key: req.store_kms_key.clone().filter(|k| !k.is_empty()),
+        allow_overlap: req.allow_overlap,
     };
+    if resolved.store_kms_key.is_some() && matches!(store, Location::Local { .. }) {
+        return Err(CopyError::invalid("storeKmsKey", "SSE-KMS needs an s3:// store"));
+    }
     Ok((resolved, source, store))
 }
 
 /// Plans a copy: writes the record (INITIALIZING), the work items, then the record IN_PROGRESS.
-pub async fn plan_copy(
-    aws: &AwsClients,
-    req: &CopyRequest,
-    now: Timestamp,
-) -> Result<(CopyContext, Vec<WorkItem>)> {
+pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> Result<(CopyContext, Vec<WorkItem>)> {
     let now = now.round(jiff::Unit::Second).unwrap_or(now);
     let (resolved, _source, store_location) = resolve_request(req, now)?;
     let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
@@ -228,6 +226,9 @@ pub async fn plan_copy(
             ),
         ));
     }
+    if !resolved.allow_overlap {
+        check_overlap(store.as_ref(), store_location.prefix(), &resolved).await?;
+    }
     let record = CopyRecord {
         copy_id: copy_id.clone(),
         status: CopyStatus::Initializing,
@@ -241,6 +242,35 @@ pub async fn plan_copy(
     let ctx = CopyContext::from_record(aws, record, store_location, store, keys).await?;
     let items = discover_work_items(&ctx).await?;
     Ok((ctx, items))
+}
+
+/// Refuses a copy whose range overlaps an earlier copy from the same source into the same store:
+/// their events would be stored twice (output names differ with the range).
+async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &ResolvedRequest) -> Result<()> {
+    let copies = store.list_dir(&format!("{store_prefix}copies/")).await?;
+    let start = req.start.max(req.retention_cutoff);
+    for dir in copies.dirs {
+        let Some(other) = read_json::<CopyRecord>(store, &format!("{dir}record.json")).await? else { continue };
+        let o = &other.request;
+        let overlaps = o.source == req.source && o.start.max(o.retention_cutoff) < req.end && start < o.end;
+        if overlaps {
+            tracing::warn!(copy = %other.copy_id, "range overlaps an earlier copy");
+            return Err(CopyError::invalid(
+                "start",
+                format!(
+                    "the range overlaps copy `{}` ({} .. {}, {}) from the same source into this store: \
+                     its events would be stored twice. Resume that copy with `trailcopy retry {}`, \
+                     pick a range that does not overlap, or pass --allow-overlap",
+                    other.copy_id,
+                    o.start,
+                    o.end,
+                    other.status.as_str(),
+                    other.copy_id
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Finds the day prefixes in scope, writes `workitems.json` and marks the record IN_PROGRESS.
@@ -294,11 +324,7 @@ async fn list_level(
 }
 
 /// `AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/` prefixes whose day is in scope.
-pub async fn discover_day_prefixes(
-    source: &dyn ObjectStore,
-    root: &TrailRoot,
-    window: &Window,
-) -> Result<Vec<String>> {
+pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
     if window.is_empty() {
         return Ok(Vec::new());
     }
@@ -309,18 +335,14 @@ pub async fn discover_day_prefixes(
 
     // Level 1: organizations and accounts.
     let top = list_level(source, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
-        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos))
-            .then_some(pos + 1)
+        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos)).then_some(pos + 1)
     })
     .await?;
-    let (orgs, mut accounts): (Vec<_>, Vec<_>) = top
-        .into_iter()
-        .partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
+    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
+        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
     accounts.extend(
-        list_level(source, orgs, |_, seg, pos| {
-            (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1)
-        })
-        .await?,
+        list_level(source, orgs, |_, seg, pos| (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1))
+            .await?,
     );
     // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
     let mut trails = Vec::new();
@@ -335,10 +357,7 @@ pub async fn discover_day_prefixes(
         }
         trails.push((format!("{acct}CloudTrail/"), pos + 1));
     }
-    let regions = list_level(source, trails, |_, seg, pos| {
-        fixed(seg, pos).then_some(pos + 1)
-    })
-    .await?;
+    let regions = list_level(source, trails, |_, seg, pos| fixed(seg, pos).then_some(pos + 1)).await?;
     let years = list_level(source, regions, move |_, seg, pos| {
         let y: i16 = seg.parse().ok()?;
         (fixed(seg, pos) && (first.year()..=last.year()).contains(&y)).then_some(pos + 1)

@@ -6,11 +6,10 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CopyError, Result};
+use crate::kms::check_key;
 use crate::layout;
 use crate::plan::CopyContext;
-use crate::record::{
-    FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json,
-};
+use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json};
 use crate::storage::ObjectInfo;
 use crate::storage_class::{Readability, check_tier, classify, needs_head};
 
@@ -26,20 +25,11 @@ pub struct PrepareOutcome {
 const HEAD_CONCURRENCY: usize = 16;
 
 pub async fn load_item_state(ctx: &CopyContext, item: &WorkItem) -> Result<ItemState> {
-    Ok(
-        read_json(ctx.store.as_ref(), &ctx.keys.item_state(&item.index))
-            .await?
-            .unwrap_or_else(|| ItemState::new(item)),
-    )
+    Ok(read_json(ctx.store.as_ref(), &ctx.keys.item_state(&item.index)).await?.unwrap_or_else(|| ItemState::new(item)))
 }
 
 pub async fn save_item_state(ctx: &CopyContext, state: &ItemState) -> Result<()> {
-    write_json(
-        ctx.store.as_ref(),
-        &ctx.keys.item_state(&state.index),
-        state,
-    )
-    .await
+    write_json(ctx.store.as_ref(), &ctx.keys.item_state(&state.index), state).await
 }
 
 pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareOutcome> {
@@ -50,11 +40,19 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
         ItemStatus::Copying | ItemStatus::Completed | ItemStatus::Failed => {}
     }
     let pending = state.statistics.restores_pending;
+    let max_wait = ctx.request.restore.max_wait_seconds;
     let exceeded = pending > 0
-        && state.restore_started_time.is_some_and(|t| {
-            Timestamp::now().duration_since(t).as_secs() as u64
-                > ctx.request.restore.max_wait_seconds
-        });
+        && state.restore_started_time.is_some_and(|t| Timestamp::now().duration_since(t).as_secs() as u64 > max_wait);
+    if exceeded {
+        return Err(CopyError::Blocked(Box::new(FailureEntry::new(
+            ctx.source.location(&item.prefix),
+            "RestoreTimeout",
+            format!(
+                "{pending} archived objects were still restoring after {max_wait} s (the maximum wait); \
+                 retry the copy later: it resumes waiting"
+            ),
+        ))));
+    }
     Ok(PrepareOutcome {
         pending_restores: pending,
         files_found: state.statistics.files_found,
@@ -62,11 +60,7 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
     })
 }
 
-async fn list_and_classify(
-    ctx: &CopyContext,
-    item: &WorkItem,
-    state: &mut ItemState,
-) -> Result<()> {
+async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
     let listing = ctx.source.list_dir(&item.prefix).await?;
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
@@ -96,37 +90,30 @@ async fn list_and_classify(
         })
         .collect();
     // HeadObject only where the listing cannot tell (Intelligent-Tiering, archived classes).
-    let heads: Vec<(ObjectInfo, Readability)> = futures::stream::iter(candidates)
-        .map(|o| async move {
-            if !needs_head(o.storage_class.as_deref()) {
-                let r = classify(o.storage_class.as_deref(), None, None);
-                return Ok::<_, CopyError>((o, r));
-            }
-            let h = ctx.source.head(&o.key).await?;
-            let class = h.storage_class.or_else(|| o.storage_class.clone());
-            let r = classify(
-                class.as_deref(),
-                h.archive_status.as_deref(),
-                h.restore.as_deref(),
-            );
-            Ok((o, r))
-        })
-        .buffered(HEAD_CONCURRENCY)
-        .try_collect()
-        .await?;
+    // The first file is always headed: a sample of the prefix's SSE-KMS key.
+    let heads: Vec<(ObjectInfo, Readability, Option<String>)> =
+        futures::stream::iter(candidates.into_iter().enumerate())
+            .map(|(i, o)| async move {
+                if i > 0 && !needs_head(o.storage_class.as_deref()) {
+                    let r = classify(o.storage_class.as_deref(), None, None);
+                    return Ok::<_, CopyError>((o, r, None));
+                }
+                let h = ctx.source.head(&o.key).await?;
+                let class = h.storage_class.or_else(|| o.storage_class.clone());
+                let r = classify(class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
+                Ok((o, r, h.kms_key_id))
+            })
+            .buffered(HEAD_CONCURRENCY)
+            .try_collect()
+            .await?;
+    check_keys(ctx, heads.iter().filter_map(|(_, _, k)| k.as_deref())).await?;
     let mut restoring = 0;
-    for (o, readability) in heads {
+    for (o, readability, _) in heads {
         match readability {
-            Readability::Readable => files.push(FileToCopy {
-                key: o.key,
-                size: o.size,
-            }),
+            Readability::Readable => files.push(FileToCopy { key: o.key, size: o.size }),
             Readability::Restoring => {
                 restoring += 1;
-                files.push(FileToCopy {
-                    key: o.key,
-                    size: o.size,
-                });
+                files.push(FileToCopy { key: o.key, size: o.size });
             }
             Readability::NeedsRestore { with_days } => {
                 if tier == "None" {
@@ -140,16 +127,9 @@ async fn list_and_classify(
                         ),
                     ));
                 } else if let Err(e) = check_tier(&tier, o.storage_class.as_deref()) {
-                    state.failures.push(FailureEntry::new(
-                        ctx.source.location(&o.key),
-                        "RestoreTierInvalid",
-                        e,
-                    ));
+                    state.failures.push(FailureEntry::new(ctx.source.location(&o.key), "RestoreTierInvalid", e));
                 } else {
-                    files.push(FileToCopy {
-                        key: o.key.clone(),
-                        size: o.size,
-                    });
+                    files.push(FileToCopy { key: o.key.clone(), size: o.size });
                     to_restore.push((o, with_days));
                 }
             }
@@ -164,23 +144,14 @@ async fn list_and_classify(
     let started: Vec<()> = futures::stream::iter(to_restore)
         .map(|(o, with_days)| {
             let tier = tier.clone();
-            async move {
-                ctx.source
-                    .restore(&o.key, &tier, with_days.then_some(days))
-                    .await
-            }
+            async move { ctx.source.restore(&o.key, &tier, with_days.then_some(days)).await }
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()
         .await?;
     state.statistics.restores_started = started.len() as u64;
     state.statistics.restores_pending = started.len() as u64 + restoring;
-    write_json(
-        ctx.store.as_ref(),
-        &ctx.keys.item_files(&state.index),
-        &files,
-    )
-    .await?;
+    write_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
     if state.statistics.restores_pending > 0 {
         state.status = ItemStatus::Restoring;
         state.restore_started_time = Some(Timestamp::now());
@@ -190,6 +161,17 @@ async fn list_and_classify(
     save_item_state(ctx, state).await
 }
 
+/// A key that cannot decrypt blocks the whole item with one entry naming the key.
+async fn check_keys<'a>(ctx: &CopyContext, keys: impl Iterator<Item = &'a str>) -> Result<()> {
+    let distinct: std::collections::BTreeSet<&str> = keys.collect();
+    for key in distinct {
+        if let Some(entry) = check_key(ctx.kms.as_ref(), key).await? {
+            return Err(CopyError::Blocked(Box::new(entry)));
+        }
+    }
+    Ok(())
+}
+
 async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
     let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index))
         .await?
@@ -197,15 +179,8 @@ async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
     let pending: Vec<bool> = futures::stream::iter(files)
         .map(|f| async move {
             let h = ctx.source.head(&f.key).await?;
-            let r = classify(
-                h.storage_class.as_deref(),
-                h.archive_status.as_deref(),
-                h.restore.as_deref(),
-            );
-            Ok::<_, CopyError>(matches!(
-                r,
-                Readability::Restoring | Readability::NeedsRestore { .. }
-            ))
+            let r = classify(h.storage_class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
+            Ok::<_, CopyError>(matches!(r, Readability::Restoring | Readability::NeedsRestore { .. }))
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()

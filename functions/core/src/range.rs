@@ -37,28 +37,14 @@ impl Window {
     /// Can a file delivered at `t` hold events in the window?
     pub fn file_in_scope(&self, delivered: Timestamp) -> bool {
         !self.is_empty()
-            && delivered
-                >= self
-                    .effective_start()
-                    .saturating_sub(START_SLACK)
-                    .unwrap_or(Timestamp::MIN)
-            && delivered
-                < self
-                    .end
-                    .saturating_add(DELIVERY_SLACK)
-                    .unwrap_or(Timestamp::MAX)
+            && delivered >= self.effective_start().saturating_sub(START_SLACK).unwrap_or(Timestamp::MIN)
+            && delivered < self.end.saturating_add(DELIVERY_SLACK).unwrap_or(Timestamp::MAX)
     }
 
     /// First and last UTC day whose folder can hold files in scope.
     pub fn day_span(&self) -> (Date, Date) {
-        let first = self
-            .effective_start()
-            .saturating_sub(START_SLACK)
-            .unwrap_or(Timestamp::MIN);
-        let last = self
-            .end
-            .saturating_add(DELIVERY_SLACK)
-            .unwrap_or(Timestamp::MAX);
+        let first = self.effective_start().saturating_sub(START_SLACK).unwrap_or(Timestamp::MIN);
+        let last = self.end.saturating_add(DELIVERY_SLACK).unwrap_or(Timestamp::MAX);
         let utc = |t: Timestamp| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
         (utc(first), utc(last))
     }
@@ -86,10 +72,7 @@ pub fn parse_instant(field: &'static str, text: &str) -> Result<Timestamp> {
 pub fn parse_duration(field: &'static str, text: &str) -> Result<SignedDuration> {
     let text = text.trim();
     let bad = |why: &str| {
-        CopyError::invalid(
-            field,
-            format!("`{text}` {why}; use e.g. 5m, 30m, 1h, 6h, 90m, 36h, 7d or ISO-8601 PT90M"),
-        )
+        CopyError::invalid(field, format!("`{text}` {why}; use e.g. 5m, 30m, 1h, 6h, 90m, 36h, 7d or ISO-8601 PT90M"))
     };
     let span: jiff::Span = text.parse().map_err(|_| bad("is not a duration"))?;
     if span.get_years() != 0 || span.get_months() != 0 {
@@ -124,42 +107,25 @@ pub fn resolve_window(
     }
     let (start, end) = match (start, end, last) {
         (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
-            return Err(CopyError::invalid(
-                "last",
-                "give either --last or --start/--end, not both",
-            ));
+            return Err(CopyError::invalid("last", "give either --last or --start/--end, not both"));
         }
         (None, None, Some(last)) => {
             let d = parse_duration("last", last)?;
-            (
-                now.saturating_sub(d)
-                    .map_err(|_| CopyError::invalid("last", "out of range"))?,
-                now,
-            )
+            (now.saturating_sub(d).map_err(|_| CopyError::invalid("last", "out of range"))?, now)
         }
         (Some(s), Some(e), None) => (parse_instant("start", s)?, parse_instant("end", e)?),
         (Some(_), None, None) => return Err(CopyError::invalid("end", "--start needs --end")),
         (None, Some(_), None) => return Err(CopyError::invalid("start", "--end needs --start")),
         (None, None, None) => {
-            return Err(CopyError::invalid(
-                "start",
-                "give a range: --start and --end, or --last",
-            ));
+            return Err(CopyError::invalid("start", "give a range: --start and --end, or --last"));
         }
     };
     if end <= start {
-        return Err(CopyError::invalid(
-            "end",
-            format!("{end} is not after --start {start}"),
-        ));
+        return Err(CopyError::invalid("end", format!("{end} is not after --start {start}")));
     }
     let keep = SignedDuration::from_hours(24 * i64::from(retention_days));
     let retention_cutoff = now.saturating_sub(keep).unwrap_or(Timestamp::MIN);
-    Ok(Window {
-        start,
-        end,
-        retention_cutoff,
-    })
+    Ok(Window { start, end, retention_cutoff })
 }
 
 #[cfg(test)]
@@ -184,11 +150,7 @@ mod tests {
             ("P1D", 1440),
             ("P1DT12H", 2160),
         ] {
-            assert_eq!(
-                parse_duration("last", t).unwrap(),
-                SignedDuration::from_mins(mins),
-                "{t}"
-            );
+            assert_eq!(parse_duration("last", t).unwrap(), SignedDuration::from_mins(mins), "{t}");
         }
         for t in ["", "abc", "0m", "-5m", "P1M", "1y"] {
             assert!(parse_duration("last", t).is_err(), "{t}");
@@ -197,14 +159,8 @@ mod tests {
 
     #[test]
     fn instants() {
-        assert_eq!(
-            parse_instant("start", "2020-10-01").unwrap(),
-            ts("2020-10-01T00:00:00Z")
-        );
-        assert_eq!(
-            parse_instant("start", "2020-10-01T01:02:03+01:00").unwrap(),
-            ts("2020-10-01T00:02:03Z")
-        );
+        assert_eq!(parse_instant("start", "2020-10-01").unwrap(), ts("2020-10-01T00:00:00Z"));
+        assert_eq!(parse_instant("start", "2020-10-01T01:02:03+01:00").unwrap(), ts("2020-10-01T00:02:03Z"));
         let e = parse_instant("end", "yesterday").unwrap_err().to_string();
         assert!(e.contains("invalid end"), "{e}");
     }
@@ -223,9 +179,7 @@ mod tests {
         assert!(err(Some("2020-10-02"), Some("2020-10-01"), None).starts_with("invalid end"));
         assert!(err(Some("2020-10-02"), None, None).starts_with("invalid end"));
         assert!(err(None, Some("2020-10-02"), None).starts_with("invalid start"));
-        assert!(
-            err(Some("2020-10-01"), Some("2020-10-02"), Some("1h")).starts_with("invalid last")
-        );
+        assert!(err(Some("2020-10-01"), Some("2020-10-02"), Some("1h")).starts_with("invalid last"));
         assert!(err(None, None, None).starts_with("invalid start"));
         assert!(resolve_window(None, None, Some("1h"), 0, now).is_err());
     }
@@ -245,24 +199,11 @@ mod tests {
     #[test]
     fn file_and_day_scope() {
         let now = ts("2026-11-24T00:00:00Z");
-        let w = resolve_window(
-            Some("2020-10-01T00:00:00Z"),
-            Some("2020-10-02T00:00:00Z"),
-            None,
-            2557,
-            now,
-        )
-        .unwrap();
-        assert!(
-            w.file_in_scope(ts("2020-10-02T00:30:00Z")),
-            "delivered after the end"
-        );
+        let w = resolve_window(Some("2020-10-01T00:00:00Z"), Some("2020-10-02T00:00:00Z"), None, 2557, now).unwrap();
+        assert!(w.file_in_scope(ts("2020-10-02T00:30:00Z")), "delivered after the end");
         assert!(!w.file_in_scope(ts("2020-10-02T01:00:00Z")));
         assert!(w.file_in_scope(ts("2020-09-30T23:50:00Z")), "clock skew");
         assert!(!w.file_in_scope(ts("2020-09-30T23:40:00Z")));
-        assert_eq!(
-            w.day_span(),
-            (Date::constant(2020, 9, 30), Date::constant(2020, 10, 2))
-        );
+        assert_eq!(w.day_span(), (Date::constant(2020, 9, 30), Date::constant(2020, 10, 2)));
     }
 }

@@ -45,12 +45,7 @@ pub struct RestoreOptions {
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions {
-            tier: "Bulk".into(),
-            days: 7,
-            poll_seconds: 900,
-            max_wait_seconds: 48 * 3600,
-        }
+        RestoreOptions { tier: "Bulk".into(), days: 7, poll_seconds: 900, max_wait_seconds: 48 * 3600 }
     }
 }
 
@@ -69,6 +64,12 @@ pub struct ResolvedRequest {
     pub retention_cutoff: Timestamp,
     #[serde(default)]
     pub restore: RestoreOptions,
+    /// SSE-KMS key for the store's objects (None: the bucket's default encryption).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_kms_key: Option<String>,
+    /// The copy was allowed to overlap earlier copies' ranges from the same source.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_overlap: bool,
 }
 
 /// CloudTrail's ImportStatistics names, plus ours.
@@ -229,9 +230,7 @@ pub struct RecordKeys {
 
 impl RecordKeys {
     pub fn new(store_prefix: &str, copy_id: &str) -> Self {
-        RecordKeys {
-            base: format!("{store_prefix}copies/{copy_id}/"),
-        }
+        RecordKeys { base: format!("{store_prefix}copies/{copy_id}/") }
     }
     pub fn record(&self) -> String {
         format!("{}record.json", self.base)
@@ -253,26 +252,19 @@ impl RecordKeys {
     }
 }
 
-pub async fn read_json<T: for<'de> Deserialize<'de>>(
-    store: &dyn ObjectStore,
-    key: &str,
-) -> Result<Option<T>> {
+pub async fn read_json<T: for<'de> Deserialize<'de>>(store: &dyn ObjectStore, key: &str) -> Result<Option<T>> {
     match get_opt(store, key).await? {
         None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| CopyError::Storage {
-                location: store.location(key),
-                message: format!("unreadable copy record file: {e}"),
-            }),
+        Some(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| CopyError::Storage {
+            location: store.location(key),
+            message: format!("unreadable copy record file: {e}"),
+        }),
     }
 }
 
 pub async fn write_json<T: Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<()> {
-    let body = serde_json::to_vec_pretty(value).map_err(|e| CopyError::Storage {
-        location: store.location(key),
-        message: e.to_string(),
-    })?;
+    let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| CopyError::Storage { location: store.location(key), message: e.to_string() })?;
     store.put(key, body.into()).await
 }
 
@@ -281,27 +273,13 @@ pub fn validate_copy_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= 80
         && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(CopyError::invalid(
-            "copyId",
-            format!("`{id}`: use 1-80 of A-Z a-z 0-9 . _ -"),
-        ))
-    }
+        && id.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok { Ok(()) } else { Err(CopyError::invalid("copyId", format!("`{id}`: use 1-80 of A-Z a-z 0-9 . _ -"))) }
 }
 
 /// A fresh copy id: the UTC time plus a random suffix, sortable by start time.
 pub fn new_copy_id(now: Timestamp) -> String {
-    let seed = format!(
-        "{}-{}-{:?}",
-        now.as_nanosecond(),
-        std::process::id(),
-        std::thread::current().id()
-    );
+    let seed = format!("{}-{}-{:?}", now.as_nanosecond(), std::process::id(), std::thread::current().id());
     let r = xxhash_rust::xxh3::xxh3_64(seed.as_bytes());
     format!("{}-{:08x}", now.strftime("%Y%m%dT%H%M%SZ"), r as u32)
 }

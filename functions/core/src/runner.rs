@@ -10,7 +10,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 
 use crate::copy::{CopyLimits, copy_item, fail_item};
-use crate::error::{CopyError, Result};
+use crate::error::Result;
 use crate::finalize::{finalize_copy, read_item_states, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{load_item_state, prepare_item, save_item_state};
@@ -26,31 +26,18 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions {
-            concurrency: 4,
-            cancel: Arc::new(AtomicBool::new(false)),
-            progress: Arc::new(|_| {}),
-        }
+        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_| {}) }
     }
 }
 
 /// Plans and runs a new copy to its end.
-pub async fn run_copy(
-    aws: &AwsClients,
-    request: &CopyRequest,
-    opts: &RunOptions,
-) -> Result<CopyRecord> {
+pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
     let (ctx, items) = plan_copy(aws, request, Timestamp::now()).await?;
     run_items(&ctx, items, opts).await
 }
 
 /// Resumes a copy at its checkpoints: failed and unfinished items go on from their cursors.
-pub async fn retry_copy(
-    aws: &AwsClients,
-    store: &str,
-    copy_id: &str,
-    opts: &RunOptions,
-) -> Result<CopyRecord> {
+pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &RunOptions) -> Result<CopyRecord> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     let record = ctx.read_record().await?;
     let items = match record.status {
@@ -62,6 +49,10 @@ pub async fn retry_copy(
         if state.status == ItemStatus::Failed {
             state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
             state.error = None;
+            if state.status == ItemStatus::Restoring {
+                // A new maximum wait starts with the retry.
+                state.restore_started_time = Some(Timestamp::now());
+            }
             save_item_state(&ctx, &state).await?;
         }
     }
@@ -73,19 +64,10 @@ pub async fn retry_copy(
     run_items(&ctx, items, opts).await
 }
 
-async fn run_items(
-    ctx: &CopyContext,
-    items: Vec<WorkItem>,
-    opts: &RunOptions,
-) -> Result<CopyRecord> {
+async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {
     // Live statistics per item, seeded from checkpoints (a retry starts from what is done).
-    let live: Arc<Mutex<BTreeMap<String, ItemState>>> = Arc::new(Mutex::new(
-        read_item_states(ctx)
-            .await?
-            .into_iter()
-            .map(|s| (s.index.clone(), s))
-            .collect(),
-    ));
+    let live: Arc<Mutex<BTreeMap<String, ItemState>>> =
+        Arc::new(Mutex::new(read_item_states(ctx).await?.into_iter().map(|s| (s.index.clone(), s)).collect()));
     let report = {
         let live = live.clone();
         let progress = opts.progress.clone();
@@ -99,12 +81,7 @@ async fn run_items(
             progress(&stats);
         }
     };
-    let first = live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .next()
-        .cloned();
+    let first = live.lock().unwrap_or_else(|p| p.into_inner()).values().next().cloned();
     if let Some(any) = first {
         report(&any);
     }
@@ -123,10 +100,7 @@ async fn run_items(
                     rollup(&states).statistics
                 };
                 if let Ok(mut record) = ctx.read_record().await {
-                    record.statistics = Statistics {
-                        prefixes_found: record.statistics.prefixes_found,
-                        ..stats
-                    };
+                    record.statistics = Statistics { prefixes_found: record.statistics.prefixes_found, ..stats };
                     record.updated_time = Timestamp::now();
                     let _ = ctx.write_record(&record).await;
                 }
@@ -157,12 +131,7 @@ async fn wait_for(flag: &AtomicBool) {
 }
 
 /// Prepare, wait for restores, copy; an error is recorded on the item and the rest go on.
-async fn run_item(
-    ctx: &CopyContext,
-    item: WorkItem,
-    opts: &RunOptions,
-    report: &(dyn Fn(&ItemState) + Send + Sync),
-) {
+async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: &(dyn Fn(&ItemState) + Send + Sync)) {
     if opts.cancel.load(Ordering::Relaxed) {
         return;
     }
@@ -171,12 +140,6 @@ async fn run_item(
             let p = prepare_item(ctx, &item).await?;
             if p.pending_restores == 0 {
                 break;
-            }
-            if p.restore_wait_exceeded {
-                return Err(CopyError::State(format!(
-                    "{} archived objects still restoring after {} s (the maximum wait); retry later",
-                    p.pending_restores, ctx.request.restore.max_wait_seconds
-                )));
             }
             if opts.cancel.load(Ordering::Relaxed) {
                 return Ok(());

@@ -78,36 +78,23 @@ impl Location {
             if !valid_bucket_name(bucket) {
                 return Err(CopyError::invalid(
                     field,
-                    format!(
-                        "`{bucket}` is not a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"
-                    ),
+                    format!("`{bucket}` is not a valid S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')"),
                 ));
             }
             let prefix = prefix.trim_start_matches('/');
             if prefix.split('/').any(|c| c == ".." || c == ".") {
-                return Err(CopyError::invalid(
-                    field,
-                    "prefix must not contain `.` or `..` segments",
-                ));
+                return Err(CopyError::invalid(field, "prefix must not contain `.` or `..` segments"));
             }
             let mut prefix = prefix.to_string();
             if !prefix.is_empty() && !prefix.ends_with('/') {
                 prefix.push('/');
             }
-            return Ok(Location::S3 {
-                bucket: bucket.to_string(),
-                prefix,
-            });
+            return Ok(Location::S3 { bucket: bucket.to_string(), prefix });
         }
         if text.contains("://") {
-            return Err(CopyError::invalid(
-                field,
-                format!("`{text}`: only s3:// URIs or local folders are supported"),
-            ));
+            return Err(CopyError::invalid(field, format!("`{text}`: only s3:// URIs or local folders are supported")));
         }
-        Ok(Location::Local {
-            root: PathBuf::from(text),
-        })
+        Ok(Location::Local { root: PathBuf::from(text) })
     }
 
     /// The key prefix inside the store (`""` for a local folder).
@@ -121,16 +108,9 @@ impl Location {
     /// True when `other` lies inside this location (a store inside the source would copy itself).
     pub fn contains(&self, other: &Location) -> bool {
         match (self, other) {
-            (
-                Location::S3 {
-                    bucket: b1,
-                    prefix: p1,
-                },
-                Location::S3 {
-                    bucket: b2,
-                    prefix: p2,
-                },
-            ) => b1 == b2 && p2.starts_with(p1.as_str()),
+            (Location::S3 { bucket: b1, prefix: p1 }, Location::S3 { bucket: b2, prefix: p2 }) => {
+                b1 == b2 && p2.starts_with(p1.as_str())
+            }
             (Location::Local { root: r1 }, Location::Local { root: r2 }) => {
                 let a = std::path::absolute(r1).unwrap_or_else(|_| r1.clone());
                 let b = std::path::absolute(r2).unwrap_or_else(|_| r2.clone());
@@ -154,12 +134,25 @@ impl Location {
             Location::S3 { bucket, .. } => Arc::new(S3Store::new(aws.s3().await, bucket.clone())),
         })
     }
+
+    /// Opens a store whose new objects are encrypted with SSE-KMS under `kms_key`.
+    pub async fn open_store(&self, aws: &AwsClients, kms_key: Option<&str>) -> Result<Arc<dyn ObjectStore>> {
+        match (self, kms_key) {
+            (Location::S3 { bucket, .. }, Some(key)) => {
+                Ok(Arc::new(S3Store { client: aws.s3().await, bucket: bucket.clone(), kms_key: Some(key.to_string()) }))
+            }
+            (Location::Local { .. }, Some(_)) => Err(CopyError::invalid(
+                "storeKmsKey",
+                "SSE-KMS needs an s3:// store; a local folder is not encrypted by trailcopy",
+            )),
+            (_, None) => self.open(aws).await,
+        }
+    }
 }
 
 fn valid_bucket_name(b: &str) -> bool {
     (3..=63).contains(&b.len())
-        && b.bytes()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+        && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
         && b.as_bytes()[0].is_ascii_alphanumeric()
         && b.as_bytes()[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -195,6 +188,10 @@ impl AwsClients {
             .await
     }
 
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(self.sdk_config().await)
+    }
+
     pub async fn s3(&self) -> aws_sdk_s3::Client {
         let config = self.sdk_config().await;
         let mut builder = aws_sdk_s3::config::Builder::from(config);
@@ -222,10 +219,7 @@ impl LocalStore {
     fn path(&self, key: &str) -> Result<PathBuf> {
         let rel = Path::new(key);
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(CopyError::Storage {
-                location: key.to_string(),
-                message: "key would leave the folder".into(),
-            });
+            return Err(CopyError::Storage { location: key.to_string(), message: "key would leave the folder".into() });
         }
         Ok(self.root.join(rel))
     }
@@ -234,14 +228,8 @@ impl LocalStore {
 fn io_error(location: String, e: std::io::Error) -> CopyError {
     match e.kind() {
         std::io::ErrorKind::NotFound => CopyError::NotFound { location },
-        std::io::ErrorKind::PermissionDenied => CopyError::AccessDenied {
-            location,
-            message: e.to_string(),
-        },
-        _ => CopyError::Storage {
-            location,
-            message: e.to_string(),
-        },
+        std::io::ErrorKind::PermissionDenied => CopyError::AccessDenied { location, message: e.to_string() },
+        _ => CopyError::Storage { location, message: e.to_string() },
     }
 }
 
@@ -255,19 +243,12 @@ impl ObjectStore for LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(listing),
             Err(e) => return Err(io_error(self.location(prefix), e)),
         };
-        while let Some(entry) = entries
-            .next_entry()
-            .await
-            .map_err(|e| io_error(self.location(prefix), e))?
-        {
+        while let Some(entry) = entries.next_entry().await.map_err(|e| io_error(self.location(prefix), e))? {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with(".tmp-") {
                 continue;
             }
-            let meta = entry
-                .metadata()
-                .await
-                .map_err(|e| io_error(self.location(prefix), e))?;
+            let meta = entry.metadata().await.map_err(|e| io_error(self.location(prefix), e))?;
             if meta.is_dir() {
                 listing.dirs.push(format!("{prefix}{name}/"));
             } else {
@@ -285,47 +266,30 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key)?;
-        tokio::fs::read(&path)
-            .await
-            .map(Bytes::from)
-            .map_err(|e| io_error(self.location(key), e))
+        tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| io_error(self.location(key), e))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
         let path = self.path(key)?;
         let loc = self.location(key);
         if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| io_error(loc.clone(), e))?;
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(loc.clone(), e))?;
         }
         // Write then rename: a reader (or a crash) never sees half a file.
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
-        tokio::fs::write(&tmp, &body)
-            .await
-            .map_err(|e| io_error(loc.clone(), e))?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .map_err(|e| io_error(loc, e))
+        tokio::fs::write(&tmp, &body).await.map_err(|e| io_error(loc.clone(), e))?;
+        tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
     }
 
     async fn head(&self, key: &str) -> Result<ObjectHead> {
         let path = self.path(key)?;
-        tokio::fs::metadata(&path)
-            .await
-            .map_err(|e| io_error(self.location(key), e))?;
+        tokio::fs::metadata(&path).await.map_err(|e| io_error(self.location(key), e))?;
         Ok(ObjectHead::default())
     }
 
     async fn restore(&self, key: &str, _tier: &str, _days: Option<i32>) -> Result<()> {
-        Err(CopyError::Storage {
-            location: self.location(key),
-            message: "local files need no restore".into(),
-        })
+        Err(CopyError::Storage { location: self.location(key), message: "local files need no restore".into() })
     }
 
     fn location(&self, key: &str) -> String {
@@ -337,11 +301,13 @@ impl ObjectStore for LocalStore {
 pub struct S3Store {
     client: aws_sdk_s3::Client,
     bucket: String,
+    /// SSE-KMS key for objects this store writes (None: the bucket's default encryption).
+    kms_key: Option<String>,
 }
 
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
-        Self { client, bucket }
+        Self { client, bucket, kms_key: None }
     }
 }
 
@@ -357,10 +323,7 @@ where
     };
     match &err {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            CopyError::Retryable {
-                location,
-                message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
-            }
+            CopyError::Retryable { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() }
         }
         SdkError::ServiceError(se) => {
             let code = se.err().code().unwrap_or("");
@@ -380,16 +343,10 @@ where
                 | "ServiceUnavailable"
                 | "RequestTimeTooSkewed" => CopyError::Retryable { location, message },
                 _ if server_error => CopyError::Retryable { location, message },
-                _ => CopyError::Storage {
-                    location,
-                    message: format!("{code}: {message}"),
-                },
+                _ => CopyError::Storage { location, message: format!("{code}: {message}") },
             }
         }
-        _ => CopyError::Storage {
-            location,
-            message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string(),
-        },
+        _ => CopyError::Storage { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() },
     }
 }
 
@@ -397,14 +354,8 @@ where
 impl ObjectStore for S3Store {
     async fn list_dir(&self, prefix: &str) -> Result<Listing> {
         let mut listing = Listing::default();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .delimiter("/")
-            .into_paginator()
-            .send();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).delimiter("/").into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| s3_error(self.location(prefix), e))?;
             for cp in page.common_prefixes() {
@@ -441,14 +392,11 @@ impl ObjectStore for S3Store {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| s3_error(self.location(key), e))?;
+        let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
+        if let Some(k) = &self.kms_key {
+            req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms).ssekms_key_id(k);
+        }
+        req.send().await.map_err(|e| s3_error(self.location(key), e))?;
         Ok(())
     }
 
@@ -474,30 +422,17 @@ impl ObjectStore for S3Store {
         let job = GlacierJobParameters::builder()
             .tier(Tier::from(tier))
             .build()
-            .map_err(|e| CopyError::Storage {
-                location: self.location(key),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| CopyError::Storage { location: self.location(key), message: e.to_string() })?;
         let mut req = RestoreRequest::builder();
         // Intelligent-Tiering archive tiers take no Days (and no tier parameters).
         if let Some(days) = days {
             req = req.days(days).glacier_job_parameters(job);
         }
-        let result = self
-            .client
-            .restore_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .restore_request(req.build())
-            .send()
-            .await;
+        let result =
+            self.client.restore_object().bucket(&self.bucket).key(key).restore_request(req.build()).send().await;
         match result {
             Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(se))
-                if se.err().code() == Some("RestoreAlreadyInProgress") =>
-            {
-                Ok(())
-            }
+            Err(SdkError::ServiceError(se)) if se.err().code() == Some("RestoreAlreadyInProgress") => Ok(()),
             Err(e) => Err(s3_error(self.location(key), e)),
         }
     }

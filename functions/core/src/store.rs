@@ -38,9 +38,7 @@ impl Default for BatchWriter {
 
 impl BatchWriter {
     pub fn new() -> Self {
-        BatchWriter {
-            writers: BTreeMap::new(),
-        }
+        BatchWriter { writers: BTreeMap::new() }
     }
 
     pub fn write(&mut self, date: Date, batch: &RecordBatch) -> Result<()> {
@@ -60,18 +58,12 @@ impl BatchWriter {
 
     /// Closes every file: (date, Parquet bytes).
     pub fn finish(self) -> Result<Vec<(Date, Vec<u8>)>> {
-        self.writers
-            .into_iter()
-            .map(|(d, w)| w.into_inner().map(|b| (d, b)).map_err(parquet_error))
-            .collect()
+        self.writers.into_iter().map(|(d, w)| w.into_inner().map(|b| (d, b)).map_err(parquet_error)).collect()
     }
 }
 
 fn parquet_error(e: parquet::errors::ParquetError) -> CopyError {
-    CopyError::Storage {
-        location: "parquet writer".into(),
-        message: e.to_string(),
-    }
+    CopyError::Storage { location: "parquet writer".into(), message: e.to_string() }
 }
 
 /// `events/date=YYYY-MM-DD/<account>_<region>_<YYYYMMDD>_<tag>_<batch>.parquet`, where the tag
@@ -92,10 +84,7 @@ pub fn event_file_key(
         [d, m, y, region, _, account, ..] => format!("{account}_{region}_{y}{m}{d}_"),
         _ => String::new(),
     };
-    format!(
-        "{store_prefix}events/date={date}/{readable}{:020x}_{batch:06}.parquet",
-        tag >> 48
-    )
+    format!("{store_prefix}events/date={date}/{readable}{:020x}_{batch:06}.parquet", tag >> 48)
 }
 
 #[cfg(test)]
@@ -113,16 +102,10 @@ mod tests {
         let d = Date::constant(2020, 10, 1);
         let a = event_file_key("s/", d, &w, "s3://b/", p, 0);
         assert_eq!(a, event_file_key("s/", d, &w, "s3://b/", p, 0));
-        assert!(
-            a.starts_with("s/events/date=2020-10-01/111122223333_us-east-1_20201001_"),
-            "{a}"
-        );
+        assert!(a.starts_with("s/events/date=2020-10-01/111122223333_us-east-1_20201001_"), "{a}");
         assert_ne!(a, event_file_key("s/", d, &w, "s3://b/", p, 1));
         assert_ne!(a, event_file_key("s/", d, &w, "s3://other/", p, 0));
-        let w2 = Window {
-            end: "2020-10-03T00:00:00Z".parse().unwrap(),
-            ..w
-        };
+        let w2 = Window { end: "2020-10-03T00:00:00Z".parse().unwrap(), ..w };
         assert_ne!(a, event_file_key("s/", d, &w2, "s3://b/", p, 0));
     }
 }

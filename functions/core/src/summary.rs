@@ -21,18 +21,12 @@ pub struct StoreSummary {
     pub top_event_names: Vec<(String, u64)>,
 }
 
-pub async fn summarize_store(
-    store: &dyn ObjectStore,
-    prefix: &str,
-    top: usize,
-) -> Result<StoreSummary> {
+pub async fn summarize_store(store: &dyn ObjectStore, prefix: &str, top: usize) -> Result<StoreSummary> {
     let mut summary = StoreSummary::default();
     let mut names: HashMap<String, u64> = HashMap::new();
     let dates = store.list_dir(&format!("{prefix}events/")).await?;
     for dir in dates.dirs {
-        let date = crate::layout::last_segment(&dir)
-            .trim_start_matches("date=")
-            .to_string();
+        let date = crate::layout::last_segment(&dir).trim_start_matches("date=").to_string();
         for obj in store.list_dir(&dir).await?.objects {
             if !obj.key.ends_with(".parquet") {
                 continue;
@@ -50,20 +44,14 @@ pub async fn summarize_store(
             let reader = builder.with_projection(mask).build().map_err(bad)?;
             summary.files += 1;
             for batch in reader {
-                let batch = batch.map_err(|e| CopyError::Storage {
-                    location: store.location(&obj.key),
-                    message: e.to_string(),
-                })?;
+                let batch = batch
+                    .map_err(|e| CopyError::Storage { location: store.location(&obj.key), message: e.to_string() })?;
                 let rows = batch.num_rows() as u64;
                 summary.rows += rows;
                 *summary.rows_by_date.entry(date.clone()).or_default() += rows;
                 let col = batch.column(0).as_string::<i32>();
                 for i in 0..col.len() {
-                    let name = if col.is_null(i) {
-                        "(null)"
-                    } else {
-                        col.value(i)
-                    };
+                    let name = if col.is_null(i) { "(null)" } else { col.value(i) };
                     match names.get_mut(name) {
                         Some(n) => *n += 1,
                         None => {

@@ -24,6 +24,8 @@ struct Input {
     /// Set by the schedule: copy the `window` that ends at this time, so runs neither overlap nor gap.
     scheduled_time: Option<String>,
     window: Option<String>,
+    #[serde(default)]
+    allow_overlap: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -56,9 +58,7 @@ fn request(input: Input, d: &Defaults) -> Result<CopyRequest, CopyError> {
         let window = input.window.unwrap_or_else(|| d.last.clone());
         let at: Timestamp = trailcopy::range::parse_instant("scheduledTime", &at)?;
         let span = trailcopy::range::parse_duration("window", &window)?;
-        let from = at
-            .checked_sub(span)
-            .map_err(|_| CopyError::invalid("window", "out of range"))?;
+        let from = at.checked_sub(span).map_err(|_| CopyError::invalid("window", "out of range"))?;
         (start, end, last) = (Some(from.to_string()), Some(at.to_string()), None);
     } else if start.is_none() && end.is_none() && last.is_none() {
         last = Some(d.last.clone());
@@ -72,14 +72,12 @@ fn request(input: Input, d: &Defaults) -> Result<CopyRequest, CopyError> {
         retention_days: input.retention_days.or(d.retention_days),
         copy_id: input.copy_id,
         restore: input.restore,
+        store_kms_key: None,
+        allow_overlap: input.allow_overlap,
     })
 }
 
-async fn handle(
-    aws: &AwsClients,
-    defaults: &Defaults,
-    event: LambdaEvent<Value>,
-) -> Result<Output, Diagnostic> {
+async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>) -> Result<Output, Diagnostic> {
     let input: Input = serde_json::from_value(event.payload)
         .map_err(|e| diagnostic_of("InvalidRequest", format!("invalid execution input: {e}")))?;
     let req = request(input, defaults).map_err(diagnostic)?;
@@ -90,9 +88,7 @@ async fn handle(
             format!("invalid store: `{store_uri}` must be s3://bucket[/prefix]"),
         ));
     };
-    let (ctx, items) = trailcopy::plan_copy(aws, &req, Timestamp::now())
-        .await
-        .map_err(diagnostic)?;
+    let (ctx, items) = trailcopy::plan_copy(aws, &req, Timestamp::now()).await.map_err(diagnostic)?;
     Ok(Output {
         copy_id: ctx.copy_id.clone(),
         store: ctx.store_location.display(),

@@ -27,20 +27,11 @@ struct Output {
 
 async fn handle(aws: &AwsClients, event: LambdaEvent<Input>) -> Result<Output, Diagnostic> {
     let input = event.payload;
-    let ctx = CopyContext::open(aws, &input.store, &input.copy_id)
-        .await
-        .map_err(diagnostic)?;
+    let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
     let message = input.map_error.filter(|v| !v.is_null()).map(|e| {
-        format!(
-            "the Distributed Map failed: {}",
-            e.get("Error")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown error")
-        )
+        format!("the Distributed Map failed: {}", e.get("Error").and_then(Value::as_str).unwrap_or("unknown error"))
     });
-    let record = trailcopy::finalize_copy(&ctx, false, message)
-        .await
-        .map_err(diagnostic)?;
+    let record = trailcopy::finalize_copy(&ctx, false, message).await.map_err(diagnostic)?;
     Ok(Output {
         copy_id: record.copy_id,
         status: record.status.as_str(),

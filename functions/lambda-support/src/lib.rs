@@ -14,19 +14,14 @@ pub fn diagnostic(e: CopyError) -> Diagnostic {
     let error_type = match &e {
         CopyError::InvalidRequest { .. } => "InvalidRequest",
         CopyError::Retryable { .. } => "Retryable",
+        CopyError::Blocked(entry) if entry.error_type == "RestoreTimeout" => "RestoreTimeout",
         _ => "ItemFailed",
     };
-    Diagnostic {
-        error_type: error_type.into(),
-        error_message: e.to_string(),
-    }
+    Diagnostic { error_type: error_type.into(), error_message: e.to_string() }
 }
 
 pub fn diagnostic_of(error_type: &str, message: String) -> Diagnostic {
-    Diagnostic {
-        error_type: error_type.into(),
-        error_message: message,
-    }
+    Diagnostic { error_type: error_type.into(), error_message: message }
 }
 
 /// One Distributed Map item, as prepare and copy receive it (extra fields are ignored).
@@ -53,13 +48,7 @@ impl ItemInput {
 /// When to stop starting batches: leave a margin of the invocation's remaining time for the
 /// batch in flight and the checkpoint.
 pub fn batch_deadline(lambda_deadline: SystemTime) -> Instant {
-    let remaining = lambda_deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    let margin = if remaining > Duration::from_secs(180) {
-        Duration::from_secs(90)
-    } else {
-        remaining / 2
-    };
+    let remaining = lambda_deadline.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO);
+    let margin = if remaining > Duration::from_secs(180) { Duration::from_secs(90) } else { remaining / 2 };
     Instant::now() + remaining.saturating_sub(margin)
 }

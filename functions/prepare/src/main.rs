@@ -2,27 +2,14 @@
 //! called again by the state machine's wait loop until no restore is pending.
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use trailcopy::{AwsClients, CopyContext, CopyError, PrepareOutcome};
-use trailcopy_lambda_support::{ItemInput, diagnostic, diagnostic_of};
+use trailcopy::{AwsClients, CopyContext, PrepareOutcome};
+use trailcopy_lambda_support::{ItemInput, diagnostic};
 
-async fn handle(
-    aws: &AwsClients,
-    event: LambdaEvent<ItemInput>,
-) -> Result<PrepareOutcome, Diagnostic> {
+async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<PrepareOutcome, Diagnostic> {
     let input = event.payload;
     let item = input.work_item();
-    let ctx = CopyContext::open(aws, &input.store, &input.copy_id)
-        .await
-        .map_err(diagnostic)?;
+    let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
     match trailcopy::prepare_item(&ctx, &item).await {
-        Ok(p) if p.restore_wait_exceeded => {
-            let e = CopyError::State(format!(
-                "{} archived objects still restoring after {} s (the maximum wait)",
-                p.pending_restores, ctx.request.restore.max_wait_seconds
-            ));
-            let _ = trailcopy::fail_item(&ctx, &item, &e).await;
-            Err(diagnostic_of("RestoreTimeout", e.to_string()))
-        }
         Ok(p) => Ok(p),
         Err(e) if e.is_retryable() => Err(diagnostic(e)),
         Err(e) => {

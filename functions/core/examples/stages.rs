@@ -1,0 +1,79 @@
+//! Profiling aid: the copy path's CPU stages on one thread, timed apart — read + gunzip,
+//! parse into Arrow (event.rs), Parquet encoding (store.rs) — over every `*.json.gz` under DIR.
+//!
+//! cargo run --release --example stages -- DIR
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use trailcopy::event;
+use trailcopy::range::Window;
+use trailcopy::store::BatchWriter;
+
+fn gz_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            gz_files(&p, out);
+        } else if p.to_string_lossy().ends_with(".json.gz") {
+            out.push(p);
+        }
+    }
+}
+
+fn main() {
+    let dir = PathBuf::from(std::env::args().nth(1).expect("usage: stages DIR"));
+    let mut files = Vec::new();
+    gz_files(&dir, &mut files);
+    files.sort();
+    let window = Window {
+        start: "2000-01-01T00:00:00Z".parse().expect("time"),
+        end: "2100-01-01T00:00:00Z".parse().expect("time"),
+        retention_cutoff: "1990-01-01T00:00:00Z".parse().expect("time"),
+    };
+    let (mut t_inflate, mut t_parse, mut t_write) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let (mut bytes, mut events, mut out_bytes) = (0u64, 0u64, 0usize);
+    let mut writer = BatchWriter::new();
+    let mut in_batch = 0u64;
+    for path in &files {
+        let t = Instant::now();
+        let compressed = std::fs::read(path).expect("read");
+        let text = event::gunzip(&compressed).expect("gunzip");
+        t_inflate += t.elapsed();
+        let t = Instant::now();
+        let parsed = event::parse_log(&text, &window).expect("parse");
+        t_parse += t.elapsed();
+        bytes += text.len() as u64;
+        events += parsed.events_read;
+        let t = Instant::now();
+        for part in &parsed.parts {
+            writer.write(part.date, &part.batch).expect("write");
+        }
+        in_batch += compressed.len() as u64;
+        if in_batch >= 64 << 20 {
+            out_bytes += writer.finish().expect("finish").iter().map(|(_, b)| b.len()).sum::<usize>();
+            writer = BatchWriter::new();
+            in_batch = 0;
+        }
+        t_write += t.elapsed();
+    }
+    let t = Instant::now();
+    out_bytes += writer.finish().expect("finish").iter().map(|(_, b)| b.len()).sum::<usize>();
+    t_write += t.elapsed();
+    let mbs = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    let total = t_inflate + t_parse + t_write;
+    println!(
+        "{} files, {events} events, {:.1} MB JSON -> {:.1} MB Parquet",
+        files.len(),
+        bytes as f64 / 1e6,
+        out_bytes as f64 / 1e6
+    );
+    for (name, d) in [("read+inflate", t_inflate), ("parse", t_parse), ("parquet", t_write), ("total", total)] {
+        println!(
+            "{name:>12}: {:8.3} s  {:8.1} MB/s  {:10.0} events/s",
+            d.as_secs_f64(),
+            mbs(d),
+            events as f64 / d.as_secs_f64()
+        );
+    }
+}
