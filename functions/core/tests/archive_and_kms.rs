@@ -1,0 +1,307 @@
+//! Archived objects and SSE-KMS keys, with fakes at the object-store and KMS seams for what
+//! moto does not model: Intelligent-Tiering archive tiers, restores already in progress,
+//! key states, AccessDenied on SSE-KMS objects, Outposts.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use trailcopy::error::{CopyError, Result};
+use trailcopy::kms::{KeyChecker, KeyState};
+use trailcopy::range::Window;
+use trailcopy::record::{RecordKeys, ResolvedRequest, RestoreOptions, WorkItem};
+use trailcopy::storage::{Listing, LocalStore, Location, ObjectHead, ObjectInfo, ObjectStore};
+use trailcopy::{CopyContext, CopyLimits, copy_item, prepare_item};
+
+#[derive(Clone, Default)]
+struct FakeObject {
+    body: Bytes,
+    class: Option<String>,
+    archive_status: Option<String>,
+    restore: Option<String>,
+    kms_key: Option<String>,
+    get_denied: bool,
+}
+
+#[derive(Default)]
+struct FakeSource {
+    objects: Mutex<BTreeMap<String, FakeObject>>,
+    restores: Mutex<Vec<(String, String, Option<i32>)>>,
+}
+
+impl FakeSource {
+    fn put(&self, key: &str, o: FakeObject) {
+        self.objects.lock().unwrap().insert(key.to_string(), o);
+    }
+    fn finish_restores(&self) {
+        for o in self.objects.lock().unwrap().values_mut() {
+            if o.restore.is_some() {
+                o.restore = Some("ongoing-request=\"false\", expiry-date=\"Fri, 21 Dec 2040 00:00:00 GMT\"".into());
+                o.archive_status = None;
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FakeSource {
+    async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+        let objects = self.objects.lock().unwrap();
+        let mut l = Listing::default();
+        for (k, o) in objects.iter().filter(|(k, _)| k.starts_with(prefix)) {
+            l.objects.push(ObjectInfo { key: k.clone(), size: o.body.len() as u64, storage_class: o.class.clone() });
+        }
+        Ok(l)
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        let o = self.objects.lock().unwrap().get(key).cloned().ok_or(CopyError::NotFound { location: key.into() })?;
+        let archived = matches!(o.class.as_deref(), Some("GLACIER" | "DEEP_ARCHIVE")) || o.archive_status.is_some();
+        let restored = o.restore.as_deref().is_some_and(|r| r.contains("\"false\""));
+        if o.get_denied {
+            return Err(CopyError::AccessDenied { location: key.into(), message: "Access Denied".into() });
+        }
+        if archived && !restored {
+            return Err(CopyError::Archived { location: key.into() });
+        }
+        Ok(o.body)
+    }
+    async fn put(&self, _key: &str, _body: Bytes) -> Result<()> {
+        unreachable!("the source is read-only")
+    }
+    async fn head(&self, key: &str) -> Result<ObjectHead> {
+        let o = self.objects.lock().unwrap().get(key).cloned().ok_or(CopyError::NotFound { location: key.into() })?;
+        Ok(ObjectHead {
+            storage_class: o.class,
+            restore: o.restore,
+            archive_status: o.archive_status,
+            kms_key_id: o.kms_key,
+        })
+    }
+    async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()> {
+        self.restores.lock().unwrap().push((key.into(), tier.into(), days));
+        if let Some(o) = self.objects.lock().unwrap().get_mut(key) {
+            o.restore = Some("ongoing-request=\"true\"".into());
+        }
+        Ok(())
+    }
+    fn location(&self, key: &str) -> String {
+        format!("s3://trail/{key}")
+    }
+}
+
+struct FakeKeys(BTreeMap<String, KeyState>);
+
+#[async_trait]
+impl KeyChecker for FakeKeys {
+    async fn describe(&self, key_id: &str) -> Result<KeyState> {
+        Ok(self.0.get(key_id).cloned().unwrap_or(KeyState::NotFound))
+    }
+}
+
+const PREFIX: &str = "AWSLogs/111122223333/CloudTrail/us-east-1/2026/11/01/";
+
+fn log_file(n: usize, tag: &str) -> Bytes {
+    let events: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"eventVersion":"1.08","eventTime":"2026-11-01T10:0{}:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"{tag}-{i}","eventType":"AwsApiCall"}}"#,
+                i % 10
+            )
+        })
+        .collect();
+    let json = format!("{{\"Records\":[{}]}}", events.join(","));
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(json.as_bytes()).unwrap();
+    gz.finish().unwrap().into()
+}
+
+fn name(i: usize) -> String {
+    format!("{PREFIX}111122223333_CloudTrail_us-east-1_20261101T10{i:02}Z_abc{i}.json.gz")
+}
+
+struct Setup {
+    ctx: CopyContext,
+    item: WorkItem,
+    source: Arc<FakeSource>,
+}
+
+fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
+    let dir = std::env::temp_dir().join(format!("trailcopy-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let source = Arc::new(FakeSource::default());
+    let window = Window {
+        start: "2026-11-01T00:00:00Z".parse().unwrap(),
+        end: "2026-11-02T00:00:00Z".parse().unwrap(),
+        retention_cutoff: "2020-01-01T00:00:00Z".parse().unwrap(),
+    };
+    let request = ResolvedRequest {
+        source: "s3://trail/".into(),
+        store: dir.display().to_string(),
+        start: window.start,
+        end: window.end,
+        last: None,
+        retention_days: 2557,
+        retention_cutoff: window.retention_cutoff,
+        restore: RestoreOptions { tier: tier.into(), days: 7, poll_seconds: 1, max_wait_seconds: 3600 },
+        store_kms_key: None,
+        allow_overlap: false,
+    };
+    let ctx = CopyContext {
+        copy_id: "c1".into(),
+        request,
+        window,
+        source_location: Location::S3 { bucket: "trail".into(), prefix: String::new() },
+        source: source.clone(),
+        store_location: Location::Local { root: dir.clone() },
+        store: Arc::new(LocalStore::new(dir)),
+        keys: RecordKeys::new("", "c1"),
+        kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
+    };
+    let item = WorkItem { copy_id: "c1".into(), store: String::new(), index: "000000".into(), prefix: PREFIX.into() };
+    Setup { ctx, item, source }
+}
+
+async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
+    let never = AtomicBool::new(false);
+    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
+    copy_item(&s.ctx, &s.item, &limits).await.unwrap()
+}
+
+async fn item_failures(s: &Setup) -> Vec<trailcopy::FailureEntry> {
+    let state = trailcopy::prepare::load_item_state(&s.ctx, &s.item).await.unwrap();
+    state.failures
+}
+
+#[tokio::test]
+async fn intelligent_tiering_archive_is_restored_without_days_then_copied() {
+    let s = setup("it", "Bulk", &[]);
+    s.source.put(&name(1), FakeObject { body: log_file(3, "a"), ..Default::default() });
+    s.source.put(
+        &name(2),
+        FakeObject {
+            body: log_file(2, "b"),
+            class: Some("INTELLIGENT_TIERING".into()),
+            archive_status: Some("DEEP_ARCHIVE_ACCESS".into()),
+            ..Default::default()
+        },
+    );
+    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    assert_eq!(p.pending_restores, 1);
+    assert_eq!(*s.source.restores.lock().unwrap(), vec![(name(2), "Bulk".to_string(), None)], "no Days for IT tiers");
+    // Still restoring: the poll keeps it pending and starts nothing new.
+    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 1);
+    assert_eq!(s.source.restores.lock().unwrap().len(), 1);
+    s.source.finish_restores();
+    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 0);
+    let out = copy_all(&s).await;
+    assert!(out.done);
+    assert_eq!(out.events_completed, 5);
+}
+
+#[tokio::test]
+async fn glacier_restore_uses_days_and_tier() {
+    let s = setup("glacier", "Standard", &[]);
+    s.source.put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("GLACIER".into()), ..Default::default() });
+    s.source
+        .put(&name(2), FakeObject { body: log_file(1, "b"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
+    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    assert_eq!(p.pending_restores, 2);
+    let calls = s.source.restores.lock().unwrap().clone();
+    assert!(calls.iter().all(|(_, tier, days)| tier == "Standard" && *days == Some(7)), "{calls:?}");
+}
+
+#[tokio::test]
+async fn a_restore_already_in_progress_is_waited_for_not_requested_again() {
+    let s = setup("inprogress", "Bulk", &[]);
+    s.source.put(
+        &name(1),
+        FakeObject {
+            body: log_file(1, "a"),
+            class: Some("GLACIER".into()),
+            restore: Some("ongoing-request=\"true\"".into()),
+            ..Default::default()
+        },
+    );
+    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    assert_eq!(p.pending_restores, 1);
+    assert!(s.source.restores.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn expedited_is_refused_for_deep_archive_and_outposts_cannot_be_read() {
+    let s = setup("tiers", "Expedited", &[]);
+    s.source
+        .put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
+    s.source.put(&name(2), FakeObject { body: log_file(1, "b"), class: Some("OUTPOSTS".into()), ..Default::default() });
+    s.source.put(&name(3), FakeObject { body: log_file(1, "c"), ..Default::default() });
+    prepare_item(&s.ctx, &s.item).await.unwrap();
+    let f = item_failures(&s).await;
+    let types: Vec<&str> = f.iter().map(|e| e.error_type.as_str()).collect();
+    assert_eq!(types, ["RestoreTierInvalid", "UnsupportedStorageClass"]);
+    assert!(f[0].error_message.contains("Expedited"), "{}", f[0].error_message);
+    assert!(f[1].error_message.contains("OUTPOSTS"));
+    assert_eq!(copy_all(&s).await.events_completed, 1, "the readable file still copies");
+}
+
+#[tokio::test]
+async fn without_restore_archived_files_say_how_to_restore() {
+    let s = setup("norestore", "None", &[]);
+    s.source.put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("GLACIER".into()), ..Default::default() });
+    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    assert_eq!(p.pending_restores, 0);
+    let f = item_failures(&s).await;
+    assert_eq!(f[0].error_type, "ArchivedObject");
+    assert!(f[0].error_message.contains("restore-object") && f[0].error_message.contains("--restore bulk"));
+    assert!(s.source.restores.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn disabled_and_pending_deletion_keys_block_the_item_once() {
+    let key = "arn:aws:kms:us-east-1:111122223333:key/1111";
+    for (state, expected) in [
+        (KeyState::Disabled, "KmsKeyDisabled"),
+        (KeyState::PendingDeletion, "KmsKeyPendingDeletion"),
+        (KeyState::NotFound, "KmsKeyNotFound"),
+        (KeyState::AccessDenied("no".into()), "KmsAccessDenied"),
+    ] {
+        let s = setup(expected, "Bulk", &[(key, state)]);
+        for i in 1..=5 {
+            s.source
+                .put(&name(i), FakeObject { body: log_file(1, "a"), kms_key: Some(key.into()), ..Default::default() });
+        }
+        match prepare_item(&s.ctx, &s.item).await {
+            Err(CopyError::Blocked(entry)) => {
+                assert_eq!(entry.error_type, expected);
+                assert_eq!(entry.location, key);
+                assert!(entry.error_message.contains(key), "{}", entry.error_message);
+                if expected == "KmsAccessDenied" {
+                    assert!(
+                        entry.error_message.contains("kms:Decrypt") && entry.error_message.contains("kms:ViaService")
+                    );
+                }
+            }
+            other => panic!("{expected}: expected a blocked item, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn enabled_key_copies_and_access_denied_on_get_names_the_key() {
+    let key = "arn:aws:kms:us-east-1:111122223333:key/2222";
+    let s = setup("kmsget", "Bulk", &[(key, KeyState::Enabled)]);
+    s.source.put(&name(1), FakeObject { body: log_file(2, "a"), kms_key: Some(key.into()), ..Default::default() });
+    s.source.put(
+        &name(2),
+        FakeObject { body: log_file(2, "b"), kms_key: Some(key.into()), get_denied: true, ..Default::default() },
+    );
+    prepare_item(&s.ctx, &s.item).await.unwrap();
+    let out = copy_all(&s).await;
+    assert_eq!(out.events_completed, 2);
+    let f = item_failures(&s).await;
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].error_type, "KmsAccessDenied");
+    assert!(f[0].error_message.contains(key) && f[0].location.ends_with(&name(2)));
+}
