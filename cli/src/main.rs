@@ -1,4 +1,7 @@
-//! `trailcopy`: the local adapter over the trailcopy engine.
+//! `trailcopy`: the local adapter over the trailcopy engine, and a client for copies run by
+//! the deployed state machine.
+
+mod sfn;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,19 +25,46 @@ struct Cli {
 enum Command {
     /// Copy trail events from SOURCE into the event data store STORE.
     Copy(CopyArgs),
-    /// Resume a FAILED or STOPPED copy at its checkpoints.
+    /// Start a copy on the deployed state machine (same flags as `copy`).
+    Start {
+        /// The stack's state machine (output StateMachineArn).
+        #[arg(long)]
+        state_machine: String,
+        #[command(flatten)]
+        copy: CopyArgs,
+    },
+    /// Resume a FAILED or STOPPED copy at its checkpoints (with --state-machine: a new execution).
     Retry {
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
         #[arg(long, default_value_t = default_concurrency())]
         concurrency: usize,
+        #[arg(long)]
+        state_machine: Option<String>,
     },
-    /// Show a copy's status and statistics.
+    /// Show a copy's status and statistics (with --state-machine: also its execution and Map Run).
     Status {
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
+        #[arg(long)]
+        state_machine: Option<String>,
+    },
+    /// Stop a copy running on the state machine; it can be resumed with `retry`.
+    Stop {
+        copy_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        state_machine: String,
+    },
+    /// List the state machine's copies (executions).
+    List {
+        #[arg(long)]
+        state_machine: String,
+        #[arg(long)]
+        json: bool,
     },
     /// List a copy's failure entries.
     Failures {
@@ -89,9 +119,9 @@ struct CopyArgs {
     /// Days a restored copy stays readable.
     #[arg(long, default_value_t = 7)]
     restore_days: i32,
-    /// Seconds between restore checks.
-    #[arg(long, default_value_t = 60)]
-    restore_poll_seconds: u64,
+    /// Seconds between restore checks (default 60 locally, 900 on the state machine).
+    #[arg(long)]
+    restore_poll_seconds: Option<u64>,
     /// Give up on restores after this many seconds (the item fails; retry later).
     #[arg(long, default_value_t = 48 * 3600)]
     restore_max_wait_seconds: u64,
@@ -150,38 +180,120 @@ async fn main() -> ExitCode {
 async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> {
     match command {
         Command::Copy(a) => {
-            let request = CopyRequest {
-                source: Some(a.source),
-                store: Some(a.store.store.clone()),
-                start: a.start,
-                end: a.end,
-                last: a.last,
-                retention_days: a.retention_days,
-                copy_id: a.copy_id,
-                restore: Some(RestoreRequest {
-                    tier: Some(a.restore),
-                    days: Some(a.restore_days),
-                    poll_seconds: Some(a.restore_poll_seconds),
-                    max_wait_seconds: Some(a.restore_max_wait_seconds),
-                }),
-                store_kms_key: a.store_kms_key,
-                allow_overlap: a.allow_overlap,
-            };
+            let request = copy_request(&a, 60);
             let (opts, bar) = run_options(a.concurrency, a.store.json);
             let record = trailcopy::run_copy(aws, &request, &opts).await;
             bar.finish_and_clear();
             report(&record?, &a.store)
         }
-        Command::Retry { copy_id, store, concurrency } => {
+        Command::Start { state_machine, copy } => {
+            let mut request = copy_request(&copy, 900);
+            // Checked here first: a bad flag fails now, not in the execution.
+            trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
+            let copy_id =
+                request.copy_id.clone().unwrap_or_else(|| trailcopy::record::new_copy_id(jiff::Timestamp::now()));
+            request.copy_id = Some(copy_id.clone());
+            let input = serde_json::to_value(&request).map_err(|e| CopyError::State(e.to_string()))?;
+            let input = strip_nulls(input);
+            let client = sfn_client(aws).await;
+            let arn = sfn::start(&client, &state_machine, &copy_id, &input).await?;
+            if copy.store.json {
+                print_json(&serde_json::json!({ "copyId": copy_id, "executionArn": arn }));
+            } else {
+                println!(
+                    "started copy {copy_id}\n  execution {arn}\n  status: trailcopy status {copy_id} --store {} --state-machine {state_machine}",
+                    copy.store.store
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry { copy_id, store, state_machine: Some(sm), .. } => {
+            let name = format!("{copy_id}-retry-{}", jiff::Timestamp::now().as_second());
+            let input = serde_json::json!({ "copyId": copy_id, "store": store.store, "retry": true });
+            let arn = sfn::start(&sfn_client(aws).await, &sm, &name, &input).await?;
+            if store.json {
+                print_json(&serde_json::json!({ "copyId": copy_id, "executionArn": arn }));
+            } else {
+                println!("retrying copy {copy_id}: execution {arn}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Stop { copy_id, store, state_machine } => {
+            let client = sfn_client(aws).await;
+            let running = sfn::executions(&client, &state_machine, Some(&copy_id)).await?;
+            let Some(exec) = running.iter().find(|e| e.status().as_str() == "RUNNING") else {
+                return Err(CopyError::State(format!("copy {copy_id} has no running execution")));
+            };
+            sfn::stop(&client, exec.execution_arn()).await?;
+            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
+            let record = trailcopy::finalize_copy(&ctx, true, Some("stopped with `trailcopy stop`".into())).await?;
+            report(&record, &store)
+        }
+        Command::List { state_machine, json } => {
+            let list = sfn::executions(&sfn_client(aws).await, &state_machine, None).await?;
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "name": e.name(), "status": e.status().as_str(), "executionArn": e.execution_arn(),
+                        "startDate": e.start_date().to_string(), "stopDate": e.stop_date().map(|d| d.to_string()),
+                    })
+                })
+                .collect();
+            if json {
+                print_json(&rows);
+            } else {
+                for r in &rows {
+                    println!(
+                        "{:<40} {:<10} {}",
+                        r["name"].as_str().unwrap_or(""),
+                        r["status"].as_str().unwrap_or(""),
+                        r["startDate"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { copy_id, store, state_machine: Some(sm) } => {
+            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
+            let record = trailcopy::current_record(&ctx).await?;
+            let client = sfn_client(aws).await;
+            let execs = sfn::executions(&client, &sm, Some(&copy_id)).await?;
+            let execution = match execs.first() {
+                Some(e) => Some(sfn::describe(&client, e.execution_arn()).await?),
+                None => None,
+            };
+            if store.json {
+                let mut v = serde_json::to_value(&record).map_err(|e| CopyError::State(e.to_string()))?;
+                v["execution"] = execution.unwrap_or(serde_json::Value::Null);
+                print_json(&v);
+                return Ok(exit_code(record.status));
+            }
+            if let Some(e) = &execution {
+                println!(
+                    "execution {} {}",
+                    e["status"].as_str().unwrap_or("?"),
+                    e["executionArn"].as_str().unwrap_or("")
+                );
+                for m in e["mapRuns"].as_array().into_iter().flatten() {
+                    println!(
+                        "  map run {}: {} of {} items succeeded, {} failed, {} running",
+                        m["status"], m["succeeded"], m["total"], m["failed"], m["running"]
+                    );
+                }
+            }
+            report(&record, &store)
+        }
+        Command::Status { copy_id, store, state_machine: None } => {
+            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
+            let record = trailcopy::current_record(&ctx).await?;
+            report(&record, &store)
+        }
+        Command::Retry { copy_id, store, concurrency, state_machine: None } => {
             let (opts, bar) = run_options(concurrency, store.json);
             let record = trailcopy::retry_copy(aws, &store.store, &copy_id, &opts).await;
             bar.finish_and_clear();
             report(&record?, &store)
-        }
-        Command::Status { copy_id, store } => {
-            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
-            let record = trailcopy::current_record(&ctx).await?;
-            report(&record, &store)
         }
         Command::Failures { copy_id, store } => {
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
@@ -216,6 +328,47 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
+    CopyRequest {
+        source: Some(a.source.clone()),
+        store: Some(a.store.store.clone()),
+        start: a.start.clone(),
+        end: a.end.clone(),
+        last: a.last.clone(),
+        retention_days: a.retention_days,
+        copy_id: a.copy_id.clone(),
+        restore: Some(RestoreRequest {
+            tier: Some(a.restore.clone()),
+            days: Some(a.restore_days),
+            poll_seconds: Some(a.restore_poll_seconds.unwrap_or(default_poll_seconds)),
+            max_wait_seconds: Some(a.restore_max_wait_seconds),
+        }),
+        store_kms_key: a.store_kms_key.clone(),
+        allow_overlap: a.allow_overlap,
+    }
+}
+
+/// The execution input carries only what was given.
+fn strip_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => serde_json::Value::Object(
+            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, strip_nulls(v))).collect(),
+        ),
+        other => other,
+    }
+}
+
+async fn sfn_client(aws: &AwsClients) -> aws_sdk_sfn::Client {
+    aws_sdk_sfn::Client::new(aws.sdk_config().await)
+}
+
+fn exit_code(status: CopyStatus) -> ExitCode {
+    match status {
+        CopyStatus::Failed | CopyStatus::Stopped => ExitCode::from(1),
+        _ => ExitCode::SUCCESS,
     }
 }
 
@@ -287,9 +440,5 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
             println!("  note       {m}");
         }
     }
-    Ok(match record.status {
-        CopyStatus::Completed => ExitCode::SUCCESS,
-        CopyStatus::InProgress | CopyStatus::Initializing => ExitCode::SUCCESS,
-        CopyStatus::Failed | CopyStatus::Stopped => ExitCode::from(1),
-    })
+    Ok(exit_code(record.status))
 }

@@ -236,12 +236,18 @@ pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> 
         }
         Some(_) => {}
     }
-    let file: LogFile = serde_json::from_slice(text).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => FileError {
-            error_type: "InvalidLogFile",
-            message: format!("not a CloudTrail log file ({{\"Records\":[...]}}): {e}"),
-        },
-        _ => FileError { error_type: "InvalidJson", message: format!("JSON: {e}") },
+    let file: LogFile = serde_json::from_slice(text).map_err(|e| {
+        // A type mismatch can surface before a syntax error: only valid JSON is a wrong *log file*.
+        let valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok();
+        if e.classify() == serde_json::error::Category::Data && valid_json {
+            FileError {
+                error_type: "InvalidLogFile",
+                message: format!("not a CloudTrail log file ({{\"Records\":[...]}}): {e}"),
+            }
+        } else {
+            let e = serde_json::from_slice::<serde::de::IgnoredAny>(text).err().unwrap_or(e);
+            FileError { error_type: "InvalidJson", message: format!("JSON: {e}") }
+        }
     })?;
     let records = file.records.ok_or_else(|| FileError {
         error_type: "InvalidLogFile",

@@ -26,5 +26,5 @@ pub use finalize::{current_record, finalize_copy, read_failures};
 pub use plan::{CopyContext, CopyRequest, RestoreRequest, plan_copy};
 pub use prepare::{PrepareOutcome, prepare_item};
 pub use record::{CopyRecord, CopyStatus, FailureEntry, Statistics, WorkItem};
-pub use runner::{RunOptions, retry_copy, run_copy};
+pub use runner::{RunOptions, reopen_copy, retry_copy, run_copy};
 pub use storage::AwsClients;

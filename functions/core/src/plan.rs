@@ -185,10 +185,6 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
             restore.max_wait_seconds = m;
         }
     }
-    // Each wait loop costs the state machine ~11 history events; stay far below 25,000.
-    if restore.max_wait_seconds / restore.poll_seconds > 2000 {
-        return Err(CopyError::invalid("restore", "maxWaitSeconds / pollSeconds must be at most 2000 polls"));
-    }
     if restore.tier != "None" {
         check_tier(&restore.tier, None).map_err(|e| CopyError::invalid("restore", e))?;
     }

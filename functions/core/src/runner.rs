@@ -38,6 +38,14 @@ pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions
 
 /// Resumes a copy at its checkpoints: failed and unfinished items go on from their cursors.
 pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &RunOptions) -> Result<CopyRecord> {
+    let (ctx, items) = reopen_copy(aws, store, copy_id).await?;
+    run_items(&ctx, items, opts).await
+}
+
+/// Makes a copy ready to run again (the local retry and the state machine's retry execution):
+/// plans it if planning never finished, puts failed items back in the state they failed in,
+/// and marks the record IN_PROGRESS. Completed items stay completed.
+pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     let record = ctx.read_record().await?;
     let items = match record.status {
@@ -61,7 +69,7 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
     record.message = None;
     record.updated_time = Timestamp::now();
     ctx.write_record(&record).await?;
-    run_items(&ctx, items, opts).await
+    Ok((ctx, items))
 }
 
 async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {

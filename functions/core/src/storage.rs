@@ -277,7 +277,8 @@ impl ObjectStore for LocalStore {
         }
         // Write then rename: a reader (or a crash) never sees half a file.
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = path.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+        // Not `*.parquet`: a crash must not leave a file that readers' globs pick up.
+        let tmp = path.with_file_name(format!(".tmp-{}-{name}.partial", std::process::id()));
         tokio::fs::write(&tmp, &body).await.map_err(|e| io_error(loc.clone(), e))?;
         tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
     }

@@ -26,6 +26,10 @@ struct Input {
     window: Option<String>,
     #[serde(default)]
     allow_overlap: bool,
+    store_kms_key: Option<String>,
+    /// Resume the copy `copyId` (a new execution: completed items are skipped, failed ones resume).
+    #[serde(default)]
+    retry: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -72,15 +76,27 @@ fn request(input: Input, d: &Defaults) -> Result<CopyRequest, CopyError> {
         retention_days: input.retention_days.or(d.retention_days),
         copy_id: input.copy_id,
         restore: input.restore,
-        store_kms_key: None,
+        store_kms_key: input.store_kms_key,
         allow_overlap: input.allow_overlap,
     })
 }
 
+/// Each restore wait loop costs ~11 history events; an execution has 25,000.
+const MAX_RESTORE_POLLS: u64 = 2000;
+
 async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>) -> Result<Output, Diagnostic> {
     let input: Input = serde_json::from_value(event.payload)
         .map_err(|e| diagnostic_of("InvalidRequest", format!("invalid execution input: {e}")))?;
+    let retry = input.retry;
     let req = request(input, defaults).map_err(diagnostic)?;
+    if let Some(r) = &req.restore
+        && r.max_wait_seconds.unwrap_or(48 * 3600) / r.poll_seconds.unwrap_or(900).max(1) > MAX_RESTORE_POLLS
+    {
+        return Err(diagnostic_of(
+            "InvalidRequest",
+            format!("invalid restore: maxWaitSeconds / pollSeconds must be at most {MAX_RESTORE_POLLS} polls"),
+        ));
+    }
     let store_uri = req.store.clone().unwrap_or_default();
     let Ok(Location::S3 { bucket, .. }) = Location::parse("store", &store_uri) else {
         return Err(diagnostic_of(
@@ -88,7 +104,15 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>
             format!("invalid store: `{store_uri}` must be s3://bucket[/prefix]"),
         ));
     };
-    let (ctx, items) = trailcopy::plan_copy(aws, &req, Timestamp::now()).await.map_err(diagnostic)?;
+    let (ctx, items) = if retry {
+        let id = req
+            .copy_id
+            .as_deref()
+            .ok_or_else(|| diagnostic_of("InvalidRequest", "invalid copyId: retry needs the copyId".into()))?;
+        trailcopy::reopen_copy(aws, &store_uri, id).await.map_err(diagnostic)?
+    } else {
+        trailcopy::plan_copy(aws, &req, Timestamp::now()).await.map_err(diagnostic)?
+    };
     Ok(Output {
         copy_id: ctx.copy_id.clone(),
         store: ctx.store_location.display(),
