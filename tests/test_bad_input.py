@@ -415,3 +415,24 @@ def test_s3_store_inside_source_refused(source, store, trailcopy_bin, moto_s3, t
     assert p.returncode == 2, f"exit {p.returncode}\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}"
     assert "--store" in p.stderr and "inside" in p.stderr, p.stderr
     assert moto_s3.list_keys("bad-req-src") == before
+
+
+def test_store_inside_source_through_a_symlink_refused(trailcopy_bin, small_source, tmp_path):
+    """`linked` -> src/AWSLogs: a store under `linked/` is inside the source (paths are compared after
+    resolving links), and the copy would write into the trail."""
+    (tmp_path / "linked").symlink_to(small_source / "AWSLogs")
+    before = files_under(small_source)
+    p = run_in(tmp_path, trailcopy_bin, "copy", "--source", small_source, "--store", tmp_path / "linked" / "eds",
+               "--start", START, "--end", END, "--copy-id", "inv-link", *RESTORE_FLAGS)
+    assert p.returncode == 2, f"exit {p.returncode}: the store was accepted; files written into the source: " \
+                              f"{sorted(set(files_under(small_source)) - set(before))[:3]}"
+    assert "--store" in p.stderr
+    assert files_under(small_source) == before
+
+
+def test_store_next_to_the_source_via_dotdot_accepted(trailcopy_bin, small_source, tmp_path):
+    """`SRC/../eds` is a sibling of the source, not inside it: a valid request."""
+    p = run_in(tmp_path, trailcopy_bin, "copy", "--source", small_source, "--store", f"{small_source}/../eds",
+               "--start", START, "--end", END, "--copy-id", "sibling", "--json", *RESTORE_FLAGS)
+    assert p.returncode in (0, 1), f"exit {p.returncode}: {p.stderr}"
+    assert (tmp_path / "eds" / "copies" / "sibling" / "record.json").exists()
