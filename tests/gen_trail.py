@@ -416,7 +416,7 @@ class Gen:
                 ts = midday()
                 body = json.dumps({"Records": self.make_events(acct, region, ts, 2)}).encode()
                 fatal_files.append((dayp + self.trail_name(acct, region, ts, ext=".json"), ts, body, "UnsupportedFileType", "non-gzip-json"))
-                fatal_files.append((dayp + "README.txt", None, b"not a log file\n", "UnsupportedFileType", "non-gzip-txt"))
+                fatal_files.append((dayp + f"notes-{self.alnum(6)}.txt", None, b"not a log file\n", "UnsupportedFileType", "non-gzip-txt"))
             for _ in range(slots.get("corrupt", 0)):
                 ts = midday()
                 body = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(r.getrandbits(8) for _ in range(300))
@@ -580,7 +580,7 @@ def parse_args(argv=None):
     p.add_argument("--target-mb", type=int, default=0, help="size the trail by uncompressed MiB (overrides --files-per-day)")
     p.add_argument("--gzip-level", type=int, default=6)
     g = p.add_argument_group("defects (all on the middle day, in files named 10:00-14:00 UTC)")
-    g.add_argument("--non-gzip", type=int, default=0, help="pairs of .json + README.txt files in day folders")
+    g.add_argument("--non-gzip", type=int, default=0, help="pairs of .json + notes-*.txt files in day folders")
     g.add_argument("--corrupt", type=int, default=0, help="corrupt gzip files")
     g.add_argument("--truncated", type=int, default=0, help="truncated gzip files")
     g.add_argument("--non-json", type=int, default=0, help="gzip files of non-JSON text")
