@@ -30,7 +30,7 @@ SRC_BUCKET = "fault-src"
 STORE_BUCKET = "fault-store"
 START, END = "2024-07-01T00:00:00Z", "2024-07-03T00:00:00Z"
 RATE = 0.10
-STALL_SECONDS = 2.0
+STALL_SECONDS = 1.5
 # Small batches: more PUTs (Parquet, dedup keys, checkpoints) go through the proxy too.
 ENV = {"TRAILCOPY_BATCH_BYTES": "20000", "TRAILCOPY_S3_READ_TIMEOUT": "1", "TRAILCOPY_S3_CONNECT_TIMEOUT": "1"}
 
