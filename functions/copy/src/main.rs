@@ -5,7 +5,7 @@ use std::sync::atomic::AtomicBool;
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use trailcopy::{AwsClients, CopyContext, CopyLimits, CopyOutcome};
-use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic};
+use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic, item_result};
 
 async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyOutcome, Diagnostic> {
     let deadline = batch_deadline(event.context.deadline());
@@ -14,14 +14,7 @@ async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyO
     let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
     let never = AtomicBool::new(false);
     let limits = CopyLimits { deadline: Some(deadline), cancel: &never, on_commit: &|_| {} };
-    match trailcopy::copy_item(&ctx, &item, &limits).await {
-        Ok(outcome) => Ok(outcome),
-        Err(e) if e.is_retryable() => Err(diagnostic(e)),
-        Err(e) => {
-            let _ = trailcopy::fail_item(&ctx, &item, &e).await;
-            Err(diagnostic(e))
-        }
-    }
+    item_result(&ctx, &item, trailcopy::copy_item(&ctx, &item, &limits).await).await
 }
 
 #[tokio::main]

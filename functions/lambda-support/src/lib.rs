@@ -5,8 +5,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use lambda_runtime::Diagnostic;
 use serde::Deserialize;
-use trailcopy::CopyError;
 use trailcopy::record::WorkItem;
+use trailcopy::{CopyContext, CopyError};
 
 /// `Retryable` (Retry with backoff), `InvalidRequest` (fail the execution at once),
 /// `RestoreTimeout`, or `ItemFailed` (Catch: a failure of this item only).
@@ -41,6 +41,21 @@ impl ItemInput {
             store: self.store.clone(),
             index: self.index.clone(),
             prefix: self.prefix.clone(),
+        }
+    }
+}
+
+/// An item step's result for Step Functions: a retryable error goes back as is (Retry);
+/// any other error is first recorded on the item, so Finalize and `retry` know what stopped it.
+pub async fn item_result<T>(ctx: &CopyContext, item: &WorkItem, result: Result<T, CopyError>) -> Result<T, Diagnostic> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(e) if e.is_retryable() => Err(diagnostic(e)),
+        Err(e) => {
+            if let Err(record_error) = trailcopy::fail_item(ctx, item, &e).await {
+                tracing::warn!(error = %record_error, "could not record the item's failure");
+            }
+            Err(diagnostic(e))
         }
     }
 }

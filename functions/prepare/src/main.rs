@@ -3,20 +3,13 @@
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use trailcopy::{AwsClients, CopyContext, PrepareOutcome};
-use trailcopy_lambda_support::{ItemInput, diagnostic};
+use trailcopy_lambda_support::{ItemInput, diagnostic, item_result};
 
 async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<PrepareOutcome, Diagnostic> {
     let input = event.payload;
     let item = input.work_item();
     let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
-    match trailcopy::prepare_item(&ctx, &item).await {
-        Ok(p) => Ok(p),
-        Err(e) if e.is_retryable() => Err(diagnostic(e)),
-        Err(e) => {
-            let _ = trailcopy::fail_item(&ctx, &item, &e).await;
-            Err(diagnostic(e))
-        }
-    }
+    item_result(&ctx, &item, trailcopy::prepare_item(&ctx, &item).await).await
 }
 
 #[tokio::main]
