@@ -131,16 +131,18 @@ impl Location {
     pub async fn open(&self, aws: &AwsClients) -> Result<Arc<dyn ObjectStore>> {
         Ok(match self {
             Location::Local { root } => Arc::new(LocalStore::new(root.clone())),
-            Location::S3 { bucket, .. } => Arc::new(S3Store::new(aws.s3().await, bucket.clone())),
+            Location::S3 { bucket, .. } => Arc::new(S3Store::new(aws.s3_for_bucket(bucket).await, bucket.clone())),
         })
     }
 
     /// Opens a store whose new objects are encrypted with SSE-KMS under `kms_key`.
     pub async fn open_store(&self, aws: &AwsClients, kms_key: Option<&str>) -> Result<Arc<dyn ObjectStore>> {
         match (self, kms_key) {
-            (Location::S3 { bucket, .. }, Some(key)) => {
-                Ok(Arc::new(S3Store { client: aws.s3().await, bucket: bucket.clone(), kms_key: Some(key.to_string()) }))
-            }
+            (Location::S3 { bucket, .. }, Some(key)) => Ok(Arc::new(S3Store {
+                client: aws.s3_for_bucket(bucket).await,
+                bucket: bucket.clone(),
+                kms_key: Some(key.to_string()),
+            })),
             (Location::Local { .. }, Some(_)) => Err(CopyError::invalid(
                 "storeKmsKey",
                 "SSE-KMS needs an s3:// store; a local folder is not encrypted by trailcopy",
@@ -192,14 +194,39 @@ impl AwsClients {
         aws_sdk_kms::Client::new(self.sdk_config().await)
     }
 
+    /// A client in the bucket's own region (a central trail bucket is often elsewhere):
+    /// HeadBucket answers with `x-amz-bucket-region`, even on a redirect or a denial.
+    pub async fn s3_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+        let client = self.s3_in(None).await;
+        let region = match client.head_bucket().bucket(bucket).send().await {
+            Ok(out) => out.bucket_region().map(str::to_string),
+            Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
+            Err(_) => None,
+        };
+        let current = client.config().region().map(|r| r.as_ref().to_string());
+        match region {
+            Some(r) if Some(&r) != current.as_ref() => {
+                tracing::info!(bucket, region = %r, "using the bucket's region");
+                self.s3_in(Some(r)).await
+            }
+            _ => client,
+        }
+    }
+
     pub async fn s3(&self) -> aws_sdk_s3::Client {
+        self.s3_in(None).await
+    }
+
+    async fn s3_in(&self, region: Option<String>) -> aws_sdk_s3::Client {
         let config = self.sdk_config().await;
         let mut builder = aws_sdk_s3::config::Builder::from(config);
         // S3-compatible endpoints (moto, MinIO, LocalStack) need path-style addressing.
         if config.endpoint_url().is_some() {
             builder = builder.force_path_style(true);
         }
-        if config.region().is_none() {
+        if let Some(r) = region {
+            builder = builder.region(aws_sdk_s3::config::Region::new(r));
+        } else if config.region().is_none() {
             builder = builder.region(aws_sdk_s3::config::Region::new("us-east-1"));
         }
         aws_sdk_s3::Client::from_conf(builder.build())
