@@ -217,7 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _forward(self, body: bytes):
         conn = http.client.HTTPConnection(*self.proxy.upstream, timeout=60)
         try:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            # (Expect: 100-continue was answered by this server already)
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "expect"}
             if body or self.command in ("PUT", "POST"):
                 headers["Content-Length"] = str(len(body))
             conn.request(self.command, self.path, body=body, headers=headers)
