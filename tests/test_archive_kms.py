@@ -371,3 +371,45 @@ def test_store_kms_key_with_a_local_store_is_refused(env, trailcopy):
     assert r.returncode == 2, r.describe()
     assert "--store-kms-key" in r.stderr, r.describe()
     assert not (env.tmp / "store" / "events").exists()
+
+
+# ----------------------------------------------------------------------------- more storage classes
+def test_readable_storage_classes_are_copied_without_restores(env, trailcopy):
+    """Issue 4: STANDARD_IA, ONEZONE_IA, REDUCED_REDUNDANCY, GLACIER_IR and INTELLIGENT_TIERING (moto
+    has no archive tiers for it: frequent access) are read as they are."""
+    readable = ["STANDARD_IA", "ONEZONE_IA", "REDUCED_REDUNDANCY", "GLACIER_IR", "INTELLIGENT_TIERING"]
+    keys = sorted(f["key"] for f in env.trail["files"])
+    classes = {k: readable[i % len(readable)] for i, k in enumerate(keys[1:7])}  # 6 files, every class
+    env.upload(lambda f: {"StorageClass": classes[f["key"]]} if f["key"] in classes else {})
+    store = env.tmp / "store"
+    r = trailcopy(*copy_cmd("classes", store), env=env.cli_env, timeout=60)
+    assert r.returncode == 0, r.describe()
+    s = r.json["statistics"]
+    exp = expectation(env.trail)
+    assert stats_diff(s, exp) == {}, f"(got, expected): {stats_diff(s, exp)}"
+    assert s["restoresStarted"] == 0 and s["restoresPending"] == 0, s
+    assert_store(store, exp)
+    for k in classes:
+        assert "Restore" not in env.s3.head_object(Bucket=SRC_BUCKET, Key=k), k
+
+
+def test_expedited_restore_is_refused_for_deep_archive_only(env, trailcopy):
+    """Issue 4: Deep Archive has no Expedited tier: say so (the GLACIER object is restored Expedited)."""
+    d1, d2, d3 = env.days()
+    glacier, deep = env.files_of(d1)[1]["key"], env.files_of(d2)[1]["key"]
+    classes = {glacier: "GLACIER", deep: "DEEP_ARCHIVE"}
+    env.upload(lambda f: {"StorageClass": classes[f["key"]]} if f["key"] in classes else {})
+    store = env.tmp / "store"
+    r = trailcopy(*copy_cmd("expedited", store, "--restore", "expedited"), env=env.cli_env, timeout=60)
+    assert r.returncode == 1, r.describe()
+    assert r.json["status"] == "FAILED"
+    fl = failures(trailcopy, env, "expedited", store)
+    assert [(f["location"], f["errorType"]) for f in fl] == [(f"s3://{SRC_BUCKET}/{deep}", "RestoreTierInvalid")], fl
+    assert "Expedited" in fl[0]["errorMessage"] and "DEEP_ARCHIVE" in fl[0]["errorMessage"], fl
+    s = r.json["statistics"]
+    assert s["restoresStarted"] == 1 and s["restoresPending"] == 0, s
+    exp = expectation(env.trail, fatal={deep: "RestoreTierInvalid"})
+    assert stats_diff(s, exp) == {}, f"(got, expected): {stats_diff(s, exp)}"
+    assert_store(store, exp)
+    assert "Restore" in env.s3.head_object(Bucket=SRC_BUCKET, Key=glacier)
+    assert "Restore" not in env.s3.head_object(Bucket=SRC_BUCKET, Key=deep)
