@@ -211,3 +211,57 @@ def test_cli_stop_marks_the_record_stopped_and_retry_finishes_it(real, trailcopy
     assert r2.json["status"] == "COMPLETED", diagnose(d2, moto, logs) + "\n" + r2.describe()
     ids = stored_event_ids(moto, s3, tmp_path / "store")
     assert len(ids) == len(set(ids)) and set(ids) == trail.expected
+
+
+def test_cli_retry_on_the_state_machine_after_a_restore_timeout(real, trailcopy, tmp_path):
+    moto, s3, sm, logs = real
+    trail = Trail(s3)
+    trail.standard_days()
+    moto.hold_restores(3600)
+    archived = trail.file("2020-10-02T16:00Z", ["2020-10-02T15:50:00Z"], storage_class="DEEP_ARCHIVE")
+    copy_id, arn = start(trailcopy, moto, sm, "--restore-poll-seconds", "1", "--restore-max-wait-seconds", "2")
+    r = wait_status(trailcopy, moto, sm, copy_id, finished, timeout=120, what="the first execution to finish")
+    assert r.json["status"] == "FAILED" and r.json["execution"]["status"] == "FAILED", r.describe()
+    f = trailcopy("failures", copy_id, "--store", STORE, "--json", env=cli_env(moto))
+    assert f.returncode == 0, f.describe()
+    day2 = "s3://trail-src/" + archived.rsplit("/", 1)[0] + "/"
+    assert [(x["location"], x["errorType"]) for x in f.json["failures"]] == [(day2, "RestoreTimeout")], f.json
+    assert r.json["statistics"]["restoresPending"] == 1, r.json["statistics"]
+
+    restores_finish_at_once(moto)
+    rr = trailcopy("retry", copy_id, "--store", STORE, "--state-machine", sm, "--json", env=cli_env(moto))
+    assert rr.returncode == 0, rr.describe()
+    retry_arn = rr.json["executionArn"]
+    r2 = wait_status(trailcopy, moto, sm, copy_id,
+                     lambda j: finished(j) and j["execution"]["executionArn"] == retry_arn,
+                     what="the retry execution to finish")
+    d = moto.client("stepfunctions").describe_execution(executionArn=retry_arn)
+    assert r2.json["status"] == "COMPLETED", diagnose(d, moto, logs) + "\n" + r2.describe()
+    s = r2.json["statistics"]
+    assert s["restoresPending"] == 0 and s["failedEntries"] == 0, s
+    assert s["eventsCompleted"] == len(trail.expected), s
+    ids = stored_event_ids(moto, s3, tmp_path / "store")
+    assert len(ids) == len(set(ids)) and set(ids) == trail.expected
+
+
+def test_cli_start_refuses_now_what_the_execution_would_refuse(real, trailcopy):
+    """`start` checks the request before starting ("a bad flag fails now, not in the execution"): a
+    request it accepts must not fail the execution with InvalidRequest. --restore-poll-seconds 60 with
+    the default --restore-max-wait-seconds (48 h) is 2,880 polls, over Enumerate's limit of 2,000."""
+    moto, s3, sm, logs = real
+    restores_finish_at_once(moto)
+    Trail(s3).standard_days()
+    r = trailcopy("start", "--state-machine", sm, "--source", SOURCE, "--store", STORE, "--start", RANGE["start"],
+                  "--end", RANGE["end"], "--restore-poll-seconds", "60", "--json", env=cli_env(moto))
+    if r.returncode == 2:
+        assert "--restore-poll-seconds" in r.stderr or "--restore-max-wait-seconds" in r.stderr, r.describe()
+        assert not moto.client("stepfunctions").list_executions(stateMachineArn=sm)["executions"]
+        return
+    assert r.returncode == 0, r.describe()
+    copy_id, arn = r.json["copyId"], r.json["executionArn"]
+    sfn = moto.client("stepfunctions")
+    d = h.wait_for(lambda: (x := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and x,
+                   300, f"execution {arn}", interval=0.5)
+    assert d["status"] == "SUCCEEDED", (
+        f"`trailcopy start` accepted the request (exit 0) but the execution failed: "
+        f"{d.get('error')}: {d.get('cause')}")
