@@ -265,3 +265,36 @@ def test_cli_start_refuses_now_what_the_execution_would_refuse(real, trailcopy):
     assert d["status"] == "SUCCEEDED", (
         f"`trailcopy start` accepted the request (exit 0) but the execution failed: "
         f"{d.get('error')}: {d.get('cause')}")
+
+
+@pytest.mark.parametrize("flag,value", [("--store", "/tmp/trailcopy-local-store"), ("--source", "/tmp/trailcopy-local-trail")])
+def test_cli_start_refuses_local_folders(real, trailcopy, flag, value):
+    """The Lambdas cannot read or write this machine's folders: `start` refuses them at once (exit 2,
+    naming the flag) and starts no execution."""
+    moto, s3, sm, logs = real
+    args = {"--source": SOURCE, "--store": STORE, flag: value}
+    r = trailcopy("start", "--state-machine", sm, "--source", args["--source"], "--store", args["--store"],
+                  "--start", RANGE["start"], "--end", RANGE["end"], "--json", env=cli_env(moto))
+    sfn = moto.client("stepfunctions")
+    execs = sfn.list_executions(stateMachineArn=sm)["executions"]
+    outcome = ""
+    if r.returncode == 0:  # say what the started execution then did
+        arn = r.json["executionArn"]
+        d = h.wait_for(lambda: (x := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING" and x,
+                       120, f"execution {arn}", interval=0.5)
+        outcome = f"\nthe execution started anyway and ended {d['status']}: {d.get('error')}: {d.get('cause')}" \
+                  f" output={d.get('output')}"
+    assert r.returncode == 2 and flag in r.stderr, r.describe() + outcome
+    assert execs == []
+
+
+def test_cli_stop_without_a_running_execution_changes_nothing(real, trailcopy):
+    moto, s3, sm, logs = real
+    restores_finish_at_once(moto)
+    Trail(s3).standard_days()
+    copy_id, arn = start(trailcopy, moto, sm)
+    wait_status(trailcopy, moto, sm, copy_id, finished, what=f"copy {copy_id} to finish")
+    st = trailcopy("stop", copy_id, "--store", STORE, "--state-machine", sm, env=cli_env(moto))
+    assert st.returncode == 1 and "no running execution" in st.stderr, st.describe()
+    r = status(trailcopy, moto, sm, copy_id)
+    assert r.json["status"] == "COMPLETED" and r.json["execution"]["status"] == "SUCCEEDED", r.describe()
