@@ -4,7 +4,6 @@
 //! so each event can be rebuilt exactly.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
 use std::sync::{Arc, LazyLock};
@@ -14,8 +13,7 @@ use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use jiff::Timestamp;
 use jiff::civil::Date;
-use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::range::Window;
@@ -83,8 +81,43 @@ pub static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(fields))
 });
 
+/// The index of a field's column in [`COLUMNS`] (a `match`: this runs for every field read).
 fn column_index(name: &str) -> Option<usize> {
-    COLUMNS.iter().position(|(n, _)| *n == name)
+    Some(match name {
+        "eventVersion" => 0,
+        "eventTime" => 1,
+        "eventSource" => 2,
+        "eventName" => 3,
+        "awsRegion" => 4,
+        "sourceIPAddress" => 5,
+        "userAgent" => 6,
+        "errorCode" => 7,
+        "errorMessage" => 8,
+        "requestID" => 9,
+        "eventID" => 10,
+        "eventType" => 11,
+        "apiVersion" => 12,
+        "readOnly" => 13,
+        "managementEvent" => 14,
+        "recipientAccountId" => 15,
+        "sharedEventID" => 16,
+        "vpcEndpointId" => 17,
+        "vpcEndpointAccountId" => 18,
+        "eventCategory" => 19,
+        "sessionCredentialFromConsole" => 20,
+        "userIdentity" => 21,
+        "requestParameters" => 22,
+        "responseElements" => 23,
+        "additionalEventData" => 24,
+        "resources" => 25,
+        "serviceEventDetails" => 26,
+        "tlsDetails" => 27,
+        "addendum" => 28,
+        "edgeDeviceDetails" => 29,
+        "insightDetails" => 30,
+        "eventContext" => 31,
+        _ => return None,
+    })
 }
 
 /// Why a whole file could not be read.
@@ -133,35 +166,6 @@ pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, FileError> {
         }),
         Ok(_) => Ok(out),
         Err(e) => Err(FileError { error_type: "CorruptGzip", message: format!("gzip: {e}") }),
-    }
-}
-
-#[derive(Deserialize)]
-struct LogFile<'a> {
-    #[serde(rename = "Records", borrow)]
-    records: Option<&'a RawValue>,
-}
-
-/// An event's fields in document order, borrowed.
-struct Fields<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Fields<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Fields<'a>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
-                let mut fields = Vec::with_capacity(24);
-                while let Some((k, v)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-                    fields.push((k, v));
-                }
-                Ok(Fields(fields))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
     }
 }
 
@@ -219,6 +223,9 @@ enum Slot<'a> {
 }
 
 /// Parses one decompressed log file. A file-level problem is an error; a bad event is counted.
+///
+/// One pass over the text: the `Records` array is walked in place and each event's fields are
+/// borrowed from the text as they are read (no `Value` tree, no per-event re-scan).
 pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> {
     match text.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
@@ -236,62 +243,217 @@ pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> 
         }
         Some(_) => {}
     }
-    let file: LogFile = serde_json::from_slice(text).map_err(|e| {
-        // A type mismatch can surface before a syntax error: only valid JSON is a wrong *log file*.
-        let valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok();
-        if e.classify() == serde_json::error::Category::Data && valid_json {
-            FileError {
-                error_type: "InvalidLogFile",
-                message: format!("not a CloudTrail log file ({{\"Records\":[...]}}): {e}"),
+    let mut state = State {
+        window,
+        out: ParsedFile::default(),
+        days: Vec::new(),
+        fields: Vec::with_capacity(32),
+        slots: Vec::with_capacity(COLUMNS.len()),
+        other: String::new(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let found =
+        de.deserialize_map(FileVisitor { st: &mut state }).and_then(|found| de.end().map(|()| found)).map_err(|e| {
+            // A type mismatch can surface before a syntax error: only valid JSON is a wrong *log file*.
+            let syntax = serde_json::from_slice::<IgnoredAny>(text).err();
+            match syntax {
+                None if e.classify() == serde_json::error::Category::Data => FileError {
+                    error_type: "InvalidLogFile",
+                    message: format!("not a CloudTrail log file ({{\"Records\":[...]}}): {e}"),
+                },
+                _ => FileError { error_type: "InvalidJson", message: format!("JSON: {}", syntax.unwrap_or(e)) },
             }
-        } else {
-            let e = serde_json::from_slice::<serde::de::IgnoredAny>(text).err().unwrap_or(e);
-            FileError { error_type: "InvalidJson", message: format!("JSON: {e}") }
-        }
-    })?;
-    let records = file.records.ok_or_else(|| FileError {
-        error_type: "InvalidLogFile",
-        message: "no \"Records\" field: not a CloudTrail log file".into(),
-    })?;
-    let records: Vec<&RawValue> = serde_json::from_str(records.get())
-        .map_err(|_| FileError { error_type: "InvalidLogFile", message: "\"Records\" is not an array".into() })?;
-
-    let mut out = ParsedFile { events_read: records.len() as u64, ..Default::default() };
-    let mut by_date: BTreeMap<Date, Builders> = BTreeMap::new();
-    let mut slots: Vec<Option<Slot>> = Vec::with_capacity(COLUMNS.len());
-    let mut other = String::new();
-    for (index, raw) in records.iter().enumerate() {
-        slots.clear();
-        slots.resize_with(COLUMNS.len(), || None);
-        other.clear();
-        match read_event(raw, &mut slots, &mut other) {
-            Err(reason) => {
-                out.events_invalid += 1;
-                if out.invalid_samples.len() < 5 {
-                    out.invalid_samples.push((index, reason));
-                }
-            }
-            Ok(time) => {
-                if !window.contains(time) {
-                    out.events_out_of_range += 1;
-                    continue;
-                }
-                let key = dedup_key(slots[EVENT_ID].as_ref(), raw.get());
-                let date = time.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
-                let b = by_date.entry(date).or_insert_with(Builders::new);
-                append(b, &slots, &other, key);
-            }
-        }
+        })?;
+    if !found {
+        return Err(FileError {
+            error_type: "InvalidLogFile",
+            message: "no \"Records\" field: not a CloudTrail log file".into(),
+        });
     }
-    out.parts = by_date.into_iter().map(|(d, b)| b.finish(d)).collect();
+    let mut days = state.days;
+    days.sort_by_key(|(day, _, _)| *day);
+    let mut out = state.out;
+    out.parts = days.into_iter().map(|(_, d, b)| b.finish(d)).collect();
     Ok(out)
 }
 
-/// eventID when present, else the record's own text (old 1.0 events have no eventID).
-fn dedup_key(event_id: Option<&Slot>, raw: &str) -> u128 {
+/// The parse of one file in progress; buffers are reused from event to event.
+struct State<'w, 'a> {
+    window: &'w Window,
+    out: ParsedFile,
+    /// (days since the epoch, date, builders), usually one or two per file.
+    days: Vec<(i64, Date, Builders)>,
+    fields: Vec<(Cow<'a, str>, &'a RawValue)>,
+    slots: Vec<Option<Slot<'a>>>,
+    other: String,
+}
+
+impl<'a> State<'_, 'a> {
+    fn invalid(&mut self, reason: String) {
+        let index = self.out.events_read as usize;
+        self.out.events_read += 1;
+        self.out.events_invalid += 1;
+        if self.out.invalid_samples.len() < 5 {
+            self.out.invalid_samples.push((index, reason));
+        }
+    }
+
+    /// The event whose fields are in `self.fields`.
+    fn event(&mut self) {
+        self.slots.clear();
+        self.slots.resize_with(COLUMNS.len(), || None);
+        self.other.clear();
+        let time = match read_event(&self.fields, &mut self.slots, &mut self.other) {
+            Ok(time) => time,
+            Err(reason) => return self.invalid(reason),
+        };
+        self.out.events_read += 1;
+        if !self.window.contains(time) {
+            self.out.events_out_of_range += 1;
+            return;
+        }
+        let key = dedup_key(self.slots[EVENT_ID].as_ref(), &self.fields);
+        let day = time.as_second().div_euclid(86_400);
+        let b = match self.days.iter().position(|(d, _, _)| *d == day) {
+            Some(i) => &mut self.days[i].2,
+            None => {
+                let date = time.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
+                self.days.push((day, date, Builders::new()));
+                &mut self.days.last_mut().expect("just pushed").2
+            }
+        };
+        append(b, &self.slots, &self.other, key);
+    }
+}
+
+/// The top-level object: walks `Records`, skips other keys; `true` when `Records` was found.
+struct FileVisitor<'s, 'w, 'a> {
+    st: &'s mut State<'w, 'a>,
+}
+
+impl<'de> Visitor<'de> for FileVisitor<'_, '_, 'de> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a CloudTrail log file object ({\"Records\":[...]})")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<bool, M::Error> {
+        let mut found = false;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "Records" {
+                if found {
+                    return Err(M::Error::custom("duplicate field `Records`"));
+                }
+                map.next_value_seed(RecordsSeed { st: self.st })?;
+                found = true;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+struct RecordsSeed<'s, 'w, 'a> {
+    st: &'s mut State<'w, 'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RecordsSeed<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("\"Records\" to be an array")
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while seq.next_element_seed(RecordSeed { st: &mut *self.st })?.is_some() {}
+        Ok(())
+    }
+}
+
+/// One element of `Records`: an object is an event; anything else is an invalid event.
+struct RecordSeed<'s, 'w, 'a> {
+    st: &'s mut State<'w, 'a>,
+}
+
+impl<'de> DeserializeSeed<'de> for RecordSeed<'_, '_, 'de> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+const NOT_AN_OBJECT: &str = "event is not a JSON object";
+
+impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a CloudTrail event")
+    }
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+        self.st.fields.clear();
+        while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+            self.st.fields.push(entry);
+        }
+        self.st.event();
+        Ok(())
+    }
+    fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.st.invalid(NOT_AN_OBJECT.into());
+        Ok(())
+    }
+}
+
+/// eventID when present, else the hash of the record's text (old 1.0 events have no eventID).
+/// The record is hashed as its compact form `{"k":v,...}` rebuilt from the borrowed fields,
+/// which is byte for byte the text of a compact (CloudTrail-written) record.
+fn dedup_key(event_id: Option<&Slot>, fields: &[(Cow<str>, &RawValue)]) -> u128 {
     match event_id {
         Some(Slot::Str(id)) => xxhash_rust::xxh3::xxh3_128(id.as_bytes()),
-        _ => xxhash_rust::xxh3::xxh3_128(raw.as_bytes()) ^ 1,
+        _ => {
+            let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+            h.update(b"{");
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    h.update(b",");
+                }
+                h.update(b"\"");
+                h.update(name.as_bytes());
+                h.update(b"\":");
+                h.update(value.get().as_bytes());
+            }
+            h.update(b"}");
+            h.digest128() ^ 1
+        }
     }
 }
 
@@ -330,37 +492,67 @@ pub fn format_event_time(t: Timestamp) -> String {
     t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
-/// Fills `slots`/`other` from one record; returns its eventTime, or why it is invalid.
-fn read_event<'a>(raw: &'a RawValue, slots: &mut [Option<Slot<'a>>], other: &mut String) -> Result<Timestamp, String> {
-    let fields: Fields<'a> = serde_json::from_str(raw.get()).map_err(|_| "event is not a JSON object".to_string())?;
+/// A JSON string's value: borrowed from the text unless it has escapes.
+fn json_str(text: &str) -> Option<Cow<'_, str>> {
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if !inner.as_bytes().contains(&b'\\') {
+        // The text is a valid JSON string token (the parser checked it): no escapes, no quotes.
+        return Some(Cow::Borrowed(inner));
+    }
+    serde_json::from_str(text).ok()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` (seconds not 60): then the text is the canonical spelling of its time.
+fn is_canonical_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 20
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'Z'
+        && [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18].iter().all(|&i| b[i].is_ascii_digit())
+        && &b[17..19] != b"60"
+}
+
+/// Fills `slots`/`other` from one record's fields; returns its eventTime, or why it is invalid.
+fn read_event<'a>(
+    fields: &[(Cow<'a, str>, &'a RawValue)],
+    slots: &mut [Option<Slot<'a>>],
+    other: &mut String,
+) -> Result<Timestamp, String> {
     let mut time = None;
-    for (name, value) in fields.0 {
-        let text = value.get();
-        let Some(i) = column_index(&name) else {
-            push_other(other, &name, text);
+    for (name, value) in fields {
+        let text: &'a str = value.get();
+        let Some(i) = column_index(name) else {
+            push_other(other, name, text);
             continue;
         };
         let slot = match COLUMNS[i].1 {
-            Kind::Str => serde_json::from_str::<Cow<'a, str>>(text).ok().map(Slot::Str),
-            Kind::Bool => serde_json::from_str::<bool>(text).ok().map(Slot::Bool),
+            Kind::Str => json_str(text).map(Slot::Str),
+            Kind::Bool => match text {
+                "true" => Some(Slot::Bool(true)),
+                "false" => Some(Slot::Bool(false)),
+                _ => None,
+            },
             Kind::Json => Some(Slot::Json(text)),
             Kind::Time => {
-                let s: Cow<str> = serde_json::from_str(text).map_err(|_| "eventTime is not a string".to_string())?;
+                let s = json_str(text).ok_or_else(|| "eventTime is not a string".to_string())?;
                 let t: Timestamp =
                     s.parse().map_err(|_| format!("eventTime `{}` is not an RFC 3339 time", truncate(&s, 40)))?;
-                if format_event_time(t) != s {
+                if !is_canonical_time(&s) && format_event_time(t) != s {
                     // Keep the original spelling (fractional seconds, offsets) for the rebuild.
-                    push_other(other, &name, text);
+                    push_other(other, name, text);
                 }
                 time = Some(t);
                 Some(Slot::Time(t))
             }
         };
         match slot {
-            // A duplicate key keeps the first value; the second goes to otherFields? No: JSON
-            // readers keep the last, so the last wins here too.
+            // JSON readers keep the last value of a duplicate key: so does this.
             Some(s) => slots[i] = Some(s),
-            None => push_other(other, &name, text),
+            None => push_other(other, name, text),
         }
     }
     let time = time.ok_or_else(|| "missing eventTime".to_string())?;
@@ -432,6 +624,18 @@ mod tests {
             let p = parse_log(&example(&format!("{v}.json")), &window()).unwrap();
             assert_eq!(p.events_invalid, 0, "{v}: {:?}", p.invalid_samples);
             assert!(p.events_read > 0);
+        }
+    }
+
+    #[test]
+    fn column_index_matches_columns() {
+        for (i, (name, _)) in COLUMNS.iter().enumerate() {
+            assert_eq!(column_index(name), Some(i), "{name}");
+        }
+        assert_eq!(column_index("otherFields"), None);
+        assert!(is_canonical_time("2020-10-01T00:00:00Z"));
+        for t in ["2020-10-01T00:00:60Z", "2020-10-01T00:00:00.1Z", "2020-10-01T00:00:00+00:00"] {
+            assert!(!is_canonical_time(t), "{t}");
         }
     }
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The benchmark, one command from a fresh clone:
+#   bash benches/run.sh [--sizes 50,1024] [--lambda-mb 450] [--workdir /tmp/trailcopy-bench]
+# Generates synthetic trails with tests/gen_trail.py (reused when present), then in the same run
+# measures (a) `trailcopy copy` local -> local, (b) DuckDB converting the same files to Parquet,
+# (c) decompression alone, each on 1 pinned core and on all cores, and (d) the copy Lambda's
+# handler path on one ~64 MB (gzip) work item in process. Prints a Markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import duckdb' 2>/dev/null; then
+  bash .ci/setup
+fi
+if [ ! -x /usr/bin/time ] || ! command -v taskset >/dev/null; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq && $sudo apt-get install -y -qq time util-linux >/dev/null
+fi
+echo "[bench] building (release)" >&2
+cargo build --release --quiet -p trailcopy-cli --bin trailcopy
+cargo build --release --quiet -p trailcopy-core --example inflate --example copy_batch
+exec .venv/bin/python benches/bench.py "$@"
