@@ -152,6 +152,8 @@ fn flag(field: &str) -> &'static str {
         "copyId" => "--copy-id",
         "restore" => "--restore",
         "storeKmsKey" => "--store-kms-key",
+        "stateMachine" => "--state-machine",
+        "restore.pollSeconds" => "--restore-poll-seconds (with --restore-max-wait-seconds)",
         _ => "the request",
     }
 }
@@ -190,6 +192,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let mut request = copy_request(&copy, 900);
             // Checked here first: a bad flag fails now, not in the execution.
             trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
+            trailcopy::plan::check_serverless(&request, false)?;
             let copy_id =
                 request.copy_id.clone().unwrap_or_else(|| trailcopy::record::new_copy_id(jiff::Timestamp::now()));
             request.copy_id = Some(copy_id.clone());
@@ -226,7 +229,9 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             };
             sfn::stop(&client, exec.execution_arn()).await?;
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
-            let record = trailcopy::finalize_copy(&ctx, true, Some("stopped with `trailcopy stop`".into())).await?;
+            let note =
+                format!("stopped with `trailcopy stop`; resume with `trailcopy retry {copy_id} --state-machine ...`");
+            let record = trailcopy::finalize_copy(&ctx, true, Some(note)).await?;
             report(&record, &store)
         }
         Command::List { state_machine, json } => {

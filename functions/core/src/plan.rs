@@ -133,6 +133,40 @@ impl CopyContext {
     }
 }
 
+/// Each restore wait loop of the state machine costs ~11 history events; an execution has 25,000.
+pub const MAX_RESTORE_POLLS: u64 = 2000;
+
+/// What the serverless runner needs beyond a valid request: S3 on both sides (Lambdas have no
+/// local folders) and a restore wait that fits the execution history.
+pub fn check_serverless(req: &CopyRequest, retry: bool) -> Result<()> {
+    for (field, value) in [("source", &req.source), ("store", &req.store)] {
+        if retry && field == "source" {
+            continue;
+        }
+        match value.as_deref().map(|v| Location::parse(field, v)).transpose()? {
+            Some(Location::S3 { .. }) => {}
+            Some(Location::Local { .. }) => {
+                return Err(CopyError::invalid(field, "must be s3://bucket[/prefix] on the state machine"));
+            }
+            None => return Err(CopyError::invalid(field, "is required (no default in the stack)")),
+        }
+    }
+    if let Some(r) = &req.restore {
+        let polls = r.max_wait_seconds.unwrap_or(RestoreOptions::default().max_wait_seconds)
+            / r.poll_seconds.unwrap_or(RestoreOptions::default().poll_seconds).max(1);
+        if polls > MAX_RESTORE_POLLS {
+            return Err(CopyError::invalid(
+                "restore.pollSeconds",
+                format!(
+                    "restore.maxWaitSeconds / restore.pollSeconds is {polls} polls; at most {MAX_RESTORE_POLLS} fit an \
+                     execution: poll less often or wait less"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a request and resolves it against `now`, before any work.
 pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedRequest, Location, Location)> {
     let source_text = req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?;

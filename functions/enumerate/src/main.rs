@@ -81,22 +81,12 @@ fn request(input: Input, d: &Defaults) -> Result<CopyRequest, CopyError> {
     })
 }
 
-/// Each restore wait loop costs ~11 history events; an execution has 25,000.
-const MAX_RESTORE_POLLS: u64 = 2000;
-
 async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>) -> Result<Output, Diagnostic> {
     let input: Input = serde_json::from_value(event.payload)
         .map_err(|e| diagnostic_of("InvalidRequest", format!("invalid execution input: {e}")))?;
     let retry = input.retry;
     let req = request(input, defaults).map_err(diagnostic)?;
-    if let Some(r) = &req.restore
-        && r.max_wait_seconds.unwrap_or(48 * 3600) / r.poll_seconds.unwrap_or(900).max(1) > MAX_RESTORE_POLLS
-    {
-        return Err(diagnostic_of(
-            "InvalidRequest",
-            format!("invalid restore: maxWaitSeconds / pollSeconds must be at most {MAX_RESTORE_POLLS} polls"),
-        ));
-    }
+    trailcopy::plan::check_serverless(&req, retry).map_err(diagnostic)?;
     let store_uri = req.store.clone().unwrap_or_default();
     let Ok(Location::S3 { bucket, .. }) = Location::parse("store", &store_uri) else {
         return Err(diagnostic_of(
