@@ -91,7 +91,7 @@ impl Location {
             }
             return Ok(Location::S3 { bucket: bucket.to_string(), prefix });
         }
-        if text.contains("://") {
+        if text.contains("://") || text.to_ascii_lowercase().starts_with("s3:") {
             return Err(CopyError::invalid(field, format!("`{text}`: only s3:// URIs or local folders are supported")));
         }
         Ok(Location::Local { root: PathBuf::from(text) })
@@ -111,11 +111,7 @@ impl Location {
             (Location::S3 { bucket: b1, prefix: p1 }, Location::S3 { bucket: b2, prefix: p2 }) => {
                 b1 == b2 && p2.starts_with(p1.as_str())
             }
-            (Location::Local { root: r1 }, Location::Local { root: r2 }) => {
-                let a = std::path::absolute(r1).unwrap_or_else(|_| r1.clone());
-                let b = std::path::absolute(r2).unwrap_or_else(|_| r2.clone());
-                b.starts_with(&a)
-            }
+            (Location::Local { root: r1 }, Location::Local { root: r2 }) => resolve(r2).starts_with(resolve(r1)),
             _ => false,
         }
     }
@@ -152,6 +148,33 @@ impl Location {
     }
 }
 
+/// The real path: links resolved for the part that exists, `..` and `.` folded for the rest.
+fn resolve(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut existing = abs.clone();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name(), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                existing = parent.to_path_buf();
+            }
+            _ => break,
+        }
+    }
+    let mut out = existing.canonicalize().unwrap_or(existing);
+    for part in rest.iter().rev() {
+        match part.to_str() {
+            Some("..") => {
+                out.pop();
+            }
+            Some(".") => {}
+            _ => out.push(part),
+        }
+    }
+    out
+}
+
 fn valid_bucket_name(b: &str) -> bool {
     (3..=63).contains(&b.len())
         && b.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
@@ -177,9 +200,15 @@ impl AwsClients {
                 let retry = aws_config::retry::RetryConfig::adaptive()
                     .with_max_attempts(8)
                     .with_initial_backoff(std::time::Duration::from_millis(200));
+                // TRAILCOPY_S3_READ_TIMEOUT (seconds): for slow proxies, and for tests of stalls.
+                let read_timeout = std::env::var("TRAILCOPY_S3_READ_TIMEOUT")
+                    .ok()
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .filter(|v| *v > 0.0)
+                    .unwrap_or(60.0);
                 let timeouts = aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(std::time::Duration::from_secs(10))
-                    .read_timeout(std::time::Duration::from_secs(60))
+                    .read_timeout(std::time::Duration::from_secs_f64(read_timeout))
                     .build();
                 aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .retry_config(retry)
@@ -233,6 +262,8 @@ impl AwsClients {
     }
 }
 
+static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A local folder. Keys are `/`-separated relative paths; they can never leave the folder.
 pub struct LocalStore {
     root: PathBuf,
@@ -272,7 +303,7 @@ impl ObjectStore for LocalStore {
         };
         while let Some(entry) = entries.next_entry().await.map_err(|e| io_error(self.location(prefix), e))? {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".tmp-") {
+            if name == ".trailcopy-tmp" {
                 continue;
             }
             let meta = entry.metadata().await.map_err(|e| io_error(self.location(prefix), e))?;
@@ -302,10 +333,13 @@ impl ObjectStore for LocalStore {
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(loc.clone(), e))?;
         }
-        // Write then rename: a reader (or a crash) never sees half a file.
+        // Write then rename: a reader (or a crash) never sees half a file. Temporary files live
+        // outside the dataset, so a crash leaves nothing that readers' globs pick up.
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        // Not `*.parquet`: a crash must not leave a file that readers' globs pick up.
-        let tmp = path.with_file_name(format!(".tmp-{}-{name}.partial", std::process::id()));
+        let tmp_dir = self.root.join(".trailcopy-tmp");
+        tokio::fs::create_dir_all(&tmp_dir).await.map_err(|e| io_error(loc.clone(), e))?;
+        let unique = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = tmp_dir.join(format!("{}-{unique}-{name}", std::process::id()));
         tokio::fs::write(&tmp, &body).await.map_err(|e| io_error(loc.clone(), e))?;
         tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
     }
@@ -324,6 +358,9 @@ impl ObjectStore for LocalStore {
         self.root.join(key).display().to_string()
     }
 }
+
+/// Reads of one object whose body breaks mid-stream, before the item fails (retryable).
+const BODY_ATTEMPTS: u32 = 4;
 
 /// An S3 bucket through aws-sdk-s3.
 pub struct S3Store {
@@ -404,19 +441,33 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| s3_error(self.location(key), e))?;
-        let body = out.body.collect().await.map_err(|e| CopyError::Retryable {
-            location: self.location(key),
-            message: format!("reading the body failed: {e}"),
-        })?;
-        Ok(body.into_bytes())
+        // The SDK retries requests, but not a body that breaks after the response began:
+        // such a read is asked for again, a bounded number of times.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| s3_error(self.location(key), e))?;
+            match out.body.collect().await {
+                Ok(body) => return Ok(body.into_bytes()),
+                Err(e) if attempt < BODY_ATTEMPTS => {
+                    tracing::debug!(key, attempt, error = %e, "body read failed; reading again");
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => {
+                    return Err(CopyError::Retryable {
+                        location: self.location(key),
+                        message: format!("reading the body failed {attempt} times: {e}"),
+                    });
+                }
+            }
+        }
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
