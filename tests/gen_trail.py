@@ -424,7 +424,9 @@ class Gen:
             for _ in range(slots.get("truncated", 0)):
                 ts = midday()
                 full = self.gz(json.dumps({"Records": self.make_events(acct, region, ts, 10)}).encode())
-                fatal_files.append((dayp + self.trail_name(acct, region, ts), ts, full[: len(full) * 6 // 10], "CorruptGzip", "truncated-gzip"))
+                # Cut inside the first record: nothing is salvageable, so the file yields no events
+                # (tests/test_bad_input.py covers a cut after whole records, which are salvaged).
+                fatal_files.append((dayp + self.trail_name(acct, region, ts), ts, full[:30], "CorruptGzip", "truncated-gzip"))
             for _ in range(slots.get("non_json", 0)):
                 ts = midday()
                 fatal_files.append((dayp + self.trail_name(acct, region, ts), ts,

@@ -61,7 +61,8 @@ static ABORT_AFTER: LazyLock<Option<u64>> =
 
 /// One file's result: parsed events or a failure entry; a retryable error fails the batch.
 enum FileResult {
-    Parsed(ParsedFile),
+    /// The events read, and the damage that stopped the read early, if any.
+    Parsed(ParsedFile, Option<FailureEntry>),
     Failed(FailureEntry),
 }
 
@@ -90,15 +91,13 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
         }
     };
     let window = ctx.window;
-    let parsed = tokio::task::spawn_blocking(move || {
-        let text = event::gunzip(&bytes)?;
-        event::parse_log(&text, &window)
-    })
-    .await
-    .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
-    Ok(match parsed {
-        Ok(p) => FileResult::Parsed(p),
-        Err(fe) => FileResult::Failed(FailureEntry::new(location, fe.error_type, fe.message)),
+    let (parsed, damage) = tokio::task::spawn_blocking(move || event::read_log(&bytes, &window))
+        .await
+        .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
+    Ok(match damage {
+        None => FileResult::Parsed(parsed, None),
+        // A damaged file is a failure entry; the events read before the damage still count.
+        Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message))),
     })
 }
 
@@ -160,8 +159,11 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
             delta.bytes_read += file.size;
             match result? {
                 FileResult::Failed(entry) => failures.push(entry),
-                FileResult::Parsed(parsed) => {
-                    delta.files_completed += 1;
+                FileResult::Parsed(parsed, damage) => {
+                    match damage {
+                        Some(entry) => failures.push(entry),
+                        None => delta.files_completed += 1,
+                    }
                     delta.events_read += parsed.events_read;
                     delta.events_out_of_range += parsed.events_out_of_range;
                     delta.events_invalid += parsed.events_invalid;
@@ -183,10 +185,16 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                         let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
                         let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
                         new_keys.extend(kept.map(|(k, _)| *k));
-                        let rows = arrow_select::filter::filter_record_batch(&part.batch, &mask).map_err(|e| {
-                            CopyError::Storage { location: "arrow filter".into(), message: e.to_string() }
-                        })?;
-                        delta.events_duplicate += (part.batch.num_rows() - rows.num_rows()) as u64;
+                        // Usually nothing is a duplicate: then the batch is written as it is, uncopied.
+                        let rows = if mask.values().count_set_bits() == part.batch.num_rows() {
+                            part.batch
+                        } else {
+                            arrow_select::filter::filter_record_batch(&part.batch, &mask).map_err(|e| {
+                                CopyError::Storage { location: "arrow filter".into(), message: e.to_string() }
+                            })?
+                        };
+                        let duplicates = part.keys.len() - rows.num_rows();
+                        delta.events_duplicate += duplicates as u64;
                         delta.events_completed += rows.num_rows() as u64;
                         writer.write(part.date, &rows)?;
                     }

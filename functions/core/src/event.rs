@@ -152,20 +152,61 @@ pub struct ParsedFile {
     pub invalid_samples: Vec<(usize, String)>,
 }
 
+/// No CloudTrail event comes near this (the service caps events far lower).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+
 /// Hard cap on one decompressed log file (CloudTrail files are far smaller).
 pub const MAX_DECOMPRESSED: u64 = 2 << 30;
 
 /// Inflates a (multi-member) gzip file.
 pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, FileError> {
+    match gunzip_partial(compressed) {
+        (out, None) => Ok(out),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Inflates what it can: a damaged or truncated stream keeps the text before the damage.
+pub fn gunzip_partial(compressed: &[u8]) -> (Vec<u8>, Option<FileError>) {
+    if compressed.is_empty() {
+        let e =
+            FileError { error_type: "CorruptGzip", message: "the object is empty (0 bytes): not a gzip file".into() };
+        return (Vec::new(), Some(e));
+    }
     let mut out = Vec::with_capacity(compressed.len().saturating_mul(8).min(256 << 20));
     let decoder = flate2::read::MultiGzDecoder::new(compressed);
     match decoder.take(MAX_DECOMPRESSED + 1).read_to_end(&mut out) {
-        Ok(n) if n as u64 > MAX_DECOMPRESSED => Err(FileError {
-            error_type: "CorruptGzip",
-            message: format!("decompresses to more than {MAX_DECOMPRESSED} bytes"),
-        }),
-        Ok(_) => Ok(out),
-        Err(e) => Err(FileError { error_type: "CorruptGzip", message: format!("gzip: {e}") }),
+        Ok(n) if n as u64 > MAX_DECOMPRESSED => {
+            let e = FileError {
+                error_type: "CorruptGzip",
+                message: format!("decompresses to more than {MAX_DECOMPRESSED} bytes"),
+            };
+            (Vec::new(), Some(e))
+        }
+        Ok(_) => (out, None),
+        Err(e) => {
+            let e = FileError {
+                error_type: "CorruptGzip",
+                message: format!("gzip: {e} (after {} readable bytes)", out.len()),
+            };
+            (out, Some(e))
+        }
+    }
+}
+
+/// Reads one compressed log file as far as it can be read. Events before damage (a truncated or
+/// corrupt gzip stream, broken JSON) are kept and counted; the damage is the returned error.
+pub fn read_log(compressed: &[u8], window: &Window) -> (ParsedFile, Option<FileError>) {
+    let (text, gzip_error) = gunzip_partial(compressed);
+    match gzip_error {
+        None => parse_log_partial(&text, window),
+        Some(mut e) => {
+            let (parsed, _) = parse_log_partial(&text, window);
+            if parsed.events_read > 0 {
+                e.message.push_str(&format!("; the {} events before the damage were read", parsed.events_read));
+            }
+            (parsed, Some(e))
+        }
     }
 }
 
@@ -227,21 +268,17 @@ enum Slot<'a> {
 /// One pass over the text: the `Records` array is walked in place and each event's fields are
 /// borrowed from the text as they are read (no `Value` tree, no per-event re-scan).
 pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> {
-    match text.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => {}
-        Some(b'[' | b'"' | b'0'..=b'9' | b'-' | b't' | b'f' | b'n')
-            if serde_json::from_slice::<&RawValue>(text).is_ok() =>
-        {
-            return Err(FileError {
-                error_type: "InvalidLogFile",
-                message: "the file holds JSON but not an object: not a CloudTrail log file ({\"Records\":[...]})"
-                    .into(),
-            });
-        }
-        None => {
-            return Err(FileError { error_type: "InvalidJson", message: "the file is empty".into() });
-        }
-        Some(_) => {}
+    match parse_log_partial(text, window) {
+        (parsed, None) => Ok(parsed),
+        (_, Some(e)) => Err(e),
+    }
+}
+
+/// Like [`parse_log`], but keeps the events read before a file-level error.
+pub fn parse_log_partial(text: &[u8], window: &Window) -> (ParsedFile, Option<FileError>) {
+    match check_document_start(text) {
+        Ok(()) => {}
+        Err(e) => return (ParsedFile::default(), Some(e)),
     }
     let mut state = State {
         window,
@@ -250,31 +287,69 @@ pub fn parse_log(text: &[u8], window: &Window) -> Result<ParsedFile, FileError> 
         fields: Vec::with_capacity(32),
         slots: Vec::with_capacity(COLUMNS.len()),
         other: String::new(),
+        lossy: false,
     };
-    let mut de = serde_json::Deserializer::from_slice(text);
-    let found =
-        de.deserialize_map(FileVisitor { st: &mut state }).and_then(|found| de.end().map(|()| found)).map_err(|e| {
+    // UTF-8 is checked once, up front (fast for ASCII), so the parser does not check each string
+    // again. Text that is not UTF-8 is read with replacement characters, and the events that hold
+    // them are invalid: bad bytes spoil their event, not the file.
+    let lossy;
+    let walked = match std::str::from_utf8(text) {
+        Ok(s) => walk(serde_json::Deserializer::from_str(s), &mut state),
+        Err(_) => {
+            lossy = String::from_utf8_lossy(text);
+            state.lossy = true;
+            walk(serde_json::Deserializer::from_str(&lossy), &mut state)
+        }
+    };
+    let error = match walked {
+        Ok(true) => None,
+        Ok(false) => Some(FileError {
+            error_type: "InvalidLogFile",
+            message: "no \"Records\" field: not a CloudTrail log file".into(),
+        }),
+        Err(e) => {
             // A type mismatch can surface before a syntax error: only valid JSON is a wrong *log file*.
             let syntax = serde_json::from_slice::<IgnoredAny>(text).err();
-            match syntax {
+            Some(match syntax {
                 None if e.classify() == serde_json::error::Category::Data => FileError {
                     error_type: "InvalidLogFile",
                     message: format!("not a CloudTrail log file ({{\"Records\":[...]}}): {e}"),
                 },
                 _ => FileError { error_type: "InvalidJson", message: format!("JSON: {}", syntax.unwrap_or(e)) },
-            }
-        })?;
-    if !found {
-        return Err(FileError {
-            error_type: "InvalidLogFile",
-            message: "no \"Records\" field: not a CloudTrail log file".into(),
-        });
-    }
-    let mut days = state.days;
+            })
+        }
+    };
+    let mut days = std::mem::take(&mut state.days);
     days.sort_by_key(|(day, _, _)| *day);
-    let mut out = state.out;
+    let mut out = std::mem::take(&mut state.out);
     out.parts = days.into_iter().map(|(_, d, b)| b.finish(d)).collect();
-    Ok(out)
+    (out, error)
+}
+
+fn check_document_start(text: &[u8]) -> Result<(), FileError> {
+    match text.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[' | b'"' | b'0'..=b'9' | b'-' | b't' | b'f' | b'n')
+            if serde_json::from_slice::<&RawValue>(text).is_ok() =>
+        {
+            Err(FileError {
+                error_type: "InvalidLogFile",
+                message: "the file holds JSON but not an object: not a CloudTrail log file ({\"Records\":[...]})"
+                    .into(),
+            })
+        }
+        None => Err(FileError { error_type: "InvalidJson", message: "the file is empty (no JSON in it)".into() }),
+        _ => Ok(()),
+    }
+}
+
+/// Walks the whole document (then checks nothing follows it); `true` when `Records` was found.
+fn walk<'a, R: serde_json::de::Read<'a>>(
+    mut de: serde_json::Deserializer<R>,
+    st: &mut State<'_, 'a>,
+) -> serde_json::Result<bool> {
+    let found = de.deserialize_map(FileVisitor { st })?;
+    de.end()?;
+    Ok(found)
 }
 
 /// The parse of one file in progress; buffers are reused from event to event.
@@ -286,6 +361,8 @@ struct State<'w, 'a> {
     fields: Vec<(Cow<'a, str>, &'a RawValue)>,
     slots: Vec<Option<Slot<'a>>>,
     other: String,
+    /// The text was not UTF-8: bad bytes were replaced by U+FFFD.
+    lossy: bool,
 }
 
 impl<'a> State<'_, 'a> {
@@ -300,6 +377,13 @@ impl<'a> State<'_, 'a> {
 
     /// The event whose fields are in `self.fields`.
     fn event(&mut self) {
+        let size: usize = self.fields.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum();
+        if size > MAX_EVENT_BYTES {
+            return self.invalid(format!("event is {size} bytes, over the {MAX_EVENT_BYTES}-byte (1 MiB) limit"));
+        }
+        if self.lossy && self.fields.iter().any(|(k, v)| k.contains('\u{FFFD}') || v.get().contains('\u{FFFD}')) {
+            return self.invalid("event holds bytes that are not UTF-8".into());
+        }
         self.slots.clear();
         self.slots.resize_with(COLUMNS.len(), || None);
         self.other.clear();
