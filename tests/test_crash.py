@@ -34,7 +34,7 @@ RESTORE_FLAGS = ("--restore-max-wait-seconds", "7200")
 @pytest.fixture(scope="module")
 def trail(make_trail):
     m = make_trail("crash", seed=23, accounts=2, regions="us-east-1,eu-west-1", start_day="2024-05-01", days=2,
-                   files_per_day=8, events_per_file=15, duplicates=8, stray=1)
+                   files_per_day=30, events_per_file=15, duplicates=8, stray=1)
     exp = expected(m, START, END)
     assert exp["failedEntries"] == 0 and exp["eventsDuplicate"] > 0 and exp["filesCompleted"] >= 60
     return m, exp
@@ -89,6 +89,15 @@ def clean_run(trail, trailcopy_bin, tmp_path_factory):
     return took, sorted(parquet_files(store))
 
 
+def committed(store: Path, copy_id: str) -> int:
+    """Batches committed so far (each commit writes its dedup keys, seen-<batch>.bin)."""
+    return len(list((store / "copies" / copy_id / "items").glob("*/seen-*.bin")))
+
+
+# seed -> batches committed when the first kill landed, and the total (for test_zz_kills_landed_mid_copy)
+FIRST_KILLS = {}
+
+
 def assert_exact_store(store: Path, exp: dict, m: dict):
     con, src = duck(store)
     n, distinct = con.execute(f"SELECT count(*), count(DISTINCT eventID) FROM {src}").fetchone()
@@ -122,9 +131,10 @@ def test_kill_and_retry(seed, trail, clean_run, trailcopy_bin, tmp_path):
     log = []
 
     # 1. the copy, killed after a random delay within its (clean) running time
-    delay = rng.uniform(0.05, took)
+    delay = rng.uniform(0.2, 0.9) * took
     rc, _ = run_killed(trailcopy_bin, copy_args(m, store, copy_id), delay)
-    log.append(f"copy killed after {delay:.2f}s (rc {rc})")
+    FIRST_KILLS[seed] = (committed(store, copy_id), len(clean_files), rc)
+    log.append(f"copy killed after {delay:.2f}s (rc {rc}, {committed(store, copy_id)} batches committed)")
 
     # 2. a few retries that die too: SIGKILL after a random delay, or an injected abort after n batches
     for _ in range(rng.randint(1, 3)):
@@ -136,7 +146,7 @@ def test_kill_and_retry(seed, trail, clean_run, trailcopy_bin, tmp_path):
         if rng.random() < 0.5:
             delay = rng.uniform(0.05, took * 0.7)
             rc, _ = run_killed(trailcopy_bin, retry_args(store, copy_id), delay)
-            log.append(f"retry killed after {delay:.2f}s (rc {rc})")
+            log.append(f"retry killed after {delay:.2f}s (rc {rc}, {committed(store, copy_id)} batches committed)")
         else:
             n = rng.randrange(0, 12)
             rc, _, err = run_to_end(trailcopy_bin, retry_args(store, copy_id),
@@ -160,6 +170,16 @@ def test_kill_and_retry(seed, trail, clean_run, trailcopy_bin, tmp_path):
     assert leftovers(store) == [], f"temporary files left in the dataset: {leftovers(store)[:5]}"
     # the same work, the same object names as the uninterrupted copy: re-runs overwrite
     assert sorted(parquet_files(store)) == clean_files
+
+
+def test_zz_kills_landed_mid_copy():
+    """The random kills are not all before the first commit or after the last: most seeds' first kill
+    found a copy part-way (if not, make the trail bigger: the engine got faster)."""
+    if len(FIRST_KILLS) < len(SEEDS):
+        pytest.skip("not every seed ran")
+    mid = [s for s, (done, total, rc) in FIRST_KILLS.items() if rc == -signal.SIGKILL and done > 0]
+    print(f"\nfirst kills (batches committed, Parquet files of a full copy, rc): {FIRST_KILLS}")
+    assert len(mid) >= len(SEEDS) // 2, FIRST_KILLS
 
 
 def test_abort_at_every_early_batch(trail, trailcopy_bin, tmp_path):
