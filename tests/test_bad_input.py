@@ -11,9 +11,10 @@ readable in the same day prefix is still copied; nothing panics (exit 0/1, never
 Invalid copy requests (bad URIs, end before start, unknown flags, a store inside the source) are
 refused before any work: exit 2, a message naming the problem, nothing written.
 
-Where the engine is wrong today the tests state the right behaviour (the truncated file's readable
-events are salvaged; a non-UTF-8 string spoils its event, not its file; an event over 1 MB is counted
-invalid with a message saying so; `s3:/x` is not taken for a local folder).
+The right behaviour, stated where it is not obvious: the truncated file's readable events are
+salvaged; a non-UTF-8 string spoils its event, not its file; an event over 1 MB is counted invalid
+with a message saying so; `s3:/x` is not taken for a local folder; store-inside-source is decided on
+resolved paths (symlinks, `..`).
 """
 
 from __future__ import annotations
@@ -39,9 +40,6 @@ ACCT = "111122223333"
 REGION = "us-east-1"
 DAY_PREFIX = f"AWSLogs/{ACCT}/CloudTrail/{REGION}/2024/04/10/"
 START, END = "2024-04-10T00:00:00Z", "2024-04-11T00:00:00Z"
-# ENGINE BUG (open): the CLI's default restore wait (48 h / 60 s polls) is over the engine's 2000-poll
-# limit, so a copy with default flags exits 2; explicit values here.
-RESTORE_FLAGS = ("--restore-max-wait-seconds", "7200")
 ONE_MB = 1024 * 1024
 
 
@@ -216,7 +214,7 @@ def bad_copy(request, trailcopy, tmp_path_factory):
         location = lambda key: f"s3://bad-input-src/trail/{key}"  # noqa: E731
         env = moto.env
     r = trailcopy("copy", "--source", source, "--store", store, "--start", START, "--end", END,
-                  "--copy-id", "bad-1", "--json", *RESTORE_FLAGS, env=env, timeout=120)
+                  "--copy-id", "bad-1", "--json", env=env, timeout=120)
     f = trailcopy("failures", "bad-1", "--store", store, "--json", env=env)
     return r, f, store, location
 
@@ -391,7 +389,7 @@ def test_invalid_request_refused_before_any_work(case, trailcopy_bin, small_sour
     if "--start" not in args and "--end" not in args:
         args += ["--start", START, "--end", END]
     before = files_under(tmp_path)
-    p = run_in(tmp_path, trailcopy_bin, "copy", *args, "--copy-id", "inv-1", *RESTORE_FLAGS)
+    p = run_in(tmp_path, trailcopy_bin, "copy", *args, "--copy-id", "inv-1")
     assert "panicked" not in p.stderr, p.stderr
     assert p.returncode == 2, f"exit {p.returncode}\nstdout: {p.stdout[-1500:]}\nstderr: {p.stderr[-1500:]}"
     assert any(w in p.stderr for w in words), f"the message should name {words}: {p.stderr}"
@@ -411,7 +409,7 @@ def test_s3_store_inside_source_refused(source, store, trailcopy_bin, moto_s3, t
         pass
     before = moto_s3.list_keys("bad-req-src")
     p = run_in(tmp_path, trailcopy_bin, "copy", "--source", source, "--store", store, "--start", START,
-               "--end", END, "--copy-id", "inv-s3", *RESTORE_FLAGS, env=moto_s3.env)
+               "--end", END, "--copy-id", "inv-s3", env=moto_s3.env)
     assert p.returncode == 2, f"exit {p.returncode}\n{p.stdout[-1500:]}\n{p.stderr[-1500:]}"
     assert "--store" in p.stderr and "inside" in p.stderr, p.stderr
     assert moto_s3.list_keys("bad-req-src") == before
@@ -423,7 +421,7 @@ def test_store_inside_source_through_a_symlink_refused(trailcopy_bin, small_sour
     (tmp_path / "linked").symlink_to(small_source / "AWSLogs")
     before = files_under(small_source)
     p = run_in(tmp_path, trailcopy_bin, "copy", "--source", small_source, "--store", tmp_path / "linked" / "eds",
-               "--start", START, "--end", END, "--copy-id", "inv-link", *RESTORE_FLAGS)
+               "--start", START, "--end", END, "--copy-id", "inv-link")
     assert p.returncode == 2, f"exit {p.returncode}: the store was accepted; files written into the source: " \
                               f"{sorted(set(files_under(small_source)) - set(before))[:3]}"
     assert "--store" in p.stderr
@@ -433,6 +431,6 @@ def test_store_inside_source_through_a_symlink_refused(trailcopy_bin, small_sour
 def test_store_next_to_the_source_via_dotdot_accepted(trailcopy_bin, small_source, tmp_path):
     """`SRC/../eds` is a sibling of the source, not inside it: a valid request."""
     p = run_in(tmp_path, trailcopy_bin, "copy", "--source", small_source, "--store", f"{small_source}/../eds",
-               "--start", START, "--end", END, "--copy-id", "sibling", "--json", *RESTORE_FLAGS)
+               "--start", START, "--end", END, "--copy-id", "sibling", "--json")
     assert p.returncode in (0, 1), f"exit {p.returncode}: {p.stderr}"
     assert (tmp_path / "eds" / "copies" / "sibling" / "record.json").exists()

@@ -26,10 +26,6 @@ from expect import canon, expected, stats_diff
 START, END = "2024-05-01T00:00:00Z", "2024-05-03T00:00:00Z"
 BATCH = {"TRAILCOPY_BATCH_BYTES": "6000"}  # ~1 log file per batch: many commit points to die at
 SEEDS = (1, 2, 3, 4)
-# ENGINE BUG (open): the CLI's default restore wait (48 h / 60 s polls) is over the engine's 2000-poll
-# limit, so a copy with default flags exits 2; explicit values here.
-RESTORE_FLAGS = ("--restore-max-wait-seconds", "7200")
-
 
 @pytest.fixture(scope="module")
 def trail(make_trail):
@@ -42,7 +38,7 @@ def trail(make_trail):
 
 def copy_args(m, store, copy_id):
     return ["copy", "--source", source_dir(m), "--store", str(store), "--start", START, "--end", END,
-            "--copy-id", copy_id, "--json", *RESTORE_FLAGS]
+            "--copy-id", copy_id, "--json"]
 
 
 def retry_args(store, copy_id, *extra):

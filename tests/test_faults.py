@@ -4,10 +4,11 @@ resets). A copy through the proxy (S3 source -> S3 store, and S3 -> local store)
 exactly the counts and the events of the same copy without faults: the SDK's retries (adaptive,
 8 attempts) absorb them, and no event is lost or stored twice.
 
-Stalls: the engine's read timeout is 60 s (functions/core/src/storage.rs). The proxy ends a stall
-itself after STALL_SECONDS with a reset, so the test stays fast either way; the copies are run with
+Stalls: the engine's read timeout is 60 s by default; the copies here run with
 TRAILCOPY_S3_READ_TIMEOUT=1 (seconds), and test_stall_hits_the_client_read_timeout checks that the
-client, not the proxy, gave up: it fails until the engine honours that knob.
+client, not the proxy, gave up. (The proxy ends a stall itself after STALL_SECONDS with a reset, so
+the test stays fast even if the knob is lost.) test_broken_downloads_are_retried cuts GetObject
+bodies half-way, which the SDK's retries do not cover.
 """
 
 from __future__ import annotations
@@ -34,10 +35,6 @@ STALL_SECONDS = 1.5
 # Small batches: more PUTs (Parquet, dedup keys, checkpoints) go through the proxy too.
 ENV = {"TRAILCOPY_BATCH_BYTES": "20000", "TRAILCOPY_S3_READ_TIMEOUT": "1", "TRAILCOPY_S3_CONNECT_TIMEOUT": "1"}
 
-# ENGINE BUG (open): the CLI's default --restore-max-wait-seconds (48 h) / --restore-poll-seconds (60 s) is
-# 2880 polls, over the engine's 2000-poll limit: a copy with default flags exits 2. Explicit values here.
-RESTORE_FLAGS = ("--restore-max-wait-seconds", "7200")
-
 # Every fault injected in this module, by kind (printed at the end of the last test).
 TOTAL = Counter()
 
@@ -58,7 +55,7 @@ def trail(make_trail, moto_s3):
 def copy(trailcopy, env, store, copy_id):
     t = time.monotonic()
     r = trailcopy("copy", "--source", f"s3://{SRC_BUCKET}", "--store", store, "--start", START, "--end", END,
-                  "--copy-id", copy_id, "--json", *RESTORE_FLAGS, env={**env, **ENV}, timeout=120)
+                  "--copy-id", copy_id, "--json", env={**env, **ENV}, timeout=120)
     return r, time.monotonic() - t
 
 
