@@ -133,7 +133,7 @@ def fmt(x, spec):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="50,1024", help="trail sizes, MiB uncompressed")
-    ap.add_argument("--lambda-mb", type=int, default=450,
+    ap.add_argument("--lambda-mb", type=int, default=480,
                     help="MiB uncompressed of the Lambda batch trail (~64 MB gzip)")
     ap.add_argument("--workdir", default=os.environ.get("TRAILCOPY_BENCH_DIR", "/tmp/trailcopy-bench"))
     ap.add_argument("--json-out", default=None)
@@ -155,6 +155,9 @@ def main():
     out = Path(a.json_out) if a.json_out else work / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print_table(results)
+    if results.get("lambda") and results["sizes"]:
+        results["cost"] = cost_on_paper(results)
+        out.write_text(json.dumps(results, indent=1))
     log(f"raw numbers: {out}")
 
 
@@ -188,6 +191,69 @@ def print_table(results):
               f"{lam['eventsPerSecond']:,.0f} events/s, {lam['mbPerSecond']:.1f} MB/s uncompressed, "
               f"CPU {lam['cpuSeconds']:.2f} s, peak RSS {lam['vmHwmKb'] / 1024:.0f} MiB (VmHWM; "
               f"{lam['vmHwmKbBeforeCopy'] / 1024:.0f} MiB before the copy).")
+
+
+# List prices, us-east-1 (assumed; check https://aws.amazon.com/lambda/pricing/ etc.).
+PRICE = {
+    "lambda_arm_gb_s": 0.0000133334,  # Lambda arm64, first 7.5 billion GB-s / month
+    "lambda_request": 0.20 / 1e6,
+    "s3_get": 0.0004 / 1000,  # GET, S3 Standard
+    "s3_put_list": 0.005 / 1000,  # PUT, COPY, POST, LIST
+    "sfn_transition": 0.025 / 1000,  # Step Functions standard workflows
+    "lake_1y": 0.75,  # CloudTrail Lake ingestion + 1-year extendable retention, per GB
+    "lake_7y": 2.50,  # CloudTrail Lake ingestion + 7-year retention, per GB
+}
+
+
+def cost_on_paper(results, gz_bytes=100e9, prefixes=7300, memory_gb=0.5, get_ms=25.0, get_concurrency=4):
+    """100 GB of gzip trail through the state machine, from the measured rates.
+
+    prefixes: day prefixes (work items); 7,300 = 20 account-regions x 365 days.
+    The Lambda's CPU share is memory/1769 MB of one vCPU; an invocation lasts as long as its CPU
+    work at the measured one-core rate, or its GETs (get_ms each, get_concurrency at once) if longer.
+    """
+    lam, big = results["lambda"], results["sizes"][-1]
+    ratio = big["uncompressed"] / big["compressed"]
+    avg_file = big["compressed"] / big["files"]
+    files = gz_bytes / avg_file
+    json_mb = gz_bytes * ratio / MB
+    rate = lam["mbPerSecond"]  # one core, MB of JSON per second (handler path, pinned)
+    share = memory_gb * 1024 / 1769
+    cpu_s = json_mb / rate / share
+    get_s = files * get_ms / 1000 / get_concurrency
+    seconds = max(cpu_s, get_s)
+    gb_s = seconds * memory_gb
+    batches = prefixes + gz_bytes / (64 << 20)  # at least one per item, and one per 64 MiB
+    gets = files + prefixes * 4 + 10  # log files; state, files.json, record reads per item
+    puts = batches * 4 + prefixes * 3 + 10  # parquet (~2 dates) + seen + state per batch; files/state
+    lists = prefixes * 2 + 500  # prepare's listing (+ page) per item; plan's delimiter listings
+    transitions = prefixes * 5 + 10  # Prepare, RestoresPending, Copy, CopyDone, ItemCompleted
+    invocations = prefixes * 2 + 2
+    rows = [
+        ("Lambda compute (arm64)", f"{gb_s:,.0f} GB-s ({seconds / 3600:,.1f} h at {memory_gb * 1024:.0f} MB)",
+         gb_s * PRICE["lambda_arm_gb_s"]),
+        ("Lambda requests", f"{invocations:,.0f}", invocations * PRICE["lambda_request"]),
+        ("S3 GET", f"{gets:,.0f}", gets * PRICE["s3_get"]),
+        ("S3 PUT", f"{puts:,.0f}", puts * PRICE["s3_put_list"]),
+        ("S3 LIST", f"{lists:,.0f}", lists * PRICE["s3_put_list"]),
+        ("Step Functions (standard)", f"{transitions:,.0f} transitions", transitions * PRICE["sfn_transition"]),
+    ]
+    total = sum(r[2] for r in rows)
+    lake_gb = json_mb * MB / 1e9
+    print(f"\nCost on paper: {gz_bytes / 1e9:.0f} GB gzip trail = {files:,.0f} files of {avg_file / 1e3:.0f} KB, "
+          f"{json_mb / 1e3:,.0f} GB JSON (ratio {ratio:.1f}), {prefixes:,} day prefixes; CPU at the measured "
+          f"one-core handler rate {rate:.0f} MB/s x {share:.2f} vCPU = {cpu_s / 3600:.1f} h, GET-bound "
+          f"{get_s / 3600:.1f} h.\n")
+    print("| item | quantity | USD |")
+    print("|---|---:|---:|")
+    for name, q, usd in rows:
+        print(f"| {name} | {q} | {usd:,.2f} |")
+    print(f"| **trailcopy total** | | **{total:,.2f}** |")
+    print(f"| CloudTrail Lake ingestion, 1-year retention (${PRICE['lake_1y']}/GB x {lake_gb:,.0f} GB) | | "
+          f"{lake_gb * PRICE['lake_1y']:,.2f} |")
+    print(f"| CloudTrail Lake ingestion, 7-year retention (${PRICE['lake_7y']}/GB x {lake_gb:,.0f} GB) | | "
+          f"{lake_gb * PRICE['lake_7y']:,.2f} |")
+    return {"rows": rows, "total": total, "lakeGb": lake_gb, "cpuHours": cpu_s / 3600, "getHours": get_s / 3600}
 
 
 if __name__ == "__main__":
