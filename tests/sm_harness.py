@@ -232,7 +232,9 @@ def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
 class CargoLambdaWatch:
     """`cargo lambda watch` on a free invoke port, running the workspace's Lambda binaries."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, ready_timeout: float = 1800):
+    def __init__(self, env: dict[str, str], log_dir: Path, ready_timeout: float = 1800,
+                 extra_args: tuple[str, ...] = ()):
+        """`extra_args` go to `cargo lambda watch` as they are (e.g. ("--timeout", "30"))."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env_file = log_dir / "lambda.env"
@@ -241,7 +243,7 @@ class CargoLambdaWatch:
         self.proc = subprocess.Popen(
             ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
              "--invoke-port", str(self.port), "--ignore-changes", "--concurrency", "4",
-             "--env-file", str(env_file)],
+             "--env-file", str(env_file), *extra_args],
             cwd=ROOT, env=tool_env(env), stdout=self._out, stderr=subprocess.STDOUT,
             start_new_session=True)
         wait_for(lambda: socket.create_connection(("127.0.0.1", self.port), timeout=1),

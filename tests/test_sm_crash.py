@@ -1,0 +1,137 @@
+"""Crash safety in the state machine (issue 6 point 2, the Lambda half): the copy Lambda dies
+mid-batch and the state machine's retry path finishes the copy with nothing lost and nothing twice.
+
+The real ASL runs in moto and the real Lambda binaries run under `cargo lambda watch`
+(tests/sm_harness.py, fixtures as in test_statemachine.py), with the engine's fault hook on:
+TRAILCOPY_FAULT_ABORT_AFTER_BATCHES=n makes a process abort (std::process::abort) right after
+writing the Parquet files of its (n+1)-th batch and before that batch's checkpoint; the counter is
+per process. TRAILCOPY_BATCH_BYTES makes every log file about one batch, so each day prefix has
+several batches and every copy process dies after a few of them. The store must then hold exactly
+the events tests/expect.py computes from the generated trail's manifest.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sm_harness as h  # noqa: E402
+from expect import expected, stats_diff  # noqa: E402
+from test_statemachine import (  # noqa: E402
+    LAMBDA_CRATES, SOURCE, SOURCE_BUCKET, STORE, STORE_BUCKET, STORE_PREFIX, _ping, diagnose, invokes_of, needs_lambdas, prepare_s3,
+    store_json, stored_event_ids)
+
+pytestmark = needs_lambdas
+
+# Known gap (measured 2026-11-24, cargo-lambda 1.9.2, moto's SFN interpreter): a copy process that
+# aborts is neither answered for nor restarted by `cargo lambda watch` (the invoke hangs until the
+# launcher's 900 s urlopen timeout). With `--timeout 30` the watch answers the dead invoke with HTTP
+# 408 and an empty body; the launcher passes it on as an Unhandled function error, which moto's
+# interpreter names "Exception" (cause '""'). The Copy state retries only Retryable, Lambda.*,
+# Sandbox.Timedout and States.Timeout, so the item is caught as failed at once. (`--timeout` also
+# answers the idle runtimes' /next long poll with 408: they panic with "missing
+# lambda-runtime-aws-request-id header", so Finalize then fails with "Exception" too.) On AWS a
+# crashed runtime comes back as errorType Runtime.ExitError, which the Copy Retry does not list either.
+KNOWN_GAP = ("a copy Lambda that dies is not retried: cargo lambda watch answers 408/empty (moto error "
+             "'Exception') or nothing, and the Copy Retry lists neither that nor Runtime.ExitError")
+
+START, END = "2024-05-01T00:00:00Z", "2024-05-03T00:00:00Z"
+ABORT_AFTER = 2  # each copy process commits 2 batches, then dies while writing its 3rd
+BATCH_BYTES = 3000  # the generated files are ~3-5 KB gzip: one file per batch, 6 batches per day
+CRASH_LINE = "trailcopy: injected crash"
+# A function process that dies leaves its invoke unanswered: without a timeout `cargo lambda watch`
+# holds the request (the launcher waits 900 s). With one, the watch answers the invoke with an error.
+WATCH_ARGS = ("--timeout", "30")
+
+
+@pytest.fixture(scope="module")
+def crash_env(tmp_path_factory):
+    """moto + `cargo lambda watch` whose functions run with the abort fault hook."""
+    if not shutil.which("cargo-lambda", path=str(h.VENV_BIN)):
+        pytest.fail("cargo-lambda missing from .venv/bin: run bash .ci/setup")
+    logs = tmp_path_factory.mktemp("sm-crash")
+    build = subprocess.run(["cargo", "build", *sum((["--bin", c] for c in LAMBDA_CRATES), [])],
+                           cwd=h.ROOT, env=h.tool_env(), capture_output=True, text=True, timeout=3600)
+    assert build.returncode == 0, build.stderr[-6000:]
+    moto_port = h.free_port()
+    fn_env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DEFAULT_SOURCE": SOURCE, "DEFAULT_STORE": STORE, "RETENTION_DAYS": "2557",
+        "DEFAULT_LAST": "PT1H", "RUST_LOG": "info", "RUST_BACKTRACE": "1",
+        "TRAILCOPY_BATCH_BYTES": str(BATCH_BYTES),
+        "TRAILCOPY_FAULT_ABORT_AFTER_BATCHES": str(ABORT_AFTER),
+    }
+    watch = h.CargoLambdaWatch(fn_env, logs, extra_args=WATCH_ARGS)
+    moto = None
+    try:
+        moto = h.Moto(watch.url, routes={}, log_dir=logs, port=moto_port)
+        for name in LAMBDA_CRATES:
+            h.wait_for(lambda n=name: _ping(watch.url, n), 1800, f"binary {name} under cargo lambda watch",
+                       interval=2, proc=watch.proc)
+        yield moto, logs
+    finally:
+        if moto:
+            moto.stop()
+        watch.stop()
+
+
+@pytest.mark.xfail(strict=True, reason=KNOWN_GAP)
+def test_lambdas_copy_that_dies_mid_batch_is_retried_and_stores_each_event_once(crash_env, make_trail, tmp_path):
+    moto, logs = crash_env
+    moto.reset()
+    s3 = prepare_s3(moto)
+    sm = h.deploy(moto, STORE_BUCKET, STORE_PREFIX, max_concurrency=2)
+    m = make_trail("sm-crash", seed=31, accounts=1, regions="us-east-1", start_day="2024-05-01", days=2,
+                   files_per_day=6, events_per_file=15, duplicates=4)
+    exp = expected(m, START, END)
+    assert exp["failedEntries"] == 0 and exp["eventsDuplicate"] > 0 and exp["prefixesFound"] == 2
+    for f in m["files"]:
+        if f["kind"] == "trail":
+            s3.upload_file(str(Path(m["root"]) / f["key"]), SOURCE_BUCKET, f["key"])
+    # Events without an eventID are deduplicated by their hash: they come back as NULL eventIDs.
+    expected_ids = Counter(json.loads(c).get("eventID") for c in exp["copied"])
+    assert max(n for k, n in expected_ids.items() if k is not None) == 1
+
+    t0 = time.monotonic()
+    d = h.run_execution(moto, sm, {"source": SOURCE, "store": STORE, "start": START, "end": END},
+                        timeout=900)
+    elapsed = time.monotonic() - t0
+    copies = invokes_of(moto, "copy")
+    errors = [i for i in copies if i["status"] != 200]
+    error_types = Counter(f"HTTP {i['status']} errorType="
+                          + str(i["response"].get("errorType") if isinstance(i["response"], dict)
+                                else repr(i["response"])[:80]) for i in errors)
+    watch_log = (logs / "cargo-lambda.log").read_text(errors="replace")
+    crashes = watch_log.count(CRASH_LINE)
+    summary = (f"execution {d['status']} in {elapsed:.1f} s; copy invocations {len(copies)}, "
+               f"error responses {len(errors)} {dict(error_types)}; '{CRASH_LINE}' lines {crashes}")
+    print(summary)
+
+    # The fault fired: copy processes died mid-batch and their invocations came back as errors.
+    assert crashes >= 1, summary + "\n" + diagnose(d, moto, logs)
+    assert errors, summary + "\n" + diagnose(d, moto, logs)
+
+    assert d["status"] == "SUCCEEDED", summary + "\n" + diagnose(d, moto, logs)
+    out = json.loads(d["output"])
+    assert out["status"] == "COMPLETED", out
+    record = store_json(s3, out["copyId"], "record.json")
+    assert record["status"] == "COMPLETED", record
+    assert stats_diff(record["statistics"], exp) == {}, (record["statistics"], summary)
+
+    # DuckDB over the store in moto S3: every expected event, none twice.
+    ids = stored_event_ids(moto, s3, tmp_path / "store")
+    assert len(ids) == exp["eventsCompleted"], (len(ids), exp["eventsCompleted"], summary)
+    dupes = {k: n for k, n in Counter(ids).items() if k is not None and n > 1}
+    assert not dupes, f"events stored twice: {dupes}"
+    assert len(set(i for i in ids if i is not None)) == sum(1 for k in expected_ids if k is not None)
+    assert Counter(ids) == expected_ids, (set(expected_ids) - set(ids), set(ids) - set(expected_ids))
