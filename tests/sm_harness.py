@@ -233,13 +233,14 @@ class CargoLambdaWatch:
     """`cargo lambda watch` on a free invoke port, running the workspace's Lambda binaries."""
 
     def __init__(self, env: dict[str, str], log_dir: Path, ready_timeout: float = 1800,
-                 extra_args: tuple[str, ...] = ()):
-        """`extra_args` go to `cargo lambda watch` as they are (e.g. ("--timeout", "30"))."""
-        self.port = free_port()
+                 extra_args: tuple[str, ...] = (), port: int | None = None, log_name: str = "cargo-lambda.log"):
+        """`extra_args` go to `cargo lambda watch` as they are (e.g. ("--timeout", "30")); `port` lets a
+        restarted watch take over the invoke port the launcher forwards to."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env_file = log_dir / "lambda.env"
+        env_file = log_dir / (log_name + ".env")
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
-        self._out = open(log_dir / "cargo-lambda.log", "wb")
+        self._out = open(log_dir / log_name, "wb")
         self.proc = subprocess.Popen(
             ["cargo", "lambda", "watch", "--invoke-address", "127.0.0.1",
              "--invoke-port", str(self.port), "--ignore-changes", "--concurrency", "4",
@@ -339,9 +340,14 @@ def deploy(moto: Moto, store_bucket: str, store_prefix: str = "", max_concurrenc
         roleArn=role_arn, type="STANDARD")["stateMachineArn"]
 
 
-def run_execution(moto: Moto, sm_arn: str, request: dict, timeout: float = 600) -> dict:
+def run_execution(moto: Moto, sm_arn: str, request: dict, timeout: float = 600, name: str | None = None) -> dict:
+    """Starts and waits for an execution. Named (moto names unnamed executions "None": a second one
+    on the same state machine would collide)."""
+    import uuid
+
     sfn = moto.client("stepfunctions")
-    arn = sfn.start_execution(stateMachineArn=sm_arn, input=json.dumps(request))["executionArn"]
+    arn = sfn.start_execution(stateMachineArn=sm_arn, name=name or uuid.uuid4().hex,
+                              input=json.dumps(request))["executionArn"]
     return wait_for(lambda: (d := sfn.describe_execution(executionArn=arn))["status"] != "RUNNING"
                     and d, timeout, f"execution {arn}", interval=0.5)
 

