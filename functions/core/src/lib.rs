@@ -5,15 +5,18 @@
 //! cursor) → [`finalize_copy`].
 
 pub mod copy;
+pub mod discover;
 pub mod error;
 pub mod event;
 pub mod finalize;
 pub mod kms;
 pub mod layout;
+pub mod pack;
 pub mod plan;
 pub mod prepare;
 pub mod range;
 pub mod record;
+pub mod rollup;
 pub mod runner;
 pub mod storage;
 pub mod storage_class;

@@ -1,15 +1,18 @@
 //! Plan a copy: validate the request, resolve its window once, find the day prefixes in scope
-//! by delimiter listing (never the whole bucket), and write them as work items.
+//! (discover.rs: bounded listing, never the whole bucket) and pack them into work items
+//! (pack.rs).
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CopyError, Result};
 use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
-use crate::layout::{self, TrailRoot};
+use crate::discover;
+use crate::layout;
+use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
 use crate::record::{
     CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id, read_json,
@@ -303,113 +306,71 @@ async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &Resolv
     Ok(())
 }
 
-/// Finds the day prefixes in scope, writes `workitems.json` and marks the record IN_PROGRESS.
-/// Safe to run again on a copy left INITIALIZING by a crash.
+/// Finds the day prefixes in scope, packs them into work items (freezing each item's file
+/// list as it seals), writes `workitems.json` and marks the record IN_PROGRESS. Safe to run
+/// again on a copy left INITIALIZING by a crash.
 pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
     let root = layout::trail_root(ctx.source_location.prefix());
-    let prefixes = discover_day_prefixes(ctx.source.as_ref(), &root, &ctx.window).await?;
     let store_uri = ctx.store_location.display();
-    let items: Vec<WorkItem> = prefixes
-        .into_iter()
-        .enumerate()
-        .map(|(i, prefix)| WorkItem {
-            copy_id: ctx.copy_id.clone(),
-            store: store_uri.clone(),
-            index: format!("{i:06}"),
-            prefix,
-        })
-        .collect();
+    let mut items = Vec::new();
+    if !ctx.window.is_empty() {
+        let (first, last) = ctx.window.day_span();
+        let units = discover::account_regions(ctx.source.as_ref(), &root).await?;
+        let source = ctx.source.as_ref();
+        let mut listings = futures::stream::iter(units)
+            .map(|u| async move { discover::day_groups(source, &u, first, last).await })
+            .buffered(RANGE_LIST_CONCURRENCY);
+        let mut packer = Packer::new(PackLimits::from_env(), ctx.window);
+        let mut writes = futures::stream::FuturesUnordered::new();
+        let mut seal = |sealed: SealedItem, writes: &mut futures::stream::FuturesUnordered<_>| {
+            let item = WorkItem {
+                copy_id: ctx.copy_id.clone(),
+                store: store_uri.clone(),
+                index: format!("{:06}", sealed.seq),
+                date: sealed.date.to_string(),
+                prefixes: sealed.prefixes.len() as u64,
+                files: sealed.files.len() as u64,
+                bytes: sealed.bytes,
+                tag: sealed.tag(),
+                first: sealed.prefixes.iter().min().cloned().unwrap_or_default(),
+                last: sealed.prefixes.iter().max().cloned().unwrap_or_default(),
+            };
+            let key = ctx.keys.item_listing(&item.index);
+            items.push(item);
+            writes.push(async move { write_json(ctx.store.as_ref(), &key, &sealed.files).await });
+        };
+        while let Some(groups) = listings.next().await {
+            for g in groups? {
+                for sealed in packer.add(g) {
+                    seal(sealed, &mut writes);
+                }
+            }
+            // A bounded number of file lists in flight (and in memory).
+            while writes.len() >= WRITE_CONCURRENCY {
+                if let Some(r) = writes.next().await {
+                    r?;
+                }
+            }
+        }
+        for sealed in packer.finish() {
+            seal(sealed, &mut writes);
+        }
+        while let Some(r) = writes.next().await {
+            r?;
+        }
+    }
+    items.sort_by(|a, b| a.index.cmp(&b.index));
     write_json(ctx.store.as_ref(), &ctx.keys.work_items(), &items).await?;
     let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
-    record.statistics.prefixes_found = items.len() as u64;
+    record.statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
+    record.statistics.work_items_found = items.len() as u64;
     record.updated_time = Timestamp::now();
     ctx.write_record(&record).await?;
     Ok(items)
 }
 
-const LIST_CONCURRENCY: usize = 16;
-
-/// Lists one level under each prefix and keeps the sub-prefixes `keep` accepts.
-async fn list_level(
-    source: &dyn ObjectStore,
-    prefixes: Vec<(String, usize)>,
-    keep: impl Fn(&str, &str, usize) -> Option<usize> + Copy,
-) -> Result<Vec<(String, usize)>> {
-    let lists: Vec<Vec<(String, usize)>> = futures::stream::iter(prefixes)
-        .map(|(prefix, pos)| async move {
-            let listing = source.list_dir(&prefix).await?;
-            Ok::<_, CopyError>(
-                listing
-                    .dirs
-                    .into_iter()
-                    .filter_map(|d| keep(&prefix, layout::last_segment(&d), pos).map(|p| (d, p)))
-                    .collect(),
-            )
-        })
-        .buffered(LIST_CONCURRENCY)
-        .try_collect()
-        .await?;
-    Ok(lists.into_iter().flatten().collect())
-}
-
-/// `AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/` prefixes whose day is in scope.
-pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
-    if window.is_empty() {
-        return Ok(Vec::new());
-    }
-    let narrow = &root.narrowing;
-    // A narrowing segment at `pos` must match exactly; past the narrowing anything goes.
-    let fixed = move |seg: &str, pos: usize| narrow.get(pos).is_none_or(|n| n == seg);
-    let (first, last) = window.day_span();
-
-    // Level 1: organizations and accounts.
-    let top = list_level(source, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
-        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos)).then_some(pos + 1)
-    })
-    .await?;
-    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
-        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
-    accounts.extend(
-        list_level(source, orgs, |_, seg, pos| (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1))
-            .await?,
-    );
-    // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
-    let mut trails = Vec::new();
-    for (acct, pos) in accounts {
-        if let Some(n) = narrow.get(pos)
-            && n != "CloudTrail"
-        {
-            return Err(CopyError::invalid(
-                "source",
-                format!("`{n}` folders are not read: only CloudTrail/ holds trail events"),
-            ));
-        }
-        trails.push((format!("{acct}CloudTrail/"), pos + 1));
-    }
-    let regions = list_level(source, trails, |_, seg, pos| fixed(seg, pos).then_some(pos + 1)).await?;
-    let years = list_level(source, regions, move |_, seg, pos| {
-        let y: i16 = seg.parse().ok()?;
-        (fixed(seg, pos) && (first.year()..=last.year()).contains(&y)).then_some(pos + 1)
-    })
-    .await?;
-    let months = list_level(source, years, move |parent, seg, pos| {
-        let y: i16 = layout::last_segment(parent).parse().ok()?;
-        let m: i8 = seg.parse().ok()?;
-        let ym = (y, m);
-        (fixed(seg, pos)
-            && (1..=12).contains(&m)
-            && ym >= (first.year(), first.month())
-            && ym <= (last.year(), last.month()))
-            .then_some(pos + 1)
-    })
-    .await?;
-    let days = list_level(source, months, move |parent, seg, pos| {
-        let d = layout::day_of_prefix(&format!("{parent}{seg}/"))?;
-        (fixed(seg, pos) && d >= first && d <= last).then_some(pos + 1)
-    })
-    .await?;
-    let mut prefixes: Vec<String> = days.into_iter().map(|(p, _)| p).collect();
-    prefixes.sort();
-    Ok(prefixes)
-}
+/// Account-regions listed at once (each one un-delimited listing per trail).
+const RANGE_LIST_CONCURRENCY: usize = 32;
+/// Sealed items' file lists written at once.
+const WRITE_CONCURRENCY: usize = 16;

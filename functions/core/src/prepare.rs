@@ -1,5 +1,6 @@
-//! Prepare a work item: list its files, keep the gzip logs in scope, check storage classes,
-//! and restore archived objects. Run again, it polls the restores until all are readable.
+//! Prepare a work item: read its file list (frozen at plan time), keep the gzip logs in scope,
+//! check storage classes, and restore archived objects. Run again, it polls the restores until
+//! all are readable.
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -10,6 +11,7 @@ use crate::kms::check_key;
 use crate::layout;
 use crate::plan::CopyContext;
 use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json};
+use crate::rollup;
 use crate::storage::ObjectInfo;
 use crate::storage_class::{Readability, check_tier, classify, needs_head};
 
@@ -45,11 +47,12 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
         && state.restore_started_time.is_some_and(|t| Timestamp::now().duration_since(t).as_secs() as u64 > max_wait);
     if exceeded {
         return Err(CopyError::Blocked(Box::new(FailureEntry::new(
-            ctx.source.location(&item.prefix),
+            ctx.source.location(&item.first),
             "RestoreTimeout",
             format!(
-                "{pending} archived objects were still restoring after {max_wait} s (the maximum wait); \
-                 retry the copy later: it resumes waiting"
+                "{}: {pending} archived objects were still restoring after {max_wait} s (the maximum wait); \
+                 retry the copy later: it resumes waiting",
+                item.describe()
             ),
         ))));
     }
@@ -61,14 +64,17 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
 }
 
 async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
-    let listing = ctx.source.list_dir(&item.prefix).await?;
+    let listing: Vec<ObjectInfo> = read_json(ctx.store.as_ref(), &ctx.keys.item_listing(&item.index))
+        .await?
+        .ok_or_else(|| CopyError::State(format!("{} has no frozen file list", item.describe())))?;
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
     let mut to_restore: Vec<(ObjectInfo, bool)> = Vec::new();
     let stats = &mut state.statistics;
-    stats.files_found = listing.objects.len() as u64;
+    stats.files_found = listing.len() as u64;
+    stats.prefixes_found = item.prefixes;
+    stats.work_items_found = 1;
     let candidates: Vec<ObjectInfo> = listing
-        .objects
         .into_iter()
         .filter(|o| {
             let name = layout::file_name(&o.key);
@@ -90,11 +96,14 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
         })
         .collect();
     // HeadObject only where the listing cannot tell (Intelligent-Tiering, archived classes).
-    // The first file is always headed: a sample of the prefix's SSE-KMS key.
+    // The first file of each trail in the item is always headed: a sample of its SSE-KMS key
+    // (one trail, one key; an organization and an account trail may have two).
+    let mut trails = std::collections::BTreeSet::new();
+    let sampled: Vec<bool> = candidates.iter().map(|o| trails.insert(layout::trail_of_key(&o.key))).collect();
     let heads: Vec<(ObjectInfo, Readability, Option<String>)> =
-        futures::stream::iter(candidates.into_iter().enumerate())
-            .map(|(i, o)| async move {
-                if i > 0 && !needs_head(o.storage_class.as_deref()) {
+        futures::stream::iter(candidates.into_iter().zip(sampled))
+            .map(|(o, sample)| async move {
+                if !sample && !needs_head(o.storage_class.as_deref()) {
                     let r = classify(o.storage_class.as_deref(), None, None);
                     return Ok::<_, CopyError>((o, r, None));
                 }
@@ -158,7 +167,8 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     } else {
         state.status = ItemStatus::Copying;
     }
-    save_item_state(ctx, state).await
+    save_item_state(ctx, state).await?;
+    rollup::record_item(ctx, state).await
 }
 
 /// A key that cannot decrypt blocks the whole item with one entry naming the key.
@@ -192,5 +202,6 @@ async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
     if still == 0 {
         state.status = ItemStatus::Copying;
     }
-    save_item_state(ctx, state).await
+    save_item_state(ctx, state).await?;
+    rollup::record_item(ctx, state).await
 }

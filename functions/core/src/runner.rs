@@ -11,10 +11,12 @@ use jiff::Timestamp;
 
 use crate::copy::{CopyLimits, copy_item, fail_item};
 use crate::error::Result;
-use crate::finalize::{finalize_copy, read_item_states, rollup};
+use crate::finalize::{finalize_copy, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{load_item_state, prepare_item, save_item_state};
 use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem};
+use crate::rollup::{self, ItemSummary, read_summaries};
+use tokio_util::sync::CancellationToken;
 use crate::storage::AwsClients;
 
 pub struct RunOptions {
@@ -44,15 +46,29 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
 
 /// Makes a copy ready to run again (the local retry and the state machine's retry execution):
 /// plans it if planning never finished, puts failed items back in the state they failed in,
-/// and marks the record IN_PROGRESS. Completed items stay completed.
+/// and marks the record IN_PROGRESS. Completed items stay completed. Returns every item and
+/// the ones still to run.
 pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>)> {
+    let (ctx, items, _) = reopen(aws, store, copy_id).await?;
+    Ok((ctx, items))
+}
+
+/// [`reopen_copy`], with the items that are not completed yet (what a retry runs).
+pub async fn reopen(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     let record = ctx.read_record().await?;
     let items = match record.status {
         CopyStatus::Initializing => discover_work_items(&ctx).await?,
         _ => ctx.work_items().await?,
     };
-    for item in &items {
+    let summaries = read_summaries(&ctx).await?;
+    let pending: Vec<WorkItem> = items
+        .iter()
+        .filter(|i| summaries.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed))
+        .cloned()
+        .collect();
+    let failed = pending.iter().filter(|i| summaries.get(&i.index).is_some_and(|s| s.status == ItemStatus::Failed));
+    for item in failed {
         let mut state = load_item_state(&ctx, item).await?;
         if state.status == ItemStatus::Failed {
             state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
@@ -63,79 +79,64 @@ pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result
             }
             save_item_state(&ctx, &state).await?;
         }
+        rollup::record_item(&ctx, &state).await?;
     }
     let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
     record.message = None;
     record.updated_time = Timestamp::now();
     ctx.write_record(&record).await?;
-    Ok((ctx, items))
+    Ok((ctx, items, pending))
 }
 
 async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {
-    // Live statistics per item, seeded from checkpoints (a retry starts from what is done).
-    let live: Arc<Mutex<BTreeMap<String, ItemState>>> =
-        Arc::new(Mutex::new(read_item_states(ctx).await?.into_iter().map(|s| (s.index.clone(), s)).collect()));
+    // Live summaries per item, seeded from the roll-up (a retry starts from what is done).
+    let live: Arc<Mutex<BTreeMap<String, ItemSummary>>> = Arc::new(Mutex::new(read_summaries(ctx).await?));
+    let statistics = {
+        let live = live.clone();
+        let items = items.clone();
+        move || rollup(&items, &live.lock().unwrap_or_else(|p| p.into_inner())).statistics
+    };
     let report = {
         let live = live.clone();
         let progress = opts.progress.clone();
+        let statistics = statistics.clone();
         move |s: &ItemState| {
-            let stats = {
-                let mut map = live.lock().unwrap_or_else(|p| p.into_inner());
-                map.insert(s.index.clone(), s.clone());
-                let states: Vec<ItemState> = map.values().cloned().collect();
-                rollup(&states).statistics
-            };
-            progress(&stats);
+            live.lock().unwrap_or_else(|p| p.into_inner()).insert(s.index.clone(), ItemSummary::from(s));
+            progress(&statistics());
         }
     };
-    let first = live.lock().unwrap_or_else(|p| p.into_inner()).values().next().cloned();
-    if let Some(any) = first {
-        report(&any);
-    }
+    (opts.progress)(&statistics());
 
     // The record follows the copy every few seconds, not only at the end.
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let done = done.clone();
-        let live = live.clone();
-        async move {
-            while !done.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let stats = {
-                    let map = live.lock().unwrap_or_else(|p| p.into_inner());
-                    let states: Vec<ItemState> = map.values().cloned().collect();
-                    rollup(&states).statistics
-                };
-                if let Ok(mut record) = ctx.read_record().await {
-                    record.statistics = Statistics { prefixes_found: record.statistics.prefixes_found, ..stats };
-                    record.updated_time = Timestamp::now();
-                    let _ = ctx.write_record(&record).await;
-                }
+    let done = CancellationToken::new();
+    let ticker = async {
+        loop {
+            tokio::select! {
+                _ = done.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            if let Ok(mut record) = ctx.read_record().await {
+                record.statistics = statistics();
+                record.updated_time = Timestamp::now();
+                let _ = ctx.write_record(&record).await;
             }
         }
     };
+    let pending: Vec<WorkItem> = {
+        let live = live.lock().unwrap_or_else(|p| p.into_inner());
+        items.iter().filter(|i| live.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed)).cloned().collect()
+    };
     let work = async {
-        futures::stream::iter(items)
+        futures::stream::iter(pending)
             .map(|item| run_item(ctx, item, opts, &report))
             .buffer_unordered(opts.concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
-        done.store(true, Ordering::Relaxed);
+        done.cancel();
     };
-    tokio::join!(work, async {
-        tokio::select! {
-            _ = ticker => {}
-            _ = wait_for(&done) => {}
-        }
-    });
+    tokio::join!(work, ticker);
     finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
-}
-
-async fn wait_for(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Prepare, wait for restores, copy; an error is recorded on the item and the rest go on.
@@ -159,7 +160,7 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
     }
     .await;
     if let Err(e) = result {
-        tracing::warn!(item = %item.prefix, error = %e, "work item failed");
+        tracing::warn!(item = %item.describe(), error = %e, "work item failed");
         if let Ok(state) = fail_item(ctx, &item, &e).await {
             report(&state);
         }

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use trailcopy::error::{CopyError, Result};
 use trailcopy::kms::{KeyChecker, KeyState};
 use trailcopy::range::Window;
-use trailcopy::record::{RecordKeys, ResolvedRequest, RestoreOptions, WorkItem};
-use trailcopy::storage::{Listing, LocalStore, Location, ObjectHead, ObjectInfo, ObjectStore};
-use trailcopy::{CopyContext, CopyLimits, copy_item, prepare_item};
+use trailcopy::record::{CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem};
+use trailcopy::storage::{Listing, LocalStore, Location, ObjectHead, ObjectInfo, ObjectStore, PutCondition};
+use trailcopy::{CopyContext, CopyLimits, PrepareOutcome, copy_item, prepare_item};
 
 #[derive(Clone, Default)]
 struct FakeObject {
@@ -52,9 +52,30 @@ impl ObjectStore for FakeSource {
         let objects = self.objects.lock().unwrap();
         let mut l = Listing::default();
         for (k, o) in objects.iter().filter(|(k, _)| k.starts_with(prefix)) {
-            l.objects.push(ObjectInfo { key: k.clone(), size: o.body.len() as u64, storage_class: o.class.clone() });
+            match k[prefix.len()..].split_once('/') {
+                Some((dir, _)) => {
+                    let d = format!("{prefix}{dir}/");
+                    if l.dirs.last() != Some(&d) {
+                        l.dirs.push(d);
+                    }
+                }
+                None => l.objects.push(ObjectInfo {
+                    key: k.clone(),
+                    size: o.body.len() as u64,
+                    storage_class: o.class.clone(),
+                }),
+            }
         }
         Ok(l)
+    }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        Ok(self.get(key).await.ok().map(|b| (b, String::new())))
+    }
+    async fn put_if(&self, _key: &str, _body: Bytes, _c: &PutCondition) -> Result<bool> {
+        unreachable!("the source is read-only")
+    }
+    async fn delete(&self, _key: &str) -> Result<()> {
+        unreachable!("the source is read-only")
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
         let o = self.objects.lock().unwrap().get(key).cloned().ok_or(CopyError::NotFound { location: key.into() })?;
@@ -124,8 +145,35 @@ fn name(i: usize) -> String {
 
 struct Setup {
     ctx: CopyContext,
-    item: WorkItem,
+    /// Planned (the file list frozen) on first use, after the test put its objects.
+    item: tokio::sync::OnceCell<WorkItem>,
     source: Arc<FakeSource>,
+}
+
+impl Setup {
+    async fn item(&self) -> &WorkItem {
+        self.item
+            .get_or_init(|| async {
+                let record = CopyRecord {
+                    copy_id: self.ctx.copy_id.clone(),
+                    status: CopyStatus::Initializing,
+                    request: self.ctx.request.clone(),
+                    statistics: Statistics::default(),
+                    created_time: jiff::Timestamp::now(),
+                    updated_time: jiff::Timestamp::now(),
+                    message: None,
+                };
+                self.ctx.write_record(&record).await.unwrap();
+                let items = trailcopy::plan::discover_work_items(&self.ctx).await.unwrap();
+                assert_eq!(items.len(), 1, "one day prefix, one item: {items:?}");
+                items.into_iter().next().unwrap()
+            })
+            .await
+    }
+}
+
+async fn prepare(s: &Setup) -> Result<PrepareOutcome> {
+    prepare_item(&s.ctx, s.item().await).await
 }
 
 fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
@@ -160,18 +208,17 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         keys: RecordKeys::new("", "c1"),
         kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
     };
-    let item = WorkItem { copy_id: "c1".into(), store: String::new(), index: "000000".into(), prefix: PREFIX.into() };
-    Setup { ctx, item, source }
+    Setup { ctx, item: tokio::sync::OnceCell::new(), source }
 }
 
 async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
     let never = AtomicBool::new(false);
     let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
-    copy_item(&s.ctx, &s.item, &limits).await.unwrap()
+    copy_item(&s.ctx, s.item().await, &limits).await.unwrap()
 }
 
 async fn item_failures(s: &Setup) -> Vec<trailcopy::FailureEntry> {
-    let state = trailcopy::prepare::load_item_state(&s.ctx, &s.item).await.unwrap();
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
     state.failures
 }
 
@@ -188,14 +235,14 @@ async fn intelligent_tiering_archive_is_restored_without_days_then_copied() {
             ..Default::default()
         },
     );
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 1);
     assert_eq!(*s.source.restores.lock().unwrap(), vec![(name(2), "Bulk".to_string(), None)], "no Days for IT tiers");
     // Still restoring: the poll keeps it pending and starts nothing new.
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 1);
+    assert_eq!(prepare(&s).await.unwrap().pending_restores, 1);
     assert_eq!(s.source.restores.lock().unwrap().len(), 1);
     s.source.finish_restores();
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 0);
+    assert_eq!(prepare(&s).await.unwrap().pending_restores, 0);
     let out = copy_all(&s).await;
     assert!(out.done);
     assert_eq!(out.events_completed, 5);
@@ -207,7 +254,7 @@ async fn glacier_restore_uses_days_and_tier() {
     s.source.put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("GLACIER".into()), ..Default::default() });
     s.source
         .put(&name(2), FakeObject { body: log_file(1, "b"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 2);
     let calls = s.source.restores.lock().unwrap().clone();
     assert!(calls.iter().all(|(_, tier, days)| tier == "Standard" && *days == Some(7)), "{calls:?}");
@@ -225,7 +272,7 @@ async fn a_restore_already_in_progress_is_waited_for_not_requested_again() {
             ..Default::default()
         },
     );
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 1);
     assert!(s.source.restores.lock().unwrap().is_empty());
 }
@@ -237,7 +284,7 @@ async fn expedited_is_refused_for_deep_archive_and_outposts_cannot_be_read() {
         .put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
     s.source.put(&name(2), FakeObject { body: log_file(1, "b"), class: Some("OUTPOSTS".into()), ..Default::default() });
     s.source.put(&name(3), FakeObject { body: log_file(1, "c"), ..Default::default() });
-    prepare_item(&s.ctx, &s.item).await.unwrap();
+    prepare(&s).await.unwrap();
     let f = item_failures(&s).await;
     let types: Vec<&str> = f.iter().map(|e| e.error_type.as_str()).collect();
     assert_eq!(types, ["RestoreTierInvalid", "UnsupportedStorageClass"]);
@@ -250,7 +297,7 @@ async fn expedited_is_refused_for_deep_archive_and_outposts_cannot_be_read() {
 async fn without_restore_archived_files_say_how_to_restore() {
     let s = setup("norestore", "None", &[]);
     s.source.put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("GLACIER".into()), ..Default::default() });
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 0);
     let f = item_failures(&s).await;
     assert_eq!(f[0].error_type, "ArchivedObject");
@@ -272,7 +319,7 @@ async fn disabled_and_pending_deletion_keys_block_the_item_once() {
             s.source
                 .put(&name(i), FakeObject { body: log_file(1, "a"), kms_key: Some(key.into()), ..Default::default() });
         }
-        match prepare_item(&s.ctx, &s.item).await {
+        match prepare(&s).await {
             Err(CopyError::Blocked(entry)) => {
                 assert_eq!(entry.error_type, expected);
                 assert_eq!(entry.location, key);
@@ -297,7 +344,7 @@ async fn enabled_key_copies_and_access_denied_on_get_names_the_key() {
         &name(2),
         FakeObject { body: log_file(2, "b"), kms_key: Some(key.into()), get_denied: true, ..Default::default() },
     );
-    prepare_item(&s.ctx, &s.item).await.unwrap();
+    prepare(&s).await.unwrap();
     let out = copy_all(&s).await;
     assert_eq!(out.events_completed, 2);
     let f = item_failures(&s).await;

@@ -1,0 +1,155 @@
+//! Discovery: the account-regions of a source by delimiter listing (`AWSLogs/` → `[o-org/]` →
+//! accounts → `CloudTrail/` → regions; levels a narrowed source fixes are built, never listed),
+//! then per account-region one un-delimited listing of the range's day folders, with every
+//! trail's copy of an account-region-day (organization and account trails) in one group.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::civil::Date;
+
+use crate::error::{CopyError, Result};
+use crate::layout::{self, TrailRoot};
+use crate::storage::{ObjectInfo, ObjectStore};
+
+/// Delimiter listings in flight while discovering account-regions.
+const LIST_CONCURRENCY: usize = 16;
+
+/// One account and region, with the `.../CloudTrail/<region>/` folder of every trail that
+/// delivers it (an organization trail and an account trail both count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRegion {
+    pub account: String,
+    pub region: String,
+    /// `(region folder, listing prefix)`: the listing prefix adds what a narrowed source fixes
+    /// below the region (`YYYY/`, `YYYY/MM/`, `YYYY/MM/DD/`).
+    pub roots: Vec<(String, String)>,
+}
+
+/// The files of one account-region-day from every trail: they always share a work item, so
+/// the item's dedup (by eventID) catches a cross-trail redelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayGroup {
+    pub date: Date,
+    /// The day prefixes (one per trail that has the day).
+    pub prefixes: Vec<String>,
+    pub files: Vec<ObjectInfo>,
+}
+
+/// A narrowing segment at `pos` must match exactly; past the narrowing anything goes.
+fn fixed<'a>(root: &'a TrailRoot, pos: usize) -> Option<&'a str> {
+    root.narrowing.get(pos).map(String::as_str)
+}
+
+/// The sub-folders of each prefix that `keep` accepts, or the one the narrowing fixes (built,
+/// not listed: a narrowed source is never listed above its prefix).
+async fn level(
+    source: &dyn ObjectStore,
+    root: &TrailRoot,
+    prefixes: Vec<(String, usize)>,
+    keep: impl Fn(&str) -> bool + Copy,
+) -> Result<Vec<(String, usize)>> {
+    let lists: Vec<Vec<(String, usize)>> = futures::stream::iter(prefixes)
+        .map(|(prefix, pos)| async move {
+            if let Some(seg) = fixed(root, pos) {
+                return Ok::<_, CopyError>(if keep(seg) { vec![(format!("{prefix}{seg}/"), pos + 1)] } else { vec![] });
+            }
+            let listing = source.list_dir(&prefix).await?;
+            Ok(listing.dirs.into_iter().filter(|d| keep(layout::last_segment(d))).map(|d| (d, pos + 1)).collect())
+        })
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// Every account-region under the source, sorted by (account, region).
+pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Result<Vec<AccountRegion>> {
+    let top = level(source, root, vec![(root.awslogs.clone(), 0)], |s| layout::is_org_id(s) || layout::is_account_id(s))
+        .await?;
+    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
+        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
+    accounts.extend(level(source, root, orgs, layout::is_account_id).await?);
+    // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
+    let mut trails = Vec::new();
+    for (acct, pos) in accounts {
+        if let Some(n) = fixed(root, pos)
+            && n != "CloudTrail"
+        {
+            return Err(CopyError::invalid(
+                "source",
+                format!("`{n}` folders are not read: only CloudTrail/ holds trail events"),
+            ));
+        }
+        trails.push((format!("{acct}CloudTrail/"), pos + 1));
+    }
+    let regions = level(source, root, trails, |_| true).await?;
+    let mut units: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    for (region_dir, pos) in regions {
+        // .../<account>/CloudTrail/<region>/
+        let segs: Vec<&str> = region_dir.trim_end_matches('/').rsplit('/').take(3).collect();
+        let [region, _, account] = segs[..] else { continue };
+        let below: String = root.narrowing.iter().skip(pos).map(|s| format!("{s}/")).collect();
+        let list_prefix = format!("{region_dir}{below}");
+        units.entry((account.to_string(), region.to_string())).or_default().push((region_dir, list_prefix));
+    }
+    Ok(units.into_iter().map(|((account, region), roots)| AccountRegion { account, region, roots }).collect())
+}
+
+/// `YYYY/MM/DD` of a day, as a key fragment (fixed width: key order is date order).
+fn day_key(d: Date) -> String {
+    format!("{:04}/{:02}/{:02}", d.year(), d.month(), d.day())
+}
+
+/// The day folder a key lies directly in, below its region folder: `YYYY/MM/DD/<name>`.
+fn day_of_key(region_dir: &str, key: &str) -> Option<Date> {
+    let rest = key.strip_prefix(region_dir)?;
+    let mut parts = rest.splitn(4, '/');
+    let (y, m, d, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if name.is_empty() || name.contains('/') || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?).ok()
+}
+
+/// The day groups of one account-region within `[first, last]`: per trail one un-delimited
+/// listing from just before the first day's folder to the day after the last.
+pub async fn day_groups(
+    source: &dyn ObjectStore,
+    unit: &AccountRegion,
+    first: Date,
+    last: Date,
+) -> Result<Vec<DayGroup>> {
+    let mut by_day: BTreeMap<Date, DayGroup> = BTreeMap::new();
+    let after = last.tomorrow().unwrap_or(last);
+    for (region_dir, list_prefix) in &unit.roots {
+        let start_after = format!("{region_dir}{}", day_key(first));
+        let end_before = format!("{region_dir}{}", day_key(after));
+        for o in source.list_range(list_prefix, &start_after, &end_before).await? {
+            let Some(date) = day_of_key(region_dir, &o.key).filter(|d| (first..=last).contains(d)) else { continue };
+            let g = by_day.entry(date).or_insert_with(|| DayGroup { date, prefixes: Vec::new(), files: Vec::new() });
+            let prefix = &o.key[..o.key.rfind('/').map_or(0, |i| i + 1)];
+            if g.prefixes.last().map(String::as_str) != Some(prefix) {
+                g.prefixes.push(prefix.to_string());
+            }
+            g.files.push(o);
+        }
+    }
+    Ok(by_day.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_in_day_folders() {
+        let r = "AWSLogs/1/CloudTrail/us-east-1/";
+        assert_eq!(day_of_key(r, &format!("{r}2024/03/01/x.json.gz")), Some(Date::constant(2024, 3, 1)));
+        assert_eq!(day_of_key(r, &format!("{r}2024/03/01/sub/x.json.gz")), None, "below a day folder");
+        assert_eq!(day_of_key(r, &format!("{r}2024/03/x.json.gz")), None, "not in a day folder");
+        assert_eq!(day_of_key(r, &format!("{r}2024/3/1/x.json.gz")), None);
+        assert_eq!(day_of_key(r, &format!("{r}2024/02/30/x.json.gz")), None);
+        assert!(day_key(Date::constant(2024, 3, 9)) < day_key(Date::constant(2024, 3, 10)));
+    }
+}
