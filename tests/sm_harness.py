@@ -526,7 +526,8 @@ class ContractFakes:
                     pending += 1
         max_wait = record["request"].get("restore", {}).get("maxWaitSeconds", 30)
         return {"pendingRestores": pending, "filesFound": len(files),
-                "restoreWaitExceeded": pending > 0 and req["waitedSeconds"] >= max_wait}
+                "restoreWaitExceeded": pending > 0 and req["waitedSeconds"] >= max_wait,
+                "waitSeconds": record["request"].get("restore", {}).get("pollSeconds", 1)}
 
     def copy(self, req: dict) -> dict:
         if set(req) != {"item", "cursor"}:

@@ -125,7 +125,7 @@ struct CopyArgs {
     /// Give up on restores after this many seconds (the item fails; retry later).
     #[arg(long, default_value_t = 48 * 3600)]
     restore_max_wait_seconds: u64,
-    /// Work items (day prefixes) copied at once.
+    /// Work items copied at once (an item packs a date's day prefixes by bytes).
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
     /// Encrypt the store's new objects with this KMS key (SSE-KMS; s3:// stores only).
@@ -422,7 +422,10 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
             "  range      {} .. {} (events before {} are past retention)",
             record.request.start, record.request.end, record.request.retention_cutoff
         );
-        println!("  prefixes   {}/{} completed", s.prefixes_completed, s.prefixes_found);
+        println!(
+            "  prefixes   {}/{} completed ({}/{} work items)",
+            s.prefixes_completed, s.prefixes_found, s.work_items_completed, s.work_items_found
+        );
         println!(
             "  files      {} found, {} skipped by name, {} copied, {} MB read",
             s.files_found,

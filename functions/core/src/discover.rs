@@ -88,7 +88,7 @@ pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Resu
     for (region_dir, pos) in regions {
         // .../<account>/CloudTrail/<region>/
         let segs: Vec<&str> = region_dir.trim_end_matches('/').rsplit('/').take(3).collect();
-        let [region, _, account] = segs[..] else { continue };
+        let [region, _, account] = segs.as_slice() else { continue };
         let below: String = root.narrowing.iter().skip(pos).map(|s| format!("{s}/")).collect();
         let list_prefix = format!("{region_dir}{below}");
         units.entry((account.to_string(), region.to_string())).or_default().push((region_dir, list_prefix));
@@ -140,7 +140,120 @@ pub async fn day_groups(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
     use super::*;
+    use crate::storage::{Listing, ObjectHead, PutCondition};
+
+    /// An in-memory bucket that records every listing it answers.
+    #[derive(Default)]
+    struct Recorder {
+        keys: Vec<String>,
+        dirs_listed: Mutex<Vec<String>>,
+        ranges_listed: Mutex<Vec<(String, String, String)>>,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Recorder {
+        async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+            self.dirs_listed.lock().unwrap().push(prefix.to_string());
+            let mut l = Listing::default();
+            for k in self.keys.iter().filter(|k| k.starts_with(prefix)) {
+                match k[prefix.len()..].split_once('/') {
+                    Some((d, _)) => {
+                        let d = format!("{prefix}{d}/");
+                        if !l.dirs.contains(&d) {
+                            l.dirs.push(d);
+                        }
+                    }
+                    None => l.objects.push(ObjectInfo { key: k.clone(), size: 1, storage_class: None }),
+                }
+            }
+            Ok(l)
+        }
+        async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+            self.ranges_listed.lock().unwrap().push((prefix.into(), start_after.into(), end_before.into()));
+            Ok(self
+                .keys
+                .iter()
+                .filter(|k| k.starts_with(prefix) && k.as_str() > start_after && k.as_str() < end_before)
+                .map(|k| ObjectInfo { key: k.clone(), size: 1, storage_class: None })
+                .collect())
+        }
+        async fn get(&self, key: &str) -> Result<Bytes> {
+            Err(CopyError::NotFound { location: key.into() })
+        }
+        async fn get_versioned(&self, _key: &str) -> Result<Option<(Bytes, String)>> {
+            Ok(None)
+        }
+        async fn put(&self, _key: &str, _body: Bytes) -> Result<()> {
+            unreachable!()
+        }
+        async fn put_if(&self, _key: &str, _body: Bytes, _c: &PutCondition) -> Result<bool> {
+            unreachable!()
+        }
+        async fn delete(&self, _key: &str) -> Result<()> {
+            unreachable!()
+        }
+        async fn head(&self, _key: &str) -> Result<ObjectHead> {
+            Ok(ObjectHead::default())
+        }
+        async fn restore(&self, _key: &str, _tier: &str, _days: Option<i32>) -> Result<()> {
+            Ok(())
+        }
+        fn location(&self, key: &str) -> String {
+            key.into()
+        }
+    }
+
+    const ORG: &str = "AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/";
+    const ACCT: &str = "AWSLogs/111122223333/CloudTrail/us-east-1/";
+
+    fn bucket() -> Recorder {
+        let mut keys = Vec::new();
+        for root in [ORG, ACCT, "AWSLogs/o-abc123/444455556666/CloudTrail/eu-west-1/"] {
+            for day in 1..=9 {
+                keys.push(format!("{root}2024/03/{day:02}/x_CloudTrail_r_202403{day:02}T1000Z_a.json.gz"));
+            }
+        }
+        keys.push("AWSLogs/o-abc123/111122223333/CloudTrail-Digest/us-east-1/2024/03/02/d.json.gz".into());
+        keys.sort();
+        Recorder { keys, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn one_ranged_listing_per_trail_and_account_region_and_trails_share_groups() {
+        let b = bucket();
+        let units = account_regions(&b, &crate::layout::trail_root("")).await.unwrap();
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[0].account, "111122223333");
+        assert_eq!(units[0].roots.len(), 2, "organization and account trail: one account-region");
+        let groups = day_groups(&b, &units[0], Date::constant(2024, 3, 3), Date::constant(2024, 3, 5)).await.unwrap();
+        assert_eq!(groups.iter().map(|g| g.date.day()).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(groups.iter().all(|g| g.prefixes.len() == 2 && g.files.len() == 2), "{groups:?}");
+        let ranges = b.ranges_listed.lock().unwrap().clone();
+        assert_eq!(ranges.len(), 2, "{ranges:?}");
+        assert!(ranges.contains(&(ORG.into(), format!("{ORG}2024/03/03"), format!("{ORG}2024/03/06"))), "{ranges:?}");
+        // Delimiter listings only down to the regions: never a year, month or day folder.
+        let dirs = b.dirs_listed.lock().unwrap().clone();
+        assert!(dirs.iter().all(|d| !d.contains("/2024/")), "{dirs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_source_builds_its_fixed_levels() {
+        let b = bucket();
+        let root = crate::layout::trail_root("AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/2024/03/");
+        let units = account_regions(&b, &root).await.unwrap();
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].roots, vec![(ORG.to_string(), format!("{ORG}2024/03/"))]);
+        assert!(b.dirs_listed.lock().unwrap().is_empty(), "every level is fixed: nothing listed");
+        let groups = day_groups(&b, &units[0], Date::constant(2024, 3, 8), Date::constant(2024, 4, 2)).await.unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(b.ranges_listed.lock().unwrap()[0].0, format!("{ORG}2024/03/"), "listed below the narrowing only");
+    }
 
     #[test]
     fn keys_in_day_folders() {

@@ -194,7 +194,8 @@ mod tests {
 
     fn pack(p: &mut Packer, groups: Vec<DayGroup>) -> Vec<SealedItem> {
         let mut out: Vec<SealedItem> = groups.into_iter().flat_map(|g| p.add(g)).collect();
-        out.extend(std::mem::replace(p, Packer::new(p.limits, p.window)).finish());
+        let fresh = Packer::new(p.limits, p.window);
+        out.extend(std::mem::replace(p, fresh).finish());
         out
     }
 

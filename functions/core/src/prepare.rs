@@ -22,7 +22,14 @@ pub struct PrepareOutcome {
     pub pending_restores: u64,
     pub files_found: u64,
     pub restore_wait_exceeded: bool,
+    /// How long to wait before asking again: as long as the restores have taken so far (at least
+    /// the poll interval, at most [`MAX_POLL_SECONDS`]), so an item's wait costs a few polls
+    /// (state transitions) however long the archive tier takes.
+    pub wait_seconds: u64,
 }
+
+/// The longest wait between two restore polls.
+pub const MAX_POLL_SECONDS: u64 = 4 * 3600;
 
 const HEAD_CONCURRENCY: usize = 16;
 
@@ -56,10 +63,14 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
             ),
         ))));
     }
+    let poll = ctx.request.restore.poll_seconds.max(1);
+    let waited = state.restore_started_time.map_or(0, |t| Timestamp::now().duration_since(t).as_secs().max(0) as u64);
+    let left = max_wait.saturating_sub(waited).max(poll);
     Ok(PrepareOutcome {
         pending_restores: pending,
         files_found: state.statistics.files_found,
         restore_wait_exceeded: exceeded,
+        wait_seconds: waited.clamp(poll, MAX_POLL_SECONDS.max(poll)).min(left),
     })
 }
 

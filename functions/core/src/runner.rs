@@ -16,7 +16,6 @@ use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{load_item_state, prepare_item, save_item_state};
 use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem};
 use crate::rollup::{self, ItemSummary, read_summaries};
-use tokio_util::sync::CancellationToken;
 use crate::storage::AwsClients;
 
 pub struct RunOptions {
@@ -109,11 +108,11 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
     (opts.progress)(&statistics());
 
     // The record follows the copy every few seconds, not only at the end.
-    let done = CancellationToken::new();
+    let (done, mut finished) = tokio::sync::watch::channel(false);
     let ticker = async {
         loop {
             tokio::select! {
-                _ = done.cancelled() => break,
+                _ = finished.changed() => break,
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             if let Ok(mut record) = ctx.read_record().await {
@@ -133,7 +132,7 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
             .buffer_unordered(opts.concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
-        done.cancel();
+        let _ = done.send(true);
     };
     tokio::join!(work, ticker);
     finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
@@ -153,7 +152,7 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
             if opts.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_secs(ctx.request.restore.poll_seconds.max(1))).await;
+            tokio::time::sleep(Duration::from_secs(p.wait_seconds.max(1))).await;
         }
         let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report };
         copy_item(ctx, &item, &limits).await.map(|_| ())
