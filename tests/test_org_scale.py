@@ -17,6 +17,7 @@ import pytest
 
 from conftest import duck, parquet_files, read_store, rebuild_event, source_dir
 from expect import canon, expected, stats_diff
+from fault_proxy import FaultProxy
 
 REGIONS = ("us-east-1,us-east-2,us-west-1,us-west-2,eu-west-1,eu-west-2,eu-west-3,eu-central-1,eu-north-1,"
            "ap-south-1,ap-northeast-1,ap-northeast-2,ap-northeast-3,ap-southeast-1,ap-southeast-2,"
@@ -80,6 +81,20 @@ def test_quiet_org_local(trailcopy, quiet_org, tmp_path):
     assert left and set(left) == {"state.json"}, left[:10]
 
 
+class CountingProxy(FaultProxy):
+    """The fault proxy with no faults, counting S3 requests by kind (LIST = ListObjectsV2)."""
+
+    def __init__(self, upstream):
+        super().__init__(upstream, rate=0.0)
+        self.by_kind = Counter()
+
+    def decide(self, method, path):
+        kind = "LIST" if method == "GET" and "list-type=2" in path else method
+        with self.lock:
+            self.by_kind[kind] += 1
+        return super().decide(method, path)
+
+
 def test_quiet_org_s3(trailcopy, quiet_org, moto_s3, tmp_path):
     m, exp = quiet_org
     s3 = moto_s3.client()
@@ -87,9 +102,20 @@ def test_quiet_org_s3(trailcopy, quiet_org, moto_s3, tmp_path):
     s3.create_bucket(Bucket="quiet-org-store")
     moto_s3.upload_dir("quiet-org-trail", m["root"])
     source = "s3://quiet-org-trail/" + m["prefix"]
-    r = trailcopy("copy", "--source", source, "--store", "s3://quiet-org-store/eds/", "--start", START,
-                  "--end", END, "--copy-id", "quiet-s3", "--json", env=moto_s3.env, timeout=600)
+    with CountingProxy(moto_s3.endpoint) as proxy:
+        env = {**moto_s3.env, "AWS_ENDPOINT_URL": proxy.endpoint}
+        r = trailcopy("copy", "--source", source, "--store", "s3://quiet-org-store/eds/", "--start", START,
+                      "--end", END, "--copy-id", "quiet-s3", "--json", env=env, timeout=600)
     assert r.returncode == 0, r.describe()
+    files = sum(1 for f in m["files"] if f["kind"] == "trail")
+    print(f"\nquiet org via S3: {files} log files, requests {dict(proxy.by_kind)}")
+    # LIST calls follow the account-regions and files, not the 3,434 day folders: one delimiter
+    # listing per level down to the regions (1 + 1 + 101 accounts), one ranged listing per
+    # account-region and trail (1,717), plus the store's overlap check.
+    assert proxy.by_kind["LIST"] <= 1 + 1 + 101 + 1717 + files // 1000 + 5, proxy.by_kind
+    # Each log file is read once; state reads and writes stay a small fraction of it.
+    assert proxy.by_kind["GET"] <= files + 150, proxy.by_kind
+    assert proxy.by_kind["PUT"] <= 100, proxy.by_kind
     local = moto_s3.download_prefix("quiet-org-store", "eds", tmp_path / "store")
     check_store(local, m, exp, r.json)
     # Finalize read the roll-up shards, not one object per item; status reads the same.

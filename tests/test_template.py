@@ -167,6 +167,9 @@ def test_functions_runtime_build_memory_and_timeout():
         p = f["Properties"]
         if name == "CopyFunction":
             assert (p["MemorySize"], p["Timeout"]) == (1024, 900)
+        elif name == "EnumerateFunction":
+            # Planning an organization's year: up to 1 M buffered listed files, minutes of listing.
+            assert (p["MemorySize"], p["Timeout"]) == (1024, 900)
         else:
             assert p["MemorySize"] == 256 and 60 <= p["Timeout"] <= 300
     # A Task's TimeoutSeconds outlasts its function's timeout (a Lambda timeout is the function's error).
@@ -334,8 +337,9 @@ def test_payloads_match_the_function_contract():
     tasks = lambda_tasks()
     assert tasks["Enumerate"]["Parameters"]["Payload.$"] == "$"
     keys = lambda n: {k.removesuffix(".$") for k in tasks[n]["Parameters"]["Payload"]}
-    assert keys("Prepare") == {"copyId", "store", "index", "prefix", "waitedSeconds"}
-    assert keys("Copy") == {"copyId", "store", "index", "prefix", "cursor"}
+    # Prepare and Copy get the work item as workitems.json holds it (the ItemSelector passes it whole).
+    assert keys("Prepare") == {"item", "waitedSeconds"}
+    assert keys("Copy") == {"item", "cursor"}
     assert keys("Finalize") == {"copyId", "store", "mapError"}
 
 
