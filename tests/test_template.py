@@ -168,8 +168,8 @@ def test_functions_runtime_build_memory_and_timeout():
         if name == "CopyFunction":
             assert (p["MemorySize"], p["Timeout"]) == (1024, 900)
         elif name == "EnumerateFunction":
-            # Planning an organization's year: up to 1 M buffered listed files, minutes of listing.
-            assert (p["MemorySize"], p["Timeout"]) == (1024, 900)
+            # Planning an organization's year: up to 3 M buffered listed files, minutes of listing.
+            assert (p["MemorySize"], p["Timeout"]) == (2048, 900)
         else:
             assert p["MemorySize"] == 256 and 60 <= p["Timeout"] <= 300
     # A Task's TimeoutSeconds outlasts its function's timeout (a Lambda timeout is the function's error).

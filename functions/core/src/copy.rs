@@ -128,6 +128,10 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
     let mut outcome = CopyOutcome { cursor: state.cursor, ..Default::default() };
     match state.status {
         ItemStatus::Completed => {
+            // A crash may have come between the checkpoint and the roll-up: record it (a no-op
+            // when the roll-up already has it) and tidy again.
+            rollup::record_item(ctx, &state).await?;
+            tidy_item(ctx, item, state.cursor.batch).await;
             outcome.done = true;
             return Ok(outcome);
         }

@@ -28,7 +28,9 @@ pub struct PackLimits {
 /// 4 copy batches of 64 MiB.
 pub const DEFAULT_ITEM_BYTES: u64 = 256 << 20;
 pub const DEFAULT_ITEM_FILES: usize = 20_000;
-pub const DEFAULT_BUFFERED_FILES: usize = 1_000_000;
+/// ~190 bytes each in memory (key, size, class): ~570 MB at the limit. Sealing early makes items
+/// of about this / the number of dates in range, so it sets how full a long range's items get.
+pub const DEFAULT_BUFFERED_FILES: usize = 3_000_000;
 
 impl Default for PackLimits {
     fn default() -> Self {
@@ -41,14 +43,15 @@ impl Default for PackLimits {
 }
 
 impl PackLimits {
-    /// The defaults, or the test hooks `TRAILCOPY_ITEM_BYTES` / `TRAILCOPY_ITEM_FILES`.
+    /// The defaults, or the hooks `TRAILCOPY_ITEM_BYTES`, `TRAILCOPY_ITEM_FILES` (tests) and
+    /// `TRAILCOPY_PLAN_BUFFERED_FILES` (the planning benchmark).
     pub fn from_env() -> Self {
         let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
         let d = PackLimits::default();
         PackLimits {
             target_bytes: var("TRAILCOPY_ITEM_BYTES").unwrap_or(d.target_bytes),
             max_files: var("TRAILCOPY_ITEM_FILES").map_or(d.max_files, |v| v as usize),
-            buffered_files: d.buffered_files,
+            buffered_files: var("TRAILCOPY_PLAN_BUFFERED_FILES").map_or(d.buffered_files, |v| v as usize),
         }
     }
 }

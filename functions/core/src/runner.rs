@@ -66,8 +66,9 @@ pub async fn reopen(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(Cop
         .filter(|i| summaries.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed))
         .cloned()
         .collect();
-    let failed = pending.iter().filter(|i| summaries.get(&i.index).is_some_and(|s| s.status == ItemStatus::Failed));
-    for item in failed {
+    // Only the unfinished items' checkpoints are read (a crash can leave a checkpoint FAILED whose
+    // roll-up entry does not say so yet).
+    for item in &pending {
         let mut state = load_item_state(&ctx, item).await?;
         if state.status == ItemStatus::Failed {
             state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
@@ -77,8 +78,8 @@ pub async fn reopen(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(Cop
                 state.restore_started_time = Some(Timestamp::now());
             }
             save_item_state(&ctx, &state).await?;
+            rollup::record_item(&ctx, &state).await?;
         }
-        rollup::record_item(&ctx, &state).await?;
     }
     let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
