@@ -727,3 +727,76 @@ impl ObjectStore for S3Store {
         format!("s3://{}/{}", self.bucket, key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> LocalStore {
+        let dir = std::env::temp_dir().join(format!("trailcopy-storage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        LocalStore::new(dir)
+    }
+
+    #[tokio::test]
+    async fn local_compare_and_swap() {
+        let s = temp_store("cas");
+        assert!(s.put_if("r/0.json", Bytes::from_static(b"a"), &PutCondition::Absent).await.unwrap());
+        assert!(!s.put_if("r/0.json", Bytes::from_static(b"b"), &PutCondition::Absent).await.unwrap(), "exists");
+        let (body, tag) = s.get_versioned("r/0.json").await.unwrap().unwrap();
+        assert_eq!(&body[..], b"a");
+        assert!(!s.put_if("r/0.json", Bytes::from_static(b"c"), &PutCondition::Matches("stale".into())).await.unwrap());
+        assert!(s.put_if("r/0.json", Bytes::from_static(b"d"), &PutCondition::Matches(tag.clone())).await.unwrap());
+        assert!(!s.put_if("r/0.json", Bytes::from_static(b"e"), &PutCondition::Matches(tag)).await.unwrap(), "moved on");
+        assert_eq!(&s.get("r/0.json").await.unwrap()[..], b"d");
+        assert!(s.get_versioned("r/none.json").await.unwrap().is_none());
+        s.delete("r/0.json").await.unwrap();
+        s.delete("r/0.json").await.unwrap();
+        assert!(s.get_versioned("r/0.json").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_swaps_lose_no_update() {
+        let s = Arc::new(temp_store("cas-race"));
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let (list, cond) = match s.get_versioned("n.json").await.unwrap() {
+                            Some((b, tag)) => (serde_json::from_slice::<Vec<u32>>(&b).unwrap(), PutCondition::Matches(tag)),
+                            None => (Vec::new(), PutCondition::Absent),
+                        };
+                        let mut list = list;
+                        list.push(i);
+                        if s.put_if("n.json", serde_json::to_vec(&list).unwrap().into(), &cond).await.unwrap() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut got: Vec<u32> = serde_json::from_slice(&s.get("n.json").await.unwrap()).unwrap();
+        got.sort();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn local_range_listing_opens_only_folders_in_range() {
+        let s = temp_store("range");
+        let r = "AWSLogs/1/CloudTrail/us-east-1/";
+        for d in ["2024/02/28", "2024/03/01", "2024/03/02", "2024/03/03", "2025/01/01"] {
+            s.put(&format!("{r}{d}/f.json.gz"), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let got = s.list_range(r, &format!("{r}2024/03/01"), &format!("{r}2024/03/03")).await.unwrap();
+        let keys: Vec<&str> = got.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec![format!("{r}2024/03/01/f.json.gz"), format!("{r}2024/03/02/f.json.gz")]);
+        assert!(folder_in_range(&format!("{r}2024/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+        assert!(!folder_in_range(&format!("{r}2025/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+        assert!(!folder_in_range(&format!("{r}2024/02/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+        assert!(!folder_in_range(&format!("{r}2024/03/03/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+    }
+}
