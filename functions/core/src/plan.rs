@@ -16,7 +16,7 @@ use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
 use crate::record::{
     CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id, read_json,
-    validate_copy_id, write_json,
+    validate_copy_id, write_json, write_json_compact,
 };
 use crate::storage::{AwsClients, Location, ObjectStore};
 use crate::storage_class::check_tier;
@@ -337,7 +337,7 @@ pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
             };
             let key = ctx.keys.item_listing(&item.index);
             items.push(item);
-            writes.push(async move { write_json(ctx.store.as_ref(), &key, &sealed.files).await });
+            writes.push(async move { write_json_compact(ctx.store.as_ref(), &key, &sealed.files).await });
         };
         while let Some(groups) = listings.next().await {
             for g in groups? {

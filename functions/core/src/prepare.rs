@@ -10,7 +10,7 @@ use crate::error::{CopyError, Result};
 use crate::kms::check_key;
 use crate::layout;
 use crate::plan::CopyContext;
-use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json};
+use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json, write_json_compact};
 use crate::rollup;
 use crate::storage::ObjectInfo;
 use crate::storage_class::{Readability, check_tier, classify, needs_head};
@@ -171,7 +171,7 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
         .await?;
     state.statistics.restores_started = started.len() as u64;
     state.statistics.restores_pending = started.len() as u64 + restoring;
-    write_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
+    write_json_compact(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
     if state.statistics.restores_pending > 0 {
         state.status = ItemStatus::Restoring;
         state.restore_started_time = Some(Timestamp::now());

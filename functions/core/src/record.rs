@@ -316,6 +316,13 @@ pub async fn write_json<T: Serialize>(store: &dyn ObjectStore, key: &str, value:
     store.put(key, body.into()).await
 }
 
+/// `write_json` without the indentation, for machine-only objects (frozen file lists).
+pub async fn write_json_compact<T: Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<()> {
+    let body = serde_json::to_vec(value)
+        .map_err(|e| CopyError::Storage { location: store.location(key), message: e.to_string() })?;
+    store.put(key, body.into()).await
+}
+
 /// Valid copy ids are safe as one path segment: `[A-Za-z0-9._-]{1,80}`, not starting with `.`.
 pub fn validate_copy_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
