@@ -64,7 +64,10 @@ impl ObjectStore for OrgSource {
         let (acct, region) = (segs[2], segs[4]);
         let mut out = Vec::new();
         for d in 0..self.days {
-            let day = self.first.checked_add(jiff::Span::new().days(d as i64)).map_err(|e| CopyError::State(e.to_string()))?;
+            let day = self
+                .first
+                .checked_add(jiff::Span::new().days(d as i64))
+                .map_err(|e| CopyError::State(e.to_string()))?;
             let folder = format!("{prefix}{:04}/{:02}/{:02}/", day.year(), day.month(), day.day());
             for f in 0..self.files {
                 let minute = 5 + f * (1430 / self.files.max(1));

@@ -136,11 +136,7 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
             return Ok(outcome);
         }
         ItemStatus::Pending | ItemStatus::Restoring | ItemStatus::Failed => {
-            return Err(CopyError::State(format!(
-                "{} is not ready to copy ({:?})",
-                item.describe(),
-                state.status
-            )));
+            return Err(CopyError::State(format!("{} is not ready to copy ({:?})", item.describe(), state.status)));
         }
         ItemStatus::Copying => {}
     }

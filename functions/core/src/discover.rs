@@ -65,8 +65,9 @@ async fn level(
 
 /// Every account-region under the source, sorted by (account, region).
 pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Result<Vec<AccountRegion>> {
-    let top = level(source, root, vec![(root.awslogs.clone(), 0)], |s| layout::is_org_id(s) || layout::is_account_id(s))
-        .await?;
+    let top =
+        level(source, root, vec![(root.awslogs.clone(), 0)], |s| layout::is_org_id(s) || layout::is_account_id(s))
+            .await?;
     let (orgs, mut accounts): (Vec<_>, Vec<_>) =
         top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
     accounts.extend(level(source, root, orgs, layout::is_account_id).await?);

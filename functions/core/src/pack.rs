@@ -182,7 +182,10 @@ mod tests {
             date: Date::constant(2024, 3, day),
             files: (0..files)
                 .map(|i| ObjectInfo {
-                    key: format!("{prefix}{acct}_CloudTrail_us-east-1_202403{day:02}T{:02}00Z_x{i}.json.gz", 23 - i % 24),
+                    key: format!(
+                        "{prefix}{acct}_CloudTrail_us-east-1_202403{day:02}T{:02}00Z_x{i}.json.gz",
+                        23 - i % 24
+                    ),
                     size,
                     storage_class: None,
                 })
@@ -227,7 +230,10 @@ mod tests {
     #[test]
     fn a_big_group_is_an_item_of_its_own_and_files_are_capped() {
         let mut p = Packer::new(limits(1000, 5, 10_000), window());
-        let items = pack(&mut p, vec![group("111122223301", 1, 1, 100), group("111122223302", 1, 3, 400), group("111122223303", 1, 3, 10)]);
+        let items = pack(
+            &mut p,
+            vec![group("111122223301", 1, 1, 100), group("111122223302", 1, 3, 400), group("111122223303", 1, 3, 10)],
+        );
         // The big group (1,200 bytes) is alone; the others (1 + 3 files > cap 5? no: 4) share one.
         assert_eq!(items.len(), 2, "{items:?}");
         assert_eq!(items[0].files.len(), 3);

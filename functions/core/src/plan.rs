@@ -8,9 +8,9 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::discover;
 use crate::error::{CopyError, Result};
 use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
-use crate::discover;
 use crate::layout;
 use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};

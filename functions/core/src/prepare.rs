@@ -10,7 +10,9 @@ use crate::error::{CopyError, Result};
 use crate::kms::check_key;
 use crate::layout;
 use crate::plan::CopyContext;
-use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json, write_json_compact};
+use crate::record::{
+    FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json, write_json_compact,
+};
 use crate::rollup;
 use crate::storage::ObjectInfo;
 use crate::storage_class::{Readability, check_tier, classify, needs_head};

@@ -183,7 +183,10 @@ impl WorkItem {
         if self.prefixes <= 1 {
             format!("work item {} ({})", self.index, self.first)
         } else {
-            format!("work item {} ({} day prefixes of {}: {} .. {})", self.index, self.prefixes, self.date, self.first, self.last)
+            format!(
+                "work item {} ({} day prefixes of {}: {} .. {})",
+                self.index, self.prefixes, self.date, self.first, self.last
+            )
         }
     }
 }

@@ -53,7 +53,11 @@ pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result
 }
 
 /// [`reopen_copy`], with the items that are not completed yet (what a retry runs).
-pub async fn reopen(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>, Vec<WorkItem>)> {
+pub async fn reopen(
+    aws: &AwsClients,
+    store: &str,
+    copy_id: &str,
+) -> Result<(CopyContext, Vec<WorkItem>, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     let record = ctx.read_record().await?;
     let items = match record.status {

@@ -747,7 +747,10 @@ mod tests {
         assert_eq!(&body[..], b"a");
         assert!(!s.put_if("r/0.json", Bytes::from_static(b"c"), &PutCondition::Matches("stale".into())).await.unwrap());
         assert!(s.put_if("r/0.json", Bytes::from_static(b"d"), &PutCondition::Matches(tag.clone())).await.unwrap());
-        assert!(!s.put_if("r/0.json", Bytes::from_static(b"e"), &PutCondition::Matches(tag)).await.unwrap(), "moved on");
+        assert!(
+            !s.put_if("r/0.json", Bytes::from_static(b"e"), &PutCondition::Matches(tag)).await.unwrap(),
+            "moved on"
+        );
         assert_eq!(&s.get("r/0.json").await.unwrap()[..], b"d");
         assert!(s.get_versioned("r/none.json").await.unwrap().is_none());
         s.delete("r/0.json").await.unwrap();
@@ -764,7 +767,9 @@ mod tests {
                 tokio::spawn(async move {
                     loop {
                         let (list, cond) = match s.get_versioned("n.json").await.unwrap() {
-                            Some((b, tag)) => (serde_json::from_slice::<Vec<u32>>(&b).unwrap(), PutCondition::Matches(tag)),
+                            Some((b, tag)) => {
+                                (serde_json::from_slice::<Vec<u32>>(&b).unwrap(), PutCondition::Matches(tag))
+                            }
                             None => (Vec::new(), PutCondition::Absent),
                         };
                         let mut list = list;
