@@ -181,13 +181,9 @@ async fn main() {
     let arg = |i: usize, d: usize| std::env::args().nth(i).and_then(|v| v.parse().ok()).unwrap_or(d);
     let (accounts, regions, days, files, latency_ms) = (arg(1, 1000), arg(2, 17), arg(3, 365), arg(4, 2), arg(5, 20));
     let first = Date::constant(2024, 1, 1);
-    let start = first.to_zoned(jiff::tz::TimeZone::UTC).unwrap().timestamp();
-    let end = first
-        .checked_add(jiff::Span::new().days(days as i64))
-        .unwrap()
-        .to_zoned(jiff::tz::TimeZone::UTC)
-        .unwrap()
-        .timestamp();
+    let midnight = |d: Date| d.to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp();
+    let start = midnight(first);
+    let end = midnight(first.checked_add(jiff::Span::new().days(days as i64)).unwrap());
     let window = Window { start, end, retention_cutoff: "2000-01-01T00:00:00Z".parse().unwrap() };
     let source = Arc::new(OrgSource {
         accounts,

@@ -37,7 +37,7 @@ pub struct DayGroup {
 }
 
 /// A narrowing segment at `pos` must match exactly; past the narrowing anything goes.
-fn fixed<'a>(root: &'a TrailRoot, pos: usize) -> Option<&'a str> {
+fn fixed(root: &TrailRoot, pos: usize) -> Option<&str> {
     root.narrowing.get(pos).map(String::as_str)
 }
 
