@@ -77,15 +77,15 @@ def trailcopy_bin() -> str:
 
 @pytest.fixture(scope="session")
 def trailcopy(trailcopy_bin):
-    """trailcopy(*args, env={...}, timeout=...) -> Run. Never raises on a non-zero exit."""
+    """trailcopy(*args, env={...}, timeout=..., cwd=...) -> Run. Never raises on a non-zero exit."""
 
-    def run(*args, env: dict | None = None, timeout: float = 60) -> Run:
+    def run(*args, env: dict | None = None, timeout: float = 60, cwd=None) -> Run:
         e = base_env()
         e.update(env or {})
         args = [str(a) for a in args]
         try:
             p = subprocess.run([trailcopy_bin, *args], capture_output=True, text=True, env=e, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, cwd=cwd)
         except subprocess.TimeoutExpired as t:
             out = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
             raise AssertionError("trailcopy did not finish in %ss:\n%s" % (

@@ -70,7 +70,9 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
     let location = ctx.source.location(&file.key);
     let bytes: Bytes = match ctx.source.get(&file.key).await {
         Ok(b) => b,
-        Err(e @ CopyError::Retryable { .. }) => return Err(e),
+        // Transient, or the credentials went bad mid-copy: the batch fails and resumes from its
+        // checkpoint, rather than every remaining file becoming a failure entry.
+        Err(e @ (CopyError::Retryable { .. } | CopyError::Credentials { .. })) => return Err(e),
         Err(CopyError::Archived { .. }) => {
             return Ok(FileResult::Failed(FailureEntry::new(
                 location,
@@ -158,10 +160,16 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
             }
             delta.bytes_read += file.size;
             match result? {
-                FileResult::Failed(entry) => failures.push(entry),
+                FileResult::Failed(entry) => {
+                    delta.files_failed += 1;
+                    failures.push(entry);
+                }
                 FileResult::Parsed(parsed, damage) => {
                     match damage {
-                        Some(entry) => failures.push(entry),
+                        Some(entry) => {
+                            delta.files_failed += 1;
+                            failures.push(entry);
+                        }
                         None => delta.files_completed += 1,
                     }
                     delta.events_read += parsed.events_read;
@@ -265,6 +273,3 @@ pub async fn fail_item(ctx: &CopyContext, item: &WorkItem, error: &CopyError) ->
     save_item_state(ctx, &state).await?;
     Ok(state)
 }
-
-/// Shared counters for a progress display.
-pub type Progress = Arc<dyn Fn(&ItemState) + Send + Sync>;

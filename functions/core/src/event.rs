@@ -620,7 +620,8 @@ fn read_event<'a>(
                 "false" => Some(Slot::Bool(false)),
                 _ => None,
             },
-            Kind::Json => Some(Slot::Json(text)),
+            // JSON `null` is SQL NULL, and `"name": null` in otherFields keeps it apart from absent.
+            Kind::Json => (text != "null").then_some(Slot::Json(text)),
             Kind::Time => {
                 let s = json_str(text).ok_or_else(|| "eventTime is not a string".to_string())?;
                 let t: Timestamp =
@@ -670,6 +671,7 @@ fn truncate(s: &str, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMicrosecondType;
 
@@ -773,9 +775,34 @@ mod tests {
         assert_eq!(v["readOnly"], "true");
         assert_eq!(v["futureField"]["x"][1], 2);
         assert_eq!(v["eventTime"], "2020-10-01T00:00:00.250Z");
-        assert_eq!(b.column_by_name("requestParameters").unwrap().as_string::<i32>().value(0), "null");
+        assert_eq!(v["requestParameters"], serde_json::Value::Null);
+        assert!(b.column_by_name("requestParameters").unwrap().is_null(0), "JSON null is SQL NULL, not the text null");
         let t = b.column_by_name("eventTime").unwrap().as_primitive::<TimestampMicrosecondType>().value(0);
         assert_eq!(t, "2020-10-01T00:00:00.25Z".parse::<Timestamp>().unwrap().as_microsecond());
+    }
+
+    #[test]
+    fn json_null_and_absent_stay_apart() {
+        let ev = |extra: &str| {
+            format!(
+                r#"{{"eventVersion":"1.08","eventTime":"2020-10-01T00:00:00Z","eventSource":"s","eventName":"n","awsRegion":"r","eventID":"e","eventType":"t"{extra}}}"#
+            )
+        };
+        let text = format!(
+            "{{\"Records\":[{},{},{}]}}",
+            ev(r#","responseElements":null"#),
+            ev(""),
+            ev(r#","responseElements":{"x":null}"#)
+        );
+        let p = parse_log(text.as_bytes(), &window()).unwrap();
+        let b = &p.parts[0].batch;
+        let col = b.column_by_name("responseElements").unwrap().as_string::<i32>();
+        let other = b.column_by_name(OTHER_FIELDS).unwrap().as_string::<i32>();
+        assert!(col.is_null(0) && col.is_null(1), "null and absent are both SQL NULL");
+        assert_eq!(other.value(0), r#"{"responseElements":null}"#, "null is kept for the rebuild");
+        assert!(other.is_null(1), "absent leaves no trace");
+        assert_eq!(col.value(2), r#"{"x":null}"#, "a null inside an object stays in its JSON text");
+        assert!(other.is_null(2));
     }
 
     #[test]

@@ -73,20 +73,37 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
     } else {
         CopyStatus::Failed
     };
+    let retry = crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display());
+    let s = &r.statistics;
     record.message = message.or_else(|| match record.status {
         CopyStatus::Failed if !r.all_completed => Some(format!(
-            "{} of {} prefixes did not complete; resume with `trailcopy retry {}`",
-            r.statistics.prefixes_found - r.statistics.prefixes_completed,
-            r.statistics.prefixes_found,
-            ctx.copy_id
+            "{} of {} did not complete; resume with `{retry}`",
+            s.prefixes_found - s.prefixes_completed,
+            count(s.prefixes_found, "prefix", "prefixes"),
         )),
-        CopyStatus::Failed => Some(format!("finished with {} failure entries", r.failures.len())),
-        CopyStatus::Stopped => Some(format!("stopped; resume with `trailcopy retry {}`", ctx.copy_id)),
+        CopyStatus::Failed => Some(format!("finished with {}", count(r.failures.len() as u64, "failure entry", "failure entries"))),
+        CopyStatus::Stopped => Some(format!("stopped; resume with `{retry}`")),
+        // Nothing to copy is a legitimate result, but one a user should not mistake for a copy.
+        CopyStatus::Completed if s.prefixes_found == 0 => Some(format!(
+            "nothing to copy: no CloudTrail day folders for {} .. {} under {}",
+            ctx.request.start, ctx.request.end, ctx.request.source
+        )),
+        CopyStatus::Completed if s.events_read == 0 => Some(format!(
+            "nothing to copy: no log files for {} .. {} in {}",
+            ctx.request.start,
+            ctx.request.end,
+            count(s.prefixes_found, "day folder", "day folders")
+        )),
         _ => None,
     });
-    record.updated_time = Timestamp::now();
+    record.touch();
     ctx.write_record(&record).await?;
     Ok(record)
+}
+
+/// `1 prefix`, `2 prefixes`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The record with live statistics while a copy runs (items checkpoint faster than the record).

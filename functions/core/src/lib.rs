@@ -4,6 +4,7 @@
 //! [`plan_copy`] → per work item [`prepare_item`] (restores) and [`copy_item`] (batches from a
 //! cursor) → [`finalize_copy`].
 
+pub mod aws_error;
 pub mod copy;
 pub mod error;
 pub mod event;
@@ -26,5 +27,5 @@ pub use finalize::{current_record, finalize_copy, read_failures};
 pub use plan::{CopyContext, CopyRequest, RestoreRequest, plan_copy};
 pub use prepare::{PrepareOutcome, prepare_item};
 pub use record::{CopyRecord, CopyStatus, FailureEntry, Statistics, WorkItem};
-pub use runner::{RunOptions, reopen_copy, retry_copy, run_copy};
+pub use runner::{Progress, RunOptions, reopen_copy, retry_copy, run_copy};
 pub use storage::AwsClients;

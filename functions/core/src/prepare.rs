@@ -62,6 +62,8 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
 
 async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
     let listing = ctx.source.list_dir(&item.prefix).await?;
+    // Every failure entry made here is one file's.
+    let entries_before = state.failures.len();
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
     let mut to_restore: Vec<(ObjectInfo, bool)> = Vec::new();
@@ -150,6 +152,8 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
         .try_collect()
         .await?;
     state.statistics.restores_started = started.len() as u64;
+    state.statistics.files_failed = (state.failures.len() - entries_before) as u64;
+    state.statistics.bytes_to_read = files.iter().map(|f| f.size).sum();
     state.statistics.restores_pending = started.len() as u64 + restoring;
     write_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
     if state.statistics.restores_pending > 0 {

@@ -83,6 +83,11 @@ pub struct Statistics {
     pub failed_entries: u64,
     pub files_found: u64,
     pub files_skipped: u64,
+    /// Files that are failure entries as a whole (not a log file, unreadable, damaged): with
+    /// the skipped and completed ones they add up to the files found once every item completed.
+    pub files_failed: u64,
+    /// Compressed bytes of the log files to read (the items' frozen file lists).
+    pub bytes_to_read: u64,
     pub bytes_read: u64,
     pub events_read: u64,
     pub events_out_of_range: u64,
@@ -102,6 +107,8 @@ impl AddAssign for Statistics {
         self.failed_entries += o.failed_entries;
         self.files_found += o.files_found;
         self.files_skipped += o.files_skipped;
+        self.files_failed += o.files_failed;
+        self.bytes_to_read += o.bytes_to_read;
         self.bytes_read += o.bytes_read;
         self.events_read += o.events_read;
         self.events_out_of_range += o.events_out_of_range;
@@ -146,6 +153,13 @@ pub struct CopyRecord {
     pub updated_time: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+impl CopyRecord {
+    /// Marks the record updated now; never before it was created (the plan's clock may lead).
+    pub fn touch(&mut self) {
+        self.updated_time = Timestamp::now().max(self.created_time);
+    }
 }
 
 /// A work item: one day prefix. This is also the Distributed Map's item.

@@ -14,30 +14,63 @@ use crate::error::Result;
 use crate::finalize::{finalize_copy, read_item_states, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{load_item_state, prepare_item, save_item_state};
-use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem};
+use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem, read_json};
 use crate::storage::AwsClients;
+
+/// What a progress display shows, from the engine's own counters. Totals only grow and never
+/// fall behind what is done: the prefixes are known when planning ends, the files and bytes of
+/// each prefix when it is listed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The copy's statistics so far (those of a retried copy include its earlier runs).
+    pub statistics: Statistics,
+    /// False while the copy is planned (its day prefixes listed).
+    pub planned: bool,
+    /// Day prefixes whose files are listed: the file and byte totals are final once this
+    /// reaches `statistics.prefixes_found`.
+    pub prefixes_listed: u64,
+}
+
+impl Progress {
+    /// Files read (copied or failed) and files to read.
+    pub fn files(&self) -> (u64, u64) {
+        let s = &self.statistics;
+        (s.files_completed + s.files_failed, s.files_found - s.files_skipped)
+    }
+
+    pub fn totals_final(&self) -> bool {
+        self.planned && self.prefixes_listed >= self.statistics.prefixes_found
+    }
+}
 
 pub struct RunOptions {
     pub concurrency: usize,
     pub cancel: Arc<AtomicBool>,
-    /// Called with the rolled-up statistics as batches commit.
-    pub progress: Arc<dyn Fn(&Statistics) + Send + Sync>,
+    /// Called as the copy is planned, as each prefix is listed and as batches commit.
+    pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_| {}) }
+        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_: &Progress| {}) }
     }
 }
 
 /// Plans and runs a new copy to its end.
 pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
+    (opts.progress)(&Progress::default());
     let (ctx, items) = plan_copy(aws, request, Timestamp::now()).await?;
     run_items(&ctx, items, opts).await
 }
 
 /// Resumes a copy at its checkpoints: failed and unfinished items go on from their cursors.
+/// A COMPLETED copy has nothing to resume: its record comes back unchanged.
 pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &RunOptions) -> Result<CopyRecord> {
+    let record = CopyContext::open(aws, store, copy_id).await?.read_record().await?;
+    if record.status == CopyStatus::Completed {
+        return Ok(record);
+    }
+    (opts.progress)(&Progress::default());
     let (ctx, items) = reopen_copy(aws, store, copy_id).await?;
     run_items(&ctx, items, opts).await
 }
@@ -47,10 +80,12 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
 /// and marks the record IN_PROGRESS. Completed items stay completed.
 pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
-    let record = ctx.read_record().await?;
-    let items = match record.status {
-        CopyStatus::Initializing => discover_work_items(&ctx).await?,
-        _ => ctx.work_items().await?,
+    // The source folder may have moved since: say so, rather than fail every file.
+    ctx.source_location.check_local_source()?;
+    // A copy whose planning never finished (a crash, or a failure before its first work item).
+    let items = match read_json::<Vec<WorkItem>>(ctx.store.as_ref(), &ctx.keys.work_items()).await? {
+        Some(items) => items,
+        None => discover_work_items(&ctx).await?,
     };
     for item in &items {
         let mut state = load_item_state(&ctx, item).await?;
@@ -67,7 +102,7 @@ pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result
     let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
     record.message = None;
-    record.updated_time = Timestamp::now();
+    record.touch();
     ctx.write_record(&record).await?;
     Ok((ctx, items))
 }
@@ -80,13 +115,17 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
         let live = live.clone();
         let progress = opts.progress.clone();
         move |s: &ItemState| {
-            let stats = {
+            let now = {
                 let mut map = live.lock().unwrap_or_else(|p| p.into_inner());
                 map.insert(s.index.clone(), s.clone());
                 let states: Vec<ItemState> = map.values().cloned().collect();
-                rollup(&states).statistics
+                Progress {
+                    statistics: rollup(&states).statistics,
+                    planned: true,
+                    prefixes_listed: states.iter().filter(|s| is_listed(s)).count() as u64,
+                }
             };
-            progress(&stats);
+            progress(&now);
         }
     };
     let first = live.lock().unwrap_or_else(|p| p.into_inner()).values().next().cloned();
@@ -109,7 +148,7 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
                 };
                 if let Ok(mut record) = ctx.read_record().await {
                     record.statistics = Statistics { prefixes_found: record.statistics.prefixes_found, ..stats };
-                    record.updated_time = Timestamp::now();
+                    record.touch();
                     let _ = ctx.write_record(&record).await;
                 }
             }
@@ -132,6 +171,15 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
     finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
 }
 
+/// Whether an item's files are listed (its file and byte counts are in the statistics).
+fn is_listed(s: &ItemState) -> bool {
+    match s.status {
+        ItemStatus::Pending => false,
+        ItemStatus::Failed => s.resume_status.is_some_and(|r| r != ItemStatus::Pending),
+        _ => true,
+    }
+}
+
 async fn wait_for(flag: &AtomicBool) {
     while !flag.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -144,8 +192,13 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
         return;
     }
     let result = async {
+        let mut listed = false;
         loop {
             let p = prepare_item(ctx, &item).await?;
+            if !listed {
+                listed = true;
+                report(&load_item_state(ctx, &item).await?);
+            }
             if p.pending_restores == 0 {
                 break;
             }

@@ -155,7 +155,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         window,
         source_location: Location::S3 { bucket: "trail".into(), prefix: String::new() },
         source: source.clone(),
-        store_location: Location::Local { root: dir.clone() },
+        store_location: Location::Local { root: dir.clone(), prefix: String::new() },
         store: Arc::new(LocalStore::new(dir)),
         keys: RecordKeys::new("", "c1"),
         kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
