@@ -1,7 +1,6 @@
 //! Roll the items' checkpoints up into the copy record and its failure list.
 
 use futures::{StreamExt, TryStreamExt};
-use jiff::Timestamp;
 
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;

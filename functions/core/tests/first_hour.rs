@@ -79,11 +79,11 @@ fn a_local_source_inside_awslogs_is_narrowed_like_an_s3_prefix() {
 #[test]
 fn s3_sources_overlap_by_prefix() {
     let s3 = |t: &str| Location::parse_source(t).unwrap();
-    assert!(sources_overlap(&s3("s3://b"), &s3("s3://b/AWSLogs/")));
-    assert!(sources_overlap(&s3("s3://b/"), &s3("s3://b/AWSLogs/o-x/111122223333/CloudTrail/us-east-1/")));
-    assert!(!sources_overlap(&s3("s3://b/AWSLogs/111122223333/"), &s3("s3://b/AWSLogs/444455556666/")));
-    assert!(!sources_overlap(&s3("s3://b/trails/a/"), &s3("s3://b/trails/b/")), "two trails under different prefixes");
-    assert!(!sources_overlap(&s3("s3://b/"), &s3("s3://c/")));
+    assert!(sources_overlap(&s3("s3://bkt"), &s3("s3://bkt/AWSLogs/")));
+    assert!(sources_overlap(&s3("s3://bkt/"), &s3("s3://bkt/AWSLogs/o-x/111122223333/CloudTrail/us-east-1/")));
+    assert!(!sources_overlap(&s3("s3://bkt/AWSLogs/111122223333/"), &s3("s3://bkt/AWSLogs/444455556666/")));
+    assert!(!sources_overlap(&s3("s3://bkt/trails/a/"), &s3("s3://bkt/trails/b/")), "two trails under different prefixes");
+    assert!(!sources_overlap(&s3("s3://bkt/"), &s3("s3://ckt/")));
 }
 
 #[test]
