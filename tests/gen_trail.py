@@ -18,6 +18,13 @@ tests/expect.py). Same seed + same options => byte-identical output.
 Defects land on the middle generated day, in files named 10:00-14:00 UTC, so any test range that
 covers that day whole sees all of them (the outcome of a defect file is then unambiguous).
 
+Events are plausible: who makes a call, from where and with which user agent follows the CALLERS
+table (people in the console and on the CLI, a Lambda function's role, AWS services with invokedBy).
+
+The README's sample trail (examples/sample-trail) is, exactly:
+    python3 tests/gen_trail.py --out examples/sample-trail --seed 2026 --start-day 2026-11-01 --days 2 \\
+        --files-per-day 6 --events-per-file 40 --org-id o-exampleorg1 --digest --duplicates 3
+
 Examples:
     python3 tests/gen_trail.py --out /tmp/trail --manifest /tmp/trail.json --seed 7 \\
         --accounts 3 --regions us-east-1,eu-west-1 --start-day 2024-03-01 --days 3 \\

@@ -10,7 +10,6 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{DecimalBytes, HumanCount};
-use trailcopy::finalize::count;
 use trailcopy::plan::retry_command;
 use trailcopy::record::CopyRecord;
 use trailcopy::storage::Location;
@@ -364,7 +363,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                         f.last_updated_time, f.error_type, f.location, f.error_message
                     );
                 }
-                let _ = writeln!(text, "{}", count(failures.len() as u64, "failure entry", "failure entries"));
+                let _ = writeln!(text, "{}", counted(failures.len() as u64, "failure entry", "failure entries"));
                 print_out(&text);
             }
             Ok(ExitCode::SUCCESS)
@@ -379,8 +378,8 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 let mut text = format!(
                     "{}: {} in {}\n",
                     location.display(),
-                    count(summary.rows, "event", "events"),
-                    count(summary.files, "Parquet file", "Parquet files")
+                    counted(summary.rows, "event", "events"),
+                    counted(summary.files, "Parquet file", "Parquet files")
                 );
                 for (date, rows) in &summary.rows_by_date {
                     let _ = writeln!(text, "  date={date}  {:>10} events", HumanCount(*rows).to_string());
@@ -421,6 +420,11 @@ fn already_complete(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, 
         print_out(&format!("copy {} is already COMPLETED: nothing to retry, nothing changed\n", record.copy_id));
     }
     report(record, store)
+}
+
+/// `1 event`, `1,762 events`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", HumanCount(n), if n == 1 { one } else { many })
 }
 
 fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
