@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, base_env, duck, free_port, read_store, rebuild_event, store_count
-from expect import canon
+from expect import canon, ts
 
 SAMPLE = REPO / "examples" / "sample-trail"
 RANGE = ("--start", "2026-11-01", "--end", "2026-11-03")
@@ -196,8 +196,7 @@ def test_an_s3_source_with_nothing_in_range_is_a_completed_copy_that_says_so(tra
 def no_credentials_env(tmp_path, endpoint: str) -> dict:
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "HOME": str(home),
-            "AWS_CONFIG_FILE": str(home / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(home / "none")}
+    return {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "HOME": str(home)}
 
 
 def assert_plain(r, *needles):
@@ -227,7 +226,7 @@ def test_no_credentials_is_one_line_with_the_fix_and_a_failed_record_retry_resum
     rr = trailcopy("retry", "nocreds", "--store", store, "--json", env=moto_s3.env)
     assert rr.returncode == 0 and rr.json["status"] == "COMPLETED", rr.describe()
     assert rr.json["statistics"]["eventsCompleted"] == len(expected_sample())
-    assert rr.json["createdTime"] <= rr.json["updatedTime"]
+    assert ts(rr.json["createdTime"]) <= ts(rr.json["updatedTime"])
 
 
 def test_no_such_bucket_names_the_bucket(trailcopy, moto_s3, tmp_path):
@@ -444,23 +443,27 @@ def test_created_time_is_never_after_updated_time(trailcopy, tmp_path):
         r = trailcopy("copy", "--source", SAMPLE, "--store", tmp_path / "store", "--last", "5m", "--copy-id", f"t{i}",
                       "--allow-overlap", "--json")
         assert r.returncode == 0, r.describe()
-        assert r.json["createdTime"] <= r.json["updatedTime"], r.json
+        assert ts(r.json["createdTime"]) <= ts(r.json["updatedTime"]), r.json
 
 
 def help_entries(text: str):
-    """(name, description) of every argument and option in a clap help page."""
-    entries, section = [], None
+    """(name, description) of every argument and option in a clap help page, in its short layout
+    (`  --flag <X>  text`) or its long one (the text on the lines below, indented deeper)."""
+    entries, section = [], False
     for line in text.splitlines():
         if line in ("Arguments:", "Options:"):
-            section = line
+            section = True
             continue
-        if not line.strip():
+        if line and not line.startswith(" "):
+            section = False
+        if not section or not line.strip():
             continue
-        if not line.startswith(" "):
-            section = None
-        m = re.match(r"^  (\S.*?)(?:  +(.*))?$", line) if section else None
-        if m and (m.group(1).startswith("-") or m.group(1).startswith("<")):
-            entries.append((m.group(1), (m.group(2) or "").strip()))
+        indent = len(line) - len(line.lstrip())
+        m = re.match(r"^(-\S.*?|<\S+>|\[\S+\])(?:  +(.*))?$", line.strip())
+        if m and indent <= 6:
+            entries.append([m.group(1), (m.group(2) or "").strip()])
+        elif entries and indent > 6:
+            entries[-1][1] += " " + line.strip()
     return entries
 
 

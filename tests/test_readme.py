@@ -58,7 +58,8 @@ def test_the_readme_shows_what_the_first_command_prints(demo):
     # Lines that do not depend on the day or the clone's path must match exactly.
     varies = re.compile(r"^(copy \S+: |  range |  source |  store |/tmp/trailcopy-demo: )")
     want = [line for line in shown.splitlines() if line.strip() and not varies.match(line)]
-    got = [line for line in printed.splitlines() if line.strip() and not varies.match(line)]
+    got = [line for line in printed.splitlines()
+           if line.strip() and not varies.match(line) and not line.startswith(f"{store}: ")]
     assert got == want, "README's demo output is out of date:\n" + "\n".join(got)
     counts = re.search(r"^/tmp/trailcopy-demo: (.*)$", shown, flags=re.M).group(1)
     assert f"{store}: {counts}" in printed, printed
@@ -75,7 +76,8 @@ def test_the_readme_sql_runs_against_the_demo_store(demo):
     for block in queries:
         assert DEMO_STORE in block, f"the README's SQL must read the store the first command made:\n{block}"
         for statement in filter(str.strip, block.replace(DEMO_STORE, str(store)).split(";")):
-            rows = con.execute(statement).fetchall()
-            assert rows, f"no rows from:\n{statement}"
+            # Counted, not fetched: the rows (TIMESTAMPTZ) would need pytz in Python.
+            rows = con.execute(f"SELECT count(*) FROM ({statement}\n)").fetchone()[0]
+            assert rows > 0, f"no rows from:\n{statement}"
             ran += 1
     assert ran >= 3
