@@ -219,9 +219,10 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         }
         Command::Start { state_machine, copy } => {
             let mut request = copy_request(&copy, 900);
-            // Checked here first: a bad flag fails now, not in the execution.
-            trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
+            // Checked here first: a bad flag fails now, not in the execution (a local folder is
+            // refused as such before anything looks for it).
             trailcopy::plan::check_serverless(&request, false)?;
+            trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
             let copy_id =
                 request.copy_id.clone().unwrap_or_else(|| trailcopy::record::new_copy_id(jiff::Timestamp::now()));
             request.copy_id = Some(copy_id.clone());

@@ -184,8 +184,6 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
             ),
         ));
     }
-    source.check_local_source()?;
-    check_narrowing(&source)?;
     if let Some(id) = &req.copy_id {
         validate_copy_id(id)?;
     }
@@ -240,6 +238,9 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
     if resolved.store_kms_key.is_some() && matches!(store, Location::Local { .. }) {
         return Err(CopyError::invalid("storeKmsKey", "SSE-KMS needs an s3:// store"));
     }
+    // What the request says is checked first; then whether the source can be a trail at all.
+    check_narrowing(&source)?;
+    source.check_local_source()?;
     Ok((resolved, source, store))
 }
 
