@@ -89,6 +89,34 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
     Ok(record)
 }
 
+/// Ends a copy whose run failed as a whole (the Distributed Map, its ItemReader or ResultWriter,
+/// a tolerated-failure threshold): FAILED, with one failure entry for the run's error besides the
+/// items' entries, whatever the items say, even when the work items cannot be read. So a record
+/// never stays IN_PROGRESS after its execution ended.
+pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Result<CopyRecord> {
+    let mut record = ctx.read_record().await?;
+    let states = read_item_states(ctx).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the work items cannot be read; finalizing without them");
+        Vec::new()
+    });
+    let mut r = rollup(&states);
+    r.failures.push(failure.clone());
+    r.statistics.failed_entries = r.failures.len() as u64;
+    if states.is_empty() {
+        r.statistics.prefixes_found = record.statistics.prefixes_found;
+    }
+    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    record.statistics = r.statistics;
+    record.status = CopyStatus::Failed;
+    record.message = Some(format!(
+        "{}: {}; completed items stay completed: resume with `trailcopy retry {}`",
+        failure.error_type, failure.error_message, ctx.copy_id
+    ));
+    record.updated_time = Timestamp::now();
+    ctx.write_record(&record).await?;
+    Ok(record)
+}
+
 /// The record with live statistics while a copy runs (items checkpoint faster than the record).
 pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
