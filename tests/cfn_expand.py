@@ -307,7 +307,8 @@ def _scalar(v):
 
 
 def expand(stack_name: str = "trailcopy", params: dict | None = None, region: str = "us-east-1",
-           account: str = "111122223333") -> Stack:
+           account: str = "111122223333", physical: dict | None = None) -> Stack:
+    """`physical`: names to give resources CloudFormation would name (e.g. {"StoreBucket": "b"})."""
     params = {"SourceBucket": "trail-src", **(params or {})}
     template = sam_transform(params, region)
     r = _Resolver(template, stack_name, region, account, params)
@@ -318,6 +319,7 @@ def expand(stack_name: str = "trailcopy", params: dict | None = None, region: st
         prop, limit = NAME_PROPERTIES.get(res["Type"], (None, 64))
         r.physical[logical] = _generated_name(stack_name, logical, limit).lower() \
             if res["Type"] == "AWS::S3::Bucket" else _generated_name(stack_name, logical, limit)
+    r.physical.update({k: v for k, v in (physical or {}).items() if k in live})
     for logical, res in live.items():
         prop, _ = NAME_PROPERTIES.get(res["Type"], (None, 0))
         explicit = _get_path(res.get("Properties", {}), prop) if prop else None
