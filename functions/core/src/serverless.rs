@@ -159,9 +159,14 @@ mod tests {
         let now: Timestamp = "2026-11-24T01:02:03Z".parse().unwrap();
         let alphabet = b"AZaz09._-";
         let mut seen = std::collections::HashSet::new();
+        let mut ids = std::collections::BTreeSet::new();
         for len in 1..=80 {
             for &c in alphabet {
-                let id: String = std::iter::once('a').chain(std::iter::repeat_n(c as char, len - 1)).collect();
+                ids.insert(std::iter::once('a').chain(std::iter::repeat_n(c as char, len - 1)).collect::<String>());
+            }
+        }
+        {
+            for id in ids {
                 assert!(validate_copy_id(&id).is_ok(), "{id}");
                 let name = retry_execution_name(&id, now);
                 assert!(is_valid_name(&name), "{id} -> {name} ({} chars)", name.len());

@@ -293,7 +293,7 @@ async fn describe_key_denied_or_not_found_does_not_block_the_copy() {
         let s = setup(&format!("describe-{tag}"), "Bulk", &[(key, state)]);
         for i in 1..=3 {
             s.source
-                .put(&name(i), FakeObject { body: log_file(2, tag), kms_key: Some(key.into()), ..Default::default() });
+                .put(&name(i), FakeObject { body: log_file(2, &format!("{tag}{i}")), kms_key: Some(key.into()), ..Default::default() });
         }
         let p = prepare_item(&s.ctx, &s.item).await.unwrap_or_else(|e| panic!("{tag}: prepare blocked: {e}"));
         assert_eq!(p.files_found, 3);
