@@ -232,7 +232,9 @@ needs_lambdas = pytest.mark.skipif(bool(lambda_crates_missing()),
                                    reason=f"Lambda crates not written yet: {lambda_crates_missing()}")
 
 
-@pytest.fixture(scope="module")
+# One cargo lambda watch for every module that uses the real Lambdas (test_sfn_cli.py,
+# test_sm_aws_rules.py): starting one costs a minute or more of CI time.
+@pytest.fixture(scope="session")
 def lambda_env(tmp_path_factory):
     if not shutil.which("cargo-lambda", path=str(h.VENV_BIN)):
         pytest.fail("cargo-lambda missing from .venv/bin: run bash .ci/setup")
