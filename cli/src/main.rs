@@ -69,7 +69,7 @@ enum Command {
         #[arg(long)]
         state_machine: String,
     },
-    /// List the state machine's copies (executions).
+    /// List the state machine's executions, newest first, with the copy each one ran.
     List {
         /// The stack's state machine (output StateMachineArn).
         #[arg(long)]
@@ -77,6 +77,9 @@ enum Command {
         /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
+        /// Show at most this many executions.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
     },
     /// List a copy's failure entries.
     Failures {
@@ -136,9 +139,10 @@ struct CopyArgs {
     /// Seconds between restore checks (default 60 locally, 900 on the state machine).
     #[arg(long)]
     restore_poll_seconds: Option<u64>,
-    /// Give up on restores after this many seconds (the item fails; retry later).
-    #[arg(long, default_value_t = 48 * 3600)]
-    restore_max_wait_seconds: u64,
+    /// Give up on restores after this many seconds (the item fails; retry later). Default: by tier
+    /// and storage class, above S3's documented restore times (Deep Archive Bulk: 48 h, so 60 h).
+    #[arg(long)]
+    restore_max_wait_seconds: Option<u64>,
     /// Work items (day prefixes) copied at once.
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
@@ -246,7 +250,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             if record.status == CopyStatus::Completed {
                 return already_complete(&record, &store);
             }
-            let name = format!("{copy_id}-retry-{}", jiff::Timestamp::now().as_second());
+            let name = trailcopy::serverless::retry_execution_name(&copy_id, jiff::Timestamp::now());
             let input = serde_json::json!({ "copyId": copy_id, "store": store.store, "retry": true });
             let arn = sfn::start(&sfn_client(aws).await, &sm, &name, &input).await?;
             if store.json {
@@ -271,17 +275,17 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let record = trailcopy::finalize_copy(&ctx, true, Some(note)).await?;
             report(&record, &store)
         }
-        Command::List { state_machine, json } => {
-            let list = sfn::executions(&sfn_client(aws).await, &state_machine, None).await?;
-            let rows: Vec<serde_json::Value> = list
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "name": e.name(), "status": e.status().as_str(), "executionArn": e.execution_arn(),
-                        "startDate": e.start_date().to_string(), "stopDate": e.stop_date().map(|d| d.to_string()),
-                    })
-                })
-                .collect();
+        Command::List { state_machine, json, max } => {
+            let client = sfn_client(aws).await;
+            let list = sfn::executions(&client, &state_machine, None).await?;
+            let mut rows: Vec<serde_json::Value> = Vec::new();
+            for e in list.iter().take(max) {
+                rows.push(serde_json::json!({
+                    "copyId": sfn::copy_id_of(&client, e).await,
+                    "name": e.name(), "status": e.status().as_str(), "executionArn": e.execution_arn(),
+                    "startDate": e.start_date().to_string(), "stopDate": e.stop_date().map(|d| d.to_string()),
+                }));
+            }
             if json {
                 print_json(&rows);
             } else {
@@ -289,10 +293,11 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 for r in &rows {
                     let _ = writeln!(
                         text,
-                        "{:<40} {:<10} {}",
-                        r["name"].as_str().unwrap_or(""),
+                        "{:<40} {:<10} {:<28} {}",
+                        r["copyId"].as_str().unwrap_or("?"),
                         r["status"].as_str().unwrap_or(""),
-                        r["startDate"].as_str().unwrap_or("")
+                        r["startDate"].as_str().unwrap_or(""),
+                        r["name"].as_str().unwrap_or("")
                     );
                 }
                 print_out(&text);
@@ -303,9 +308,15 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
             let record = trailcopy::current_record(&ctx).await?;
             let client = sfn_client(aws).await;
-            let execs = sfn::executions(&client, &sm, Some(&copy_id)).await?;
-            let execution = match execs.first() {
-                Some(e) => Some(sfn::describe(&client, e.execution_arn()).await?),
+            // The record names the copy's executions (a scheduled run's name is not its copy id).
+            let latest = match record.executions.last() {
+                Some(arn) => Some(arn.clone()),
+                None => {
+                    sfn::executions(&client, &sm, Some(&copy_id)).await?.first().map(|e| e.execution_arn().to_string())
+                }
+            };
+            let execution = match latest {
+                Some(arn) => Some(sfn::describe(&client, &arn).await?),
                 None => None,
             };
             if store.json {
@@ -441,7 +452,7 @@ fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
             tier: Some(a.restore.clone()),
             days: Some(a.restore_days),
             poll_seconds: Some(a.restore_poll_seconds.unwrap_or(default_poll_seconds)),
-            max_wait_seconds: Some(a.restore_max_wait_seconds),
+            max_wait_seconds: a.restore_max_wait_seconds,
         }),
         store_kms_key: a.store_kms_key.clone(),
         allow_overlap: a.allow_overlap,
@@ -486,7 +497,8 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
     let n = |v: u64| HumanCount(v).to_string();
     let mut t = String::new();
     let _ = writeln!(t, "copy {}: {}", record.copy_id, record.status.as_str());
-    let _ = writeln!(t, "  range      {} .. {} (events before {} are past retention)", r.start, r.end, r.retention_cutoff);
+    let _ =
+        writeln!(t, "  range      {} .. {} (events before {} are past retention)", r.start, r.end, r.retention_cutoff);
     let _ = writeln!(t, "  source     {}", r.source);
     let _ = writeln!(t, "  store      {}", r.store);
     let _ = writeln!(t, "  prefixes   {}/{} completed", n(s.prefixes_completed), n(s.prefixes_found));

@@ -33,11 +33,8 @@ pub fn run_options(concurrency: usize, json: bool, resume: String) -> (RunOption
             }
         });
     }
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
-    };
+    let bar =
+        if json { ProgressBar::hidden() } else { ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr()) };
     bar.set_style(style(PLANNING));
     bar.set_message("planning: listing day folders");
     bar.enable_steady_tick(Duration::from_millis(200));

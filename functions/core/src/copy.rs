@@ -3,8 +3,8 @@
 //! anywhere before the checkpoint re-runs the batch, which overwrites the same files.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use arrow_array::BooleanArray;
@@ -81,12 +81,14 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
             )));
         }
         Err(CopyError::AccessDenied { message, .. }) => {
-            // Denied on an SSE-KMS object: name the key, not just the object.
+            // Denied on an SSE-KMS object: the key policy (or the role's KMS grant) is missing. That
+            // stops every object under the key, so the item stops with one entry naming the key;
+            // retry resumes it from its checkpoint once decryption is allowed.
             let key = ctx.source.head(&file.key).await.ok().and_then(|h| h.kms_key_id);
-            return Ok(FileResult::Failed(match key {
-                Some(k) => crate::kms::access_denied_entry(location, &k, &message),
-                None => FailureEntry::new(location, "AccessDenied", message),
-            }));
+            return match key {
+                Some(k) => Err(CopyError::Blocked(Box::new(crate::kms::access_denied_entry(&location, &k, &message)))),
+                None => Ok(FileResult::Failed(FailureEntry::new(location, "AccessDenied", message))),
+            };
         }
         Err(e) => {
             return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string())));

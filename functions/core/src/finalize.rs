@@ -80,7 +80,9 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
             s.prefixes_found - s.prefixes_completed,
             count(s.prefixes_found, "prefix", "prefixes"),
         )),
-        CopyStatus::Failed => Some(format!("finished with {}", count(r.failures.len() as u64, "failure entry", "failure entries"))),
+        CopyStatus::Failed => {
+            Some(format!("finished with {}", count(r.failures.len() as u64, "failure entry", "failure entries")))
+        }
         CopyStatus::Stopped => Some(format!("stopped; resume with `{retry}`")),
         // Nothing to copy is a legitimate result, but one a user should not mistake for a copy.
         CopyStatus::Completed if s.prefixes_found == 0 => Some(format!(
@@ -103,6 +105,36 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
 /// `1 prefix`, `2 prefixes`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Ends a copy whose run failed as a whole (the Distributed Map, its ItemReader or ResultWriter,
+/// a tolerated-failure threshold): FAILED, with one failure entry for the run's error besides the
+/// items' entries, whatever the items say, even when the work items cannot be read. So a record
+/// never stays IN_PROGRESS after its execution ended.
+pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Result<CopyRecord> {
+    let mut record = ctx.read_record().await?;
+    let states = read_item_states(ctx).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the work items cannot be read; finalizing without them");
+        Vec::new()
+    });
+    let mut r = rollup(&states);
+    r.failures.push(failure.clone());
+    r.statistics.failed_entries = r.failures.len() as u64;
+    if states.is_empty() {
+        r.statistics.prefixes_found = record.statistics.prefixes_found;
+    }
+    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    record.statistics = r.statistics;
+    record.status = CopyStatus::Failed;
+    record.message = Some(format!(
+        "{}: {}; completed items stay completed: resume with `{}`",
+        failure.error_type,
+        failure.error_message,
+        crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display())
+    ));
+    record.touch();
+    ctx.write_record(&record).await?;
+    Ok(record)
 }
 
 /// The record with live statistics while a copy runs (items checkpoint faster than the record).

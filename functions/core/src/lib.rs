@@ -16,6 +16,7 @@ pub mod prepare;
 pub mod range;
 pub mod record;
 pub mod runner;
+pub mod serverless;
 pub mod storage;
 pub mod storage_class;
 pub mod store;
@@ -23,7 +24,7 @@ pub mod summary;
 
 pub use copy::{CopyLimits, CopyOutcome, copy_item, fail_item};
 pub use error::CopyError;
-pub use finalize::{current_record, finalize_copy, read_failures};
+pub use finalize::{current_record, finalize_copy, finalize_failed_run, read_failures};
 pub use plan::{CopyContext, CopyRequest, RestoreRequest, plan_copy};
 pub use prepare::{PrepareOutcome, prepare_item};
 pub use record::{CopyRecord, CopyStatus, FailureEntry, Statistics, WorkItem};

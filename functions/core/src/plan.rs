@@ -98,7 +98,7 @@ impl CopyContext {
             None => store,
         };
         let kms: Arc<dyn KeyChecker> = match &source_location {
-            Location::S3 { .. } => Arc::new(KmsKeyChecker::new(aws.kms().await)),
+            Location::S3 { .. } => Arc::new(KmsKeyChecker::new(aws.sdk_config().await.clone())),
             Location::Local { .. } => Arc::new(NoKeys),
         };
         let r = &record.request;
@@ -152,7 +152,8 @@ pub fn check_serverless(req: &CopyRequest, retry: bool) -> Result<()> {
         }
     }
     if let Some(r) = &req.restore {
-        let polls = r.max_wait_seconds.unwrap_or(RestoreOptions::default().max_wait_seconds)
+        let tier = RestoreOptions { tier: canonical_tier(r.tier.as_deref()), ..Default::default() };
+        let polls = r.max_wait_seconds.unwrap_or_else(|| tier.max_wait_limit())
             / r.poll_seconds.unwrap_or(RestoreOptions::default().poll_seconds).max(1);
         if polls > MAX_RESTORE_POLLS {
             return Err(CopyError::invalid(
@@ -165,6 +166,17 @@ pub fn check_serverless(req: &CopyRequest, retry: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The tier name a request's `restore.tier` stands for (unknown names are refused later).
+fn canonical_tier(tier: Option<&str>) -> String {
+    match tier.map(str::to_ascii_lowercase).as_deref() {
+        Some("standard") => "Standard",
+        Some("expedited") => "Expedited",
+        Some("no" | "none") => "None",
+        _ => "Bulk",
+    }
+    .into()
 }
 
 /// Checks a request and resolves it against `now`, before any work. Source and store are
@@ -217,7 +229,7 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
             restore.poll_seconds = p.max(1);
         }
         if let Some(m) = r.max_wait_seconds {
-            restore.max_wait_seconds = m;
+            restore.max_wait_seconds = Some(m);
         }
     }
     if restore.tier != "None" {
@@ -262,7 +274,8 @@ fn check_narrowing(source: &Location) -> Result<()> {
 /// is left INITIALIZING and `retry` plans it again once the cause is fixed.
 pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> Result<(CopyContext, Vec<WorkItem>)> {
     // Truncated, never rounded up: createdTime must not lie after the record's first update.
-    let now = now.round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc)).unwrap_or(now);
+    let now =
+        now.round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc)).unwrap_or(now);
     let (resolved, _source, store_location) = resolve_request(req, now)?;
     let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
     let store = store_location.open(aws).await?;
@@ -288,6 +301,7 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
         created_time: now,
         updated_time: now,
         message: None,
+        executions: Vec::new(),
     };
     write_json(store.as_ref(), &keys.record(), &record).await?;
     let planned = match CopyContext::from_record(aws, record.clone(), store_location, store.clone(), keys.clone()).await
@@ -391,14 +405,21 @@ pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
 
 const LIST_CONCURRENCY: usize = 16;
 
-/// Lists one level under each prefix and keeps the sub-prefixes `keep` accepts.
-async fn list_level(
+/// The next level under each prefix, kept where `keep` accepts the segment. A level the source
+/// prefix fixes (`fixed` has a segment at that position) is built, not listed: a narrowed source
+/// never lists above its prefix, so a role whose `s3:prefix` condition names that prefix is
+/// enough (https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html).
+async fn next_level(
     source: &dyn ObjectStore,
+    fixed: &[String],
     prefixes: Vec<(String, usize)>,
     keep: impl Fn(&str, &str, usize) -> Option<usize> + Copy,
 ) -> Result<Vec<(String, usize)>> {
     let lists: Vec<Vec<(String, usize)>> = futures::stream::iter(prefixes)
         .map(|(prefix, pos)| async move {
+            if let Some(seg) = fixed.get(pos) {
+                return Ok(keep(&prefix, seg, pos).map(|p| (format!("{prefix}{seg}/"), p)).into_iter().collect());
+            }
             let listing = source.list_dir(&prefix).await?;
             Ok::<_, CopyError>(
                 listing
@@ -419,22 +440,27 @@ pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, w
     if window.is_empty() {
         return Ok(Vec::new());
     }
-    let narrow = &root.narrowing;
-    // A narrowing segment at `pos` must match exactly; past the narrowing anything goes.
-    let fixed = move |seg: &str, pos: usize| narrow.get(pos).is_none_or(|n| n == seg);
+    let narrow = root.narrowing.as_slice();
+    if let Some(first) = narrow.first()
+        && !layout::is_org_id(first)
+        && !layout::is_account_id(first)
+    {
+        return Err(CopyError::invalid(
+            "source",
+            format!("`{first}` after AWSLogs/ is neither an organization id (o-...) nor a 12-digit account id"),
+        ));
+    }
     let (first, last) = window.day_span();
 
     // Level 1: organizations and accounts.
-    let top = list_level(source, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
-        ((layout::is_org_id(seg) || layout::is_account_id(seg)) && fixed(seg, pos)).then_some(pos + 1)
+    let top = next_level(source, narrow, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
+        (layout::is_org_id(seg) || layout::is_account_id(seg)).then_some(pos + 1)
     })
     .await?;
     let (orgs, mut accounts): (Vec<_>, Vec<_>) =
         top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
-    accounts.extend(
-        list_level(source, orgs, |_, seg, pos| (layout::is_account_id(seg) && fixed(seg, pos)).then_some(pos + 1))
-            .await?,
-    );
+    accounts
+        .extend(next_level(source, narrow, orgs, |_, seg, pos| layout::is_account_id(seg).then_some(pos + 1)).await?);
     // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
     let mut trails = Vec::new();
     for (acct, pos) in accounts {
@@ -448,26 +474,23 @@ pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, w
         }
         trails.push((format!("{acct}CloudTrail/"), pos + 1));
     }
-    let regions = list_level(source, trails, |_, seg, pos| fixed(seg, pos).then_some(pos + 1)).await?;
-    let years = list_level(source, regions, move |_, seg, pos| {
+    let regions = next_level(source, narrow, trails, |_, _, pos| Some(pos + 1)).await?;
+    let years = next_level(source, narrow, regions, move |_, seg, pos| {
         let y: i16 = seg.parse().ok()?;
-        (fixed(seg, pos) && (first.year()..=last.year()).contains(&y)).then_some(pos + 1)
+        (first.year()..=last.year()).contains(&y).then_some(pos + 1)
     })
     .await?;
-    let months = list_level(source, years, move |parent, seg, pos| {
+    let months = next_level(source, narrow, years, move |parent, seg, pos| {
         let y: i16 = layout::last_segment(parent).parse().ok()?;
         let m: i8 = seg.parse().ok()?;
         let ym = (y, m);
-        (fixed(seg, pos)
-            && (1..=12).contains(&m)
-            && ym >= (first.year(), first.month())
-            && ym <= (last.year(), last.month()))
+        ((1..=12).contains(&m) && ym >= (first.year(), first.month()) && ym <= (last.year(), last.month()))
             .then_some(pos + 1)
     })
     .await?;
-    let days = list_level(source, months, move |parent, seg, pos| {
+    let days = next_level(source, narrow, months, move |parent, seg, pos| {
         let d = layout::day_of_prefix(&format!("{parent}{seg}/"))?;
-        (fixed(seg, pos) && d >= first && d <= last).then_some(pos + 1)
+        (d >= first && d <= last).then_some(pos + 1)
     })
     .await?;
     let mut prefixes: Vec<String> = days.into_iter().map(|(p, _)| p).collect();

@@ -40,12 +40,22 @@ pub struct RestoreOptions {
     pub tier: String,
     pub days: i32,
     pub poll_seconds: u64,
-    pub max_wait_seconds: u64,
+    /// Fail a work item whose restores take longer. None: by tier and storage class
+    /// ([`crate::storage_class::default_max_wait`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_seconds: Option<u64>,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { tier: "Bulk".into(), days: 7, poll_seconds: 900, max_wait_seconds: 48 * 3600 }
+        RestoreOptions { tier: "Bulk".into(), days: 7, poll_seconds: 900, max_wait_seconds: None }
+    }
+}
+
+impl RestoreOptions {
+    /// The longest any work item of the copy may wait for its restores.
+    pub fn max_wait_limit(&self) -> u64 {
+        self.max_wait_seconds.unwrap_or_else(|| crate::storage_class::worst_max_wait(&self.tier))
     }
 }
 
@@ -153,6 +163,9 @@ pub struct CopyRecord {
     pub updated_time: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The state machine executions that ran this copy (its first run and its retries), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executions: Vec<String>,
 }
 
 impl CopyRecord {
@@ -210,6 +223,12 @@ pub struct ItemState {
     /// The status a FAILED item resumes in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_status: Option<ItemStatus>,
+    /// Objects whose restore is still running: the only ones a poll asks about again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restoring: Vec<String>,
+    /// The restore wait this item allows by its objects' classes (when the request gives none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_max_wait_seconds: Option<u64>,
 }
 
 impl ItemState {
@@ -224,6 +243,8 @@ impl ItemState {
             error: None,
             restore_started_time: None,
             resume_status: None,
+            restoring: Vec::new(),
+            restore_max_wait_seconds: None,
         }
     }
 }
@@ -260,6 +281,13 @@ impl RecordKeys {
     }
     pub fn item_files(&self, index: &str) -> String {
         format!("{}items/{index}/files.json", self.base)
+    }
+    /// `s3://bucket/<prefix>copies/<id>/workitems.json` (or the path), for messages.
+    pub fn work_items_location(&self, store: &crate::storage::Location) -> String {
+        match store {
+            crate::storage::Location::S3 { bucket, .. } => format!("s3://{bucket}/{}", self.work_items()),
+            crate::storage::Location::Local { root, .. } => root.join(self.work_items()).display().to_string(),
+        }
     }
     pub fn item_seen(&self, index: &str, batch: u32) -> String {
         format!("{}items/{index}/seen-{batch:06}.bin", self.base)

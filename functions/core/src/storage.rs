@@ -67,8 +67,14 @@ pub async fn get_opt(store: &dyn ObjectStore, key: &str) -> Result<Option<Bytes>
 pub enum Location {
     /// `prefix` is empty, or (for a trail source pointing inside its `AWSLogs/` tree, as an S3
     /// prefix can) `AWSLogs/…/` below `root`.
-    Local { root: PathBuf, prefix: String },
-    S3 { bucket: String, prefix: String },
+    Local {
+        root: PathBuf,
+        prefix: String,
+    },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
 }
 
 impl Location {
@@ -249,11 +255,19 @@ fn valid_bucket_name(b: &str) -> bool {
 #[derive(Default)]
 pub struct AwsClients {
     config: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    /// Sent in every request's User-Agent as `app/<name>`: CloudTrail's userAgent then tells which
+    /// trailcopy part made a call (and the tests attribute each recorded request to its function).
+    app_name: Option<aws_config::AppName>,
 }
 
 impl AwsClients {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Clients whose requests carry `app/<name>` in their User-Agent (e.g. `trailcopy-copy`).
+    pub fn with_app_name(name: &'static str) -> Self {
+        AwsClients { config: Default::default(), app_name: aws_config::AppName::new(name).ok() }
     }
 
     pub async fn sdk_config(&self) -> &aws_config::SdkConfig {
@@ -276,11 +290,13 @@ impl AwsClients {
                     .connect_timeout(std::time::Duration::from_secs(10))
                     .read_timeout(std::time::Duration::from_secs_f64(read_timeout))
                     .build();
-                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .retry_config(retry)
-                    .timeout_config(timeouts)
-                    .load()
-                    .await
+                    .timeout_config(timeouts);
+                if let Some(name) = &self.app_name {
+                    loader = loader.app_name(name.clone());
+                }
+                loader.load().await
             })
             .await
     }
@@ -293,21 +309,59 @@ impl AwsClients {
         }
     }
 
-    pub async fn kms(&self) -> aws_sdk_kms::Client {
-        aws_sdk_kms::Client::new(self.sdk_config().await)
+    /// The configured region (`AWS_REGION`; in a Lambda, the function's own region).
+    pub async fn region(&self) -> Option<String> {
+        self.sdk_config().await.region().map(|r| r.as_ref().to_string())
     }
 
-    /// A client in the bucket's own region (a central trail bucket is often elsewhere):
-    /// HeadBucket answers with `x-amz-bucket-region`, even on a redirect or a denial.
-    pub async fn s3_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+    /// A KMS client in `region` (a key lives in one region: KMS answers NotFound elsewhere), or in the
+    /// configured region.
+    pub async fn kms_in(&self, region: Option<&str>) -> aws_sdk_kms::Client {
+        let mut builder = aws_sdk_kms::config::Builder::from(self.sdk_config().await);
+        if let Some(r) = region {
+            builder = builder.region(aws_sdk_kms::config::Region::new(r.to_string()));
+        }
+        aws_sdk_kms::Client::from_conf(builder.build())
+    }
+
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        self.kms_in(None).await
+    }
+
+    /// The region a bucket lives in. GetBucketLocation first: it needs only s3:GetBucketLocation,
+    /// which the stack grants on its buckets, while HeadBucket needs s3:ListBucket with no
+    /// `s3:prefix` in the request, which a role limited to a prefix never has
+    /// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html,
+    /// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketLocation.html). HeadBucket's
+    /// `x-amz-bucket-region` header (sent even on a denial) is the fallback, e.g. for a bucket of
+    /// another account whose policy does not grant GetBucketLocation.
+    pub async fn bucket_region(&self, bucket: &str) -> Option<String> {
         let client = self.s3_in(None).await;
-        let region = match client.head_bucket().bucket(bucket).send().await {
+        match client.get_bucket_location().bucket(bucket).send().await {
+            Ok(out) => {
+                // No constraint is us-east-1; `EU` is the legacy name of eu-west-1.
+                return Some(match out.location_constraint().map(|c| c.as_str()) {
+                    None | Some("") => "us-east-1".to_string(),
+                    Some("EU") => "eu-west-1".to_string(),
+                    Some(r) => r.to_string(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "GetBucketLocation failed")
+            }
+        }
+        match client.head_bucket().bucket(bucket).send().await {
             Ok(out) => out.bucket_region().map(str::to_string),
             Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
             Err(_) => None,
-        };
+        }
+    }
+
+    /// A client in the bucket's own region (a central trail bucket is often elsewhere).
+    pub async fn s3_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+        let client = self.s3_in(None).await;
         let current = client.config().region().map(|r| r.as_ref().to_string());
-        match region {
+        match self.bucket_region(bucket).await {
             Some(r) if Some(&r) != current.as_ref() => {
                 tracing::info!(bucket, region = %r, "using the bucket's region");
                 self.s3_in(Some(r)).await

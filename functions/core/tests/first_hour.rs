@@ -82,7 +82,10 @@ fn s3_sources_overlap_by_prefix() {
     assert!(sources_overlap(&s3("s3://bkt"), &s3("s3://bkt/AWSLogs/")));
     assert!(sources_overlap(&s3("s3://bkt/"), &s3("s3://bkt/AWSLogs/o-x/111122223333/CloudTrail/us-east-1/")));
     assert!(!sources_overlap(&s3("s3://bkt/AWSLogs/111122223333/"), &s3("s3://bkt/AWSLogs/444455556666/")));
-    assert!(!sources_overlap(&s3("s3://bkt/trails/a/"), &s3("s3://bkt/trails/b/")), "two trails under different prefixes");
+    assert!(
+        !sources_overlap(&s3("s3://bkt/trails/a/"), &s3("s3://bkt/trails/b/")),
+        "two trails under different prefixes"
+    );
     assert!(!sources_overlap(&s3("s3://bkt/"), &s3("s3://ckt/")));
 }
 
@@ -91,8 +94,7 @@ fn folders_that_are_not_trails_are_refused() {
     let dir = temp("not-trails");
     std::fs::create_dir_all(dir.join("empty")).unwrap();
     std::fs::create_dir_all(dir.join("other/logs")).unwrap();
-    for (name, why) in [("missing", "does not exist"), ("empty", "holds no AWSLogs/"), ("other", "holds no AWSLogs/")]
-    {
+    for (name, why) in [("missing", "does not exist"), ("empty", "holds no AWSLogs/"), ("other", "holds no AWSLogs/")] {
         let err = resolve_request(&request(&dir.join(name), &dir.join("store")), jiff::Timestamp::now()).unwrap_err();
         match err {
             CopyError::InvalidRequest { field: "source", reason } => assert!(reason.contains(why), "{name}: {reason}"),
@@ -125,7 +127,8 @@ fn trail_with_defects(dir: &Path) -> PathBuf {
     gz.write_all(body.as_bytes()).unwrap();
     std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0505Z_defect.json.gz"), gz.finish().unwrap())
         .unwrap();
-    std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0605Z_broken.json.gz"), b"\x1f\x8b no").unwrap();
+    std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0605Z_broken.json.gz"), b"\x1f\x8b no")
+        .unwrap();
     std::fs::write(day.join("notes.txt"), b"not a log").unwrap();
     src
 }
