@@ -6,6 +6,7 @@
 
 pub mod copy;
 pub mod error;
+pub mod export;
 pub mod event;
 pub mod finalize;
 pub mod kms;
