@@ -159,6 +159,7 @@ def build() -> tuple[Trail, dict]:
                 e["tlsDetails"] = {"tlsVersion": "TLSv1.2" if e["awsRegion"] == "ap-east-1" else "TLSv1.3",
                                    "cipherSuite": "TLS_AES_128_GCM_SHA256", "clientProvidedHostHeader": "x.amazonaws.com"}
     exp["old-tls-clients"] = {(MALLORY["arn"], "TLSv1.2", 2)}
+    exp["source-of-event"] = {(True,)}
     return t, exp
 
 
