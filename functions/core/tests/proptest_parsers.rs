@@ -18,7 +18,6 @@
 use std::io::Write;
 use std::sync::LazyLock;
 
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use jiff::Timestamp;
@@ -26,7 +25,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use trailcopy::event::rebuild::Rebuilder;
 use trailcopy::event::schema::{NodeKind, Shape};
-use trailcopy::event::{COLUMNS, Kind, ParsedFile, gunzip, parse_log};
+use trailcopy::event::{COLUMNS, Kind, OTHER_FIELDS, ParsedFile, gunzip, parse_log};
 use trailcopy::layout::{day_of_prefix, file_timestamp, trail_root};
 use trailcopy::range::Window;
 use trailcopy::storage::Location;
