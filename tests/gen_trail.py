@@ -75,6 +75,7 @@ class Gen:
         self.files = []  # manifest file entries
         self.events = []  # manifest event entries
         self.seq = 0
+        self.odd_shapes = 0
         self.bytes_uncompressed = 0
         self.bytes_written = 0
         self.detail = args.manifest_detail
@@ -292,7 +293,7 @@ class Gen:
         elif x < 0.025:
             # userIdentity shapes the struct does not hold (-> otherFields; the event is kept as it is):
             # unknown and oddly typed subfields, a null or absent userIdentity, a non-object one.
-            odd = int((x - 0.015) * 1000)  # 0..9, from the same draw
+            odd, self.odd_shapes = self.odd_shapes % 10, self.odd_shapes + 1  # each shape in turn
             if odd == 0:
                 e["userIdentity"] = None
             elif odd == 1:

@@ -10,7 +10,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import GEN_ORG_RANGE, REPO, base_env, export_store, source_dir
 from expect import canon, expected
@@ -65,7 +64,9 @@ def parquet_hive_types(path: Path) -> dict:
 
 def test_glue_table_declares_every_parquet_column_with_its_type(store):
     """Glue columns ⊇ Parquet columns, struct types field for field in CloudTrail's casing."""
-    doc = yaml.load((REPO / "template.yaml").read_text(), Loader=type("L", (yaml.SafeLoader,), {}))
+    import sm_harness
+
+    doc = sm_harness.load_template()
     cols = {c["Name"]: c["Type"] for c in doc["Resources"]["EventsTable"]["Properties"]["TableInput"]
             ["StorageDescriptor"]["Columns"]}
     files = sorted(store.glob("events/**/*.parquet"))
