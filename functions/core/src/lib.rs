@@ -6,8 +6,8 @@
 
 pub mod copy;
 pub mod error;
-pub mod export;
 pub mod event;
+pub mod export;
 pub mod finalize;
 pub mod kms;
 pub mod layout;

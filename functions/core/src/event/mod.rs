@@ -118,9 +118,9 @@ pub fn format_event_time(t: Timestamp) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use super::schema::column_index;
     use super::scan::is_canonical_time;
+    use super::schema::column_index;
+    use super::*;
     use arrow_array::Array;
     use arrow_array::cast::AsArray;
     use arrow_array::types::TimestampMicrosecondType;
@@ -236,7 +236,10 @@ mod tests {
         assert_eq!(field(0, &["sessionContext", "attributes", "mfaAuthenticated"]).as_deref(), Some("false"));
         assert!(field(0, &["sessionContext", "sessionIssuer", "arn"]).is_none());
         assert_eq!(field(1, &["type"]), None, "a number is not a string: it goes to otherFields");
-        assert_eq!(field(2, &["sessionContext", "webIdFederationData", "attributes"]).as_deref(), Some(r#"{"aud":"x"}"#));
+        assert_eq!(
+            field(2, &["sessionContext", "webIdFederationData", "attributes"]).as_deref(),
+            Some(r#"{"aud":"x"}"#)
+        );
         assert!(ui.is_null(4) && ui.is_null(5) && ui.is_null(6) && ui.is_null(11));
         assert!(ui.is_valid(7));
         let other = b.column_by_name(OTHER_FIELDS).unwrap().as_string::<i32>();
@@ -258,7 +261,10 @@ mod tests {
         let mut line = String::new();
         let r = rebuild::Rebuilder::new(&b.schema()).unwrap();
         r.write_row(b, 1, &mut line);
-        assert!(line.contains(r#""newField":{"deep":[1,2.50,123456789012345678901234567890]}"#), "numbers keep their text: {line}");
+        assert!(
+            line.contains(r#""newField":{"deep":[1,2.50,123456789012345678901234567890]}"#),
+            "numbers keep their text: {line}"
+        );
     }
 
     #[test]

@@ -419,4 +419,3 @@ fn parse_version(v: &str) -> Option<(u32, u32)> {
 fn truncate(s: &str, n: usize) -> String {
     s.chars().take(n).collect()
 }
-
