@@ -120,6 +120,7 @@ class Gen:
         self.files = []  # manifest file entries
         self.events = []  # manifest event entries
         self.seq = 0
+        self.odd_shapes = 0
         self.bytes_uncompressed = 0
         self.bytes_written = 0
         self.detail = args.manifest_detail
@@ -349,6 +350,31 @@ class Gen:
             e["futureField"] = {"x": 1}
         elif x < 0.015:
             e["errorCode"] = None  # present but null: does not fit the VARCHAR column -> otherFields
+        elif x < 0.025:
+            # userIdentity shapes the struct does not hold (-> otherFields; the event is kept as it is):
+            # unknown and oddly typed subfields, a null or absent userIdentity, a non-object one.
+            odd, self.odd_shapes = self.odd_shapes % 10, self.odd_shapes + 1  # each shape in turn
+            if odd == 0:
+                e["userIdentity"] = None
+            elif odd == 1:
+                del e["userIdentity"]
+            elif odd == 2:
+                e["userIdentity"] = "odd-identity"
+            elif odd == 3:
+                ui["futureSubfield"] = {"n": [1, 2.5, 12345678901234567890]}
+            elif odd == 4:
+                ui["accountId"] = 123456789012
+            elif odd == 5:
+                ui["arn"] = None
+            elif odd == 6:
+                ui["sessionContext"] = {"attributes": {"mfaAuthenticated": True, "extra": "x"}, "sessionIssuer": "odd"}
+            elif odd == 7:
+                ui["sessionContext"] = {"webIdFederationData": {"federatedProvider": "accounts.google.com",
+                                                                "attributes": {"aud": "x", "n": 1}}}
+            elif odd == 8:
+                ui["onBehalfOf"] = {"userId": "u-1", "identityStoreArn": "arn:aws:identitystore::1:identitystore/d-1"}
+            else:
+                e["tlsDetails"] = {"tlsVersion": None, "keyExchange": "X25519"}
         return e
 
     # ------------------------------------------------------------------ layout

@@ -291,7 +291,8 @@ def test_glue_table_projects_the_date_partition_over_events():
     cols = {c["Name"]: c["Type"] for c in sd["Columns"]}
     assert cols["eventTime"] == "timestamp"
     assert cols["readOnly"] == cols["managementEvent"] == "boolean"
-    assert cols["userIdentity"] == cols["requestParameters"] == cols["otherFields"] == "string"
+    assert cols["requestParameters"] == cols["otherFields"] == cols["sourceLogFile"] == "string"
+    assert cols["userIdentity"].startswith("struct<type:string,principalId:string,arn:string,")
 
 
 def test_state_machine_is_standard_and_logs_to_its_log_group():

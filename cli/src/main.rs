@@ -88,6 +88,18 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Write the stored events back as CloudTrail records, one JSON object per line on stdout.
+    Export {
+        /// Event data store: a local folder or s3://bucket[/prefix].
+        #[arg(long)]
+        store: String,
+        /// Only events at or after this time: RFC 3339 or YYYY-MM-DD (UTC midnight).
+        #[arg(long)]
+        start: Option<String>,
+        /// Only events before this time: RFC 3339 or YYYY-MM-DD.
+        #[arg(long)]
+        end: Option<String>,
+    },
     /// Rows per date and the top event names in a store (read back from its Parquet files).
     Summary {
         #[command(flatten)]
@@ -379,6 +391,28 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 print_out(&text);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { store, start, end } => {
+            let start = start.map(|s| trailcopy::range::parse_instant("start", &s)).transpose()?;
+            let end = end.map(|s| trailcopy::range::parse_instant("end", &s)).transpose()?;
+            let location = Location::parse("store", &store)?;
+            let s = location.open(aws).await?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            match trailcopy::export::export_events(s.as_ref(), location.prefix(), start, end, &mut out).await {
+                Ok(stats) => {
+                    for (location, why) in &stats.failed_files {
+                        eprintln!("error: {location}: not exported: {why}");
+                    }
+                    Ok(if stats.failed_files.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                }
+                // `trailcopy export ... | head`: the reader has what it wanted.
+                Err(e) if e.is_closed_pipe() => Ok(ExitCode::SUCCESS),
+                Err(trailcopy::export::ExportError::Store(e)) => Err(e),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Summary { store, top } => {
             let location = Location::parse("store", &store.store)?;

@@ -191,6 +191,7 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                             ),
                         ));
                     }
+                    let source_log_file = ctx.source.location(&file.key);
                     for part in parsed.parts {
                         let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
                         let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
@@ -206,7 +207,7 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                         let duplicates = part.keys.len() - rows.num_rows();
                         delta.events_duplicate += duplicates as u64;
                         delta.events_completed += rows.num_rows() as u64;
-                        writer.write(part.date, &rows)?;
+                        writer.write(part.date, &rows, &source_log_file)?;
                     }
                 }
             }

@@ -8,6 +8,7 @@ pub mod aws_error;
 pub mod copy;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod finalize;
 pub mod kms;
 pub mod layout;
