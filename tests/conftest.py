@@ -26,8 +26,12 @@ sys.path.insert(0, str(TESTS))
 import gen_trail  # noqa: E402
 
 # Nested CloudTrail objects stored as JSON text (docs/contracts.md).
-JSON_COLUMNS = {"userIdentity", "requestParameters", "responseElements", "resources", "additionalEventData",
-                "tlsDetails", "serviceEventDetails", "addendum", "edgeDeviceDetails", "insightDetails", "eventContext"}
+JSON_COLUMNS = {"requestParameters", "responseElements", "resources", "additionalEventData",
+                "serviceEventDetails", "addendum", "edgeDeviceDetails", "insightDetails", "eventContext"}
+# Struct columns, and their leaves that hold JSON text (dotted paths inside the struct).
+STRUCT_COLUMNS = {"userIdentity": {"sessionContext.webIdFederationData.attributes"}, "tlsDetails": set()}
+# Columns that are not part of the CloudTrail record.
+PROVENANCE_COLUMNS = {"sourceLogFile"}
 
 # The session's generated trail: the layout and defects the e2e tests share (local and S3).
 GEN_ORG_ARGS = dict(seed=7, accounts=3, regions="us-east-1,eu-west-1,ap-southeast-2", start_day="2024-03-01",
@@ -77,15 +81,15 @@ def trailcopy_bin() -> str:
 
 @pytest.fixture(scope="session")
 def trailcopy(trailcopy_bin):
-    """trailcopy(*args, env={...}, timeout=...) -> Run. Never raises on a non-zero exit."""
+    """trailcopy(*args, env={...}, timeout=..., cwd=...) -> Run. Never raises on a non-zero exit."""
 
-    def run(*args, env: dict | None = None, timeout: float = 60) -> Run:
+    def run(*args, env: dict | None = None, timeout: float = 60, cwd=None) -> Run:
         e = base_env()
         e.update(env or {})
         args = [str(a) for a in args]
         try:
             p = subprocess.run([trailcopy_bin, *args], capture_output=True, text=True, env=e, timeout=timeout,
-                               stdin=subprocess.DEVNULL)
+                               stdin=subprocess.DEVNULL, cwd=cwd)
         except subprocess.TimeoutExpired as t:
             out = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
             raise AssertionError("trailcopy did not finish in %ss:\n%s" % (
@@ -224,17 +228,50 @@ def store_count(store: Path) -> int:
     return con.execute(f"SELECT count(*) FROM {src}").fetchone()[0]
 
 
+def _struct_value(v: dict, json_leaves: set, path: str = "") -> dict:
+    out = {}
+    for k, x in v.items():
+        p = f"{path}{k}"
+        if x is None:
+            continue
+        if isinstance(x, dict):
+            out[k] = _struct_value(x, json_leaves, p + ".")
+        else:
+            out[k] = json.loads(x) if p in json_leaves else x
+    return out
+
+
+def _deep_merge(base: dict, overlay: dict) -> dict:
+    for k, v in overlay.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
 def rebuild_event(row: dict) -> dict:
-    """contracts.md: typed columns that are non-NULL (JSON columns parsed, eventTime formatted), then
-    overlay otherFields' keys."""
+    """contracts.md, written independently of the Rust rebuild (`trailcopy export`): typed columns
+    that are non-NULL (JSON columns parsed, structs as objects of their non-NULL fields, eventTime
+    formatted), then otherFields deep-merged on top (an object onto a struct, at every depth)."""
     ev = {}
     for k, v in row.items():
-        if k in ("date", "otherFields") or v is None:
+        if k in ("date", "otherFields") or k in PROVENANCE_COLUMNS or v is None:
             continue
-        ev[k] = json.loads(v) if k in JSON_COLUMNS else v
+        if k in STRUCT_COLUMNS:
+            ev[k] = _struct_value(v, STRUCT_COLUMNS[k])
+        else:
+            ev[k] = json.loads(v) if k in JSON_COLUMNS else v
     if row.get("otherFields") is not None:
-        ev.update(json.loads(row["otherFields"]))
+        _deep_merge(ev, json.loads(row["otherFields"]))
     return ev
+
+
+def export_store(trailcopy, store, *args, env=None) -> list:
+    """`trailcopy export --store STORE [args]`: the records it writes, one JSON object per line."""
+    r = trailcopy("export", "--store", store, *args, env=env, timeout=120)
+    assert r.returncode == 0, r.describe()
+    return [json.loads(line) for line in r.stdout.splitlines()]
 
 
 def duplicate_report(store: Path, limit: int = 5) -> str:

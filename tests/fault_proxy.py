@@ -54,9 +54,11 @@ def s3_error_xml(code: str, message: str, resource: str, request_id: str) -> byt
 
 class FaultProxy:
     def __init__(self, upstream: str, rate: float = 0.10, seed: int = 0, kinds=DEFAULT_KINDS,
-                 stall_seconds: float = 3.0, methods=None):
+                 stall_seconds: float = 3.0, methods=None, record: bool = False):
         """upstream: http://host:port of the real S3 API. methods: only requests with these HTTP methods
-        may be faulted (None: all). body_cut applies to GET responses only (others get no fault)."""
+        may be faulted (None: all). body_cut applies to GET responses only (others get no fault).
+        record: keep every forwarded request in `records` (method, path, headers, body of JSON-protocol
+        calls such as KMS's, response status and headers) for tests that check what was asked."""
         u = urlsplit(upstream)
         self.upstream = (u.hostname, u.port or 80)
         self.rate = rate
@@ -73,6 +75,8 @@ class FaultProxy:
         self.stalls_abandoned_by_client = 0
         self.stalls_ended_by_proxy = 0
         self.log = []  # (n, method, path, kind)
+        self.record = record
+        self.records: list[dict] = []
         self.enabled = True
         self.server = None
         self.thread = None
@@ -241,6 +245,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._stall()
             return
         status, reason, headers, data = self._forward(body)
+        if self.proxy.record:
+            entry = {"method": self.command, "path": self.path,
+                     "headers": {k.lower(): v for k, v in self.headers.items()},
+                     "body": body if self.headers.get("X-Amz-Target") else b"",
+                     "status": status, "response_headers": {k.lower(): v for k, v in headers}}
+            with self.proxy.lock:
+                self.proxy.records.append(entry)
         self.send_response(status, reason)
         has_length = False
         for k, v in headers:

@@ -18,6 +18,13 @@ tests/expect.py). Same seed + same options => byte-identical output.
 Defects land on the middle generated day, in files named 10:00-14:00 UTC, so any test range that
 covers that day whole sees all of them (the outcome of a defect file is then unambiguous).
 
+Events are plausible: who makes a call, from where and with which user agent follows the CALLERS
+table (people in the console and on the CLI, a Lambda function's role, AWS services with invokedBy).
+
+The README's sample trail (examples/sample-trail) is, exactly:
+    python3 tests/gen_trail.py --out examples/sample-trail --seed 2026 --start-day 2026-11-01 --days 2 \\
+        --files-per-day 6 --events-per-file 40 --org-id o-exampleorg1 --digest --duplicates 3
+
 Examples:
     python3 tests/gen_trail.py --out /tmp/trail --manifest /tmp/trail.json --seed 7 \\
         --accounts 3 --regions us-east-1,eu-west-1 --start-day 2024-03-01 --days 3 \\
@@ -44,6 +51,44 @@ FIFTEEN_MIN = 15 * 60
 
 # Kinds of invalid events the contract rejects (the reason is for humans; the engine's wording may differ).
 INVALID_KINDS = ("missing-eventTime", "bad-eventTime", "missing-eventName", "not-an-object")
+
+
+# Who makes which call, so events read like a real trail (CloudTrail userIdentity and record contents
+# references: https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-event-reference-user-identity.html,
+# .../cloudtrail-event-reference-record-contents.html): people sign in and click in the console with a browser,
+# use the CLI and SDKs from public addresses; a Lambda function's role calls with its runtime's SDK; a call an AWS
+# service makes has the service's DNS name as sourceIPAddress and userAgent, and names it in invokedBy.
+BROWSERS = ("Mozilla/5.0 (Macintosh; Intel Mac OS X 14_3) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.3 Safari/605.1.15",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/122.0.0.0 Safari/537.36",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:123.0) Gecko/20100101 Firefox/123.0 — ünïcödé ☃")
+CLI_AGENTS = ("aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#6.1 md/arch#x86_64 lang/python#3.11.8",
+              "aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/macos#23.3.0 md/arch#arm64 lang/python#3.11.8 md/prompt#off",
+              "Boto3/1.34.51 md/Botocore#1.34.51 ua/2.0 os/linux#5.10 md/arch#x86_64 lang/python#3.12.2")
+CI_AGENTS = ("aws-sdk-go-v2/1.25.2 os/linux lang/go#1.22.0 api/s3#1.51.1",
+             "aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#6.1 md/arch#x86_64 lang/python#3.11.8 exec-env/CI")
+LAMBDA_AGENTS = ("Boto3/1.34.51 md/Botocore#1.34.51 ua/2.0 os/linux#5.10 md/arch#x86_64 lang/python#3.12.2 "
+                 "exec-env/AWS_Lambda_python3.12",
+                 "aws-sdk-go-v2/1.25.2 os/linux lang/go#1.22.0 exec-env/AWS_Lambda_provided.al2023")
+# actor kind -> (principals, user agents, from a public address?)
+ACTORS = {
+    "console": (("alice", "bob", "José", "Admin", "Root"), BROWSERS, True),
+    "cli": (("alice", "bob", "José", "data-eng", "Admin", "OrganizationAccountAccessRole"), CLI_AGENTS, True),
+    "ci": (("ci-deployer",), CI_AGENTS, True),
+    "lambda": (("lambda-exec",), LAMBDA_AGENTS, True),
+    "via": (("lambda-exec", "data-eng", "ci-deployer"), (), False),
+}
+# eventName -> who may make it: an actor kind, `service:<principal>` (the service itself) or `via:<principal>`
+CALLERS = {
+    "DescribeInstances": ("console", "cli", "ci"), "RunInstances": ("console", "cli", "ci"),
+    "GetObject": ("lambda", "cli", "ci"), "PutObject": ("lambda", "ci"),
+    "CreateUser": ("console", "cli"), "ListRoles": ("console", "cli", "ci"),
+    "AssumeRole": ("service:lambda.amazonaws.com", "cli", "ci"),
+    "GetCallerIdentity": ("cli", "ci", "lambda"),
+    "Decrypt": ("via:s3.amazonaws.com", "lambda"), "GenerateDataKey": ("via:s3.amazonaws.com",),
+    "Invoke": ("cli", "ci", "lambda"), "ListFunctions20150331": ("console", "cli"),
+    "GetItem": ("lambda", "cli"), "LookupEvents": ("console", "cli"), "CreateLogStream": ("lambda",),
+    "ConsoleLogin": ("console",),
+}
 
 
 def canon(v) -> str:
@@ -75,6 +120,7 @@ class Gen:
         self.files = []  # manifest file entries
         self.events = []  # manifest event entries
         self.seq = 0
+        self.odd_shapes = 0
         self.bytes_uncompressed = 0
         self.bytes_written = 0
         self.detail = args.manifest_detail
@@ -99,45 +145,59 @@ class Gen:
 
     # ------------------------------------------------------------------ identities
     def _principals(self, acct):
+        """The account's principals by name: IAM users, assumed roles, the root user."""
         r = self.rng
         uid = lambda: "AIDA" + "".join(r.choices(string.ascii_uppercase + string.digits, k=17))
         rid = "AROA" + "".join(r.choices(string.ascii_uppercase + string.digits, k=17))
-        users = ["alice", "bob", "ci-deployer", "José", "data-eng"]
-        out = []
-        for u in users:
-            out.append({"type": "IAMUser", "principalId": uid(), "arn": f"arn:aws:iam::{acct}:user/{u}",
-                        "accountId": acct, "accessKeyId": None, "userName": u})
+        out = {}
+        for u in ("alice", "bob", "ci-deployer", "José", "data-eng"):
+            out[u] = {"type": "IAMUser", "principalId": uid(), "arn": f"arn:aws:iam::{acct}:user/{u}",
+                      "accountId": acct, "accessKeyId": None, "userName": u}
         for role, sess in (("Admin", "console-session"), ("OrganizationAccountAccessRole", "ops"),
                            ("lambda-exec", "fn-ingest")):
-            out.append({"type": "AssumedRole", "principalId": f"{rid}:{sess}",
-                        "arn": f"arn:aws:sts::{acct}:assumed-role/{role}/{sess}", "accountId": acct,
-                        "accessKeyId": None,
-                        "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": rid,
-                                                             "arn": f"arn:aws:iam::{acct}:role/{role}",
-                                                             "accountId": acct, "userName": role},
-                                           "webIdFederationData": {},
-                                           "attributes": {"creationDate": None, "mfaAuthenticated": "false"}}})
-        out.append({"type": "AWSService", "invokedBy": "lambda.amazonaws.com"})
-        out.append({"type": "Root", "principalId": acct, "arn": f"arn:aws:iam::{acct}:root", "accountId": acct,
-                    "accessKeyId": None})
+            out[role] = {"type": "AssumedRole", "principalId": f"{rid}:{sess}",
+                         "arn": f"arn:aws:sts::{acct}:assumed-role/{role}/{sess}", "accountId": acct,
+                         "accessKeyId": None,
+                         "sessionContext": {"sessionIssuer": {"type": "Role", "principalId": rid,
+                                                              "arn": f"arn:aws:iam::{acct}:role/{role}",
+                                                              "accountId": acct, "userName": role},
+                                            "webIdFederationData": {},
+                                            "attributes": {"creationDate": None, "mfaAuthenticated": "false"}}}
+        out["Root"] = {"type": "Root", "principalId": acct, "arn": f"arn:aws:iam::{acct}:root", "accountId": acct,
+                       "accessKeyId": None}
         return out
 
-    def identity(self, acct, t: dt.datetime, version: str):
+    def identity(self, acct, name: str, t: dt.datetime, version: str, console: bool = False):
         r = self.rng
-        p = copy.deepcopy(r.choice(self.principals[acct]))
-        if "accessKeyId" in p:
+        p = copy.deepcopy(self.principals[acct][name])
+        if console and p["type"] != "AssumedRole":
+            del p["accessKeyId"]  # a console sign-in uses no access key
+        elif "accessKeyId" in p:
             p["accessKeyId"] = self.key_id("ASIA" if p["type"] == "AssumedRole" else "AKIA")
         if p["type"] == "AssumedRole":
             p["sessionContext"]["attributes"]["creationDate"] = fmt_time(t - dt.timedelta(minutes=r.randrange(1, 600)))
-            if r.random() < 0.3:
+            if console or r.random() < 0.3:
                 p["sessionContext"]["attributes"]["mfaAuthenticated"] = "true"
-            if version >= "1.09" and r.random() < 0.2:
+            if version >= "1.09" and name != "lambda-exec" and r.random() < 0.2:
                 p["sessionContext"]["sourceIdentity"] = "alice@example.com"
-        elif p["type"] == "IAMUser" and version >= "1.08" and r.random() < 0.5:
+        elif p["type"] == "IAMUser" and version >= "1.08" and not console and r.random() < 0.5:
             p["sessionContext"] = {"sessionIssuer": {}, "webIdFederationData": {},
                                    "attributes": {"creationDate": fmt_time(t - dt.timedelta(minutes=5)),
                                                   "mfaAuthenticated": "false"}}
         return p
+
+    def caller(self, acct, name: str, t: dt.datetime, version: str):
+        """(userIdentity, sourceIPAddress, userAgent, console) of a call, from the CALLERS table."""
+        r = self.rng
+        kind, _, service = r.choice(CALLERS[name]).partition(":")
+        if kind == "service":  # an AWS service acting with its own service principal
+            return {"type": "AWSService", "invokedBy": service}, service, service, False
+        principals, agents, ip = ACTORS[kind]
+        ui = self.identity(acct, r.choice(principals), t, version, console=kind == "console")
+        if kind == "via":  # a principal's call that an AWS service made on its behalf (e.g. S3 → KMS)
+            ui["invokedBy"] = service
+            return ui, service, service, False
+        return ui, self.ip() if ip else "AWS Internal", r.choice(agents), kind == "console"
 
     # ------------------------------------------------------------------ API call catalog
     def api_call(self, acct, region):
@@ -246,16 +306,17 @@ class Gen:
         r = self.rng
         v = self.version()
         src, name, ro, cat, req, resp, res, extra = self.api_call(acct, region)
-        ui = self.identity(acct, t, v)
+        ui, ip, agent, console = self.caller(acct, name, t, v)
+        if name == "AssumeRole" and ui["type"] == "AWSService":  # Lambda assumes a function's execution role
+            req.update(roleArn=f"arn:aws:iam::{acct}:role/lambda-exec", roleSessionName="fn-ingest")
+            resp["assumedRoleUser"]["arn"] = f"arn:aws:sts::{acct}:assumed-role/lambda-exec/fn-ingest"
         e = {"eventVersion": v, "userIdentity": ui, "eventTime": fmt_time(t), "eventSource": src, "eventName": name,
              "awsRegion": "us-east-1" if src in ("iam.amazonaws.com", "signin.amazonaws.com") else region,
-             "sourceIPAddress": "lambda.amazonaws.com" if ui["type"] == "AWSService" else self.ip(),
-             "userAgent": r.choice(("aws-cli/2.15.30 md/awscrt#0.19.19 ua/2.0 os/linux#6.1 md/arch#x86_64 lang/python#3.11.8",
-                                    "Boto3/1.34.51 md/Botocore#1.34.51 ua/2.0 os/linux#5.10 md/arch#x86_64 lang/python#3.12.2",
-                                    "console.amazonaws.com", "aws-sdk-go-v2/1.25.2 os/linux lang/go#1.22.0 api/s3#1.51.1",
-                                    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_3) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.3 Safari/605.1.15 — ünïcödé ☃")),
-             "requestParameters": req, "responseElements": resp}
-        if r.random() < 0.08:
+             "sourceIPAddress": ip, "userAgent": agent, "requestParameters": req, "responseElements": resp}
+        if name == "ConsoleLogin" and r.random() < 0.08:
+            e["errorMessage"] = "Failed authentication"
+            e["responseElements"] = {"ConsoleLogin": "Failure"}
+        elif name != "ConsoleLogin" and ui["type"] != "AWSService" and r.random() < 0.08:
             e["errorCode"] = r.choice(("AccessDenied", "ThrottlingException", "NoSuchKey", "Client.UnauthorizedOperation"))
             e["errorMessage"] = f"User: {ui.get('arn', 'service')} is not authorized to perform: {src.split('.')[0]}:{name} \"quoted\""
             e["responseElements"] = None
@@ -282,7 +343,7 @@ class Gen:
                                "clientProvidedHostHeader": f"{src.split('.')[0]}.{region}.amazonaws.com"}
             if src == "s3.amazonaws.com":
                 e["vpcEndpointId"] = "vpce-" + "%017x" % r.getrandbits(68)
-        if ui["type"] == "AssumedRole" and v >= "1.08" and r.random() < 0.3:
+        if console and ui["type"] == "AssumedRole" and name != "ConsoleLogin" and v >= "1.08":
             e["sessionCredentialFromConsole"] = "true"
         if v >= "1.10" and r.random() < 0.05:
             e["addendum"] = {"reason": "DELIVERY_DELAY", "originalEventID": self.uuid()}
@@ -291,6 +352,31 @@ class Gen:
             e["futureField"] = {"x": 1}
         elif x < 0.015:
             e["errorCode"] = None  # present but null: does not fit the VARCHAR column -> otherFields
+        elif x < 0.025:
+            # userIdentity shapes the struct does not hold (-> otherFields; the event is kept as it is):
+            # unknown and oddly typed subfields, a null or absent userIdentity, a non-object one.
+            odd, self.odd_shapes = self.odd_shapes % 10, self.odd_shapes + 1  # each shape in turn
+            if odd == 0:
+                e["userIdentity"] = None
+            elif odd == 1:
+                del e["userIdentity"]
+            elif odd == 2:
+                e["userIdentity"] = "odd-identity"
+            elif odd == 3:
+                ui["futureSubfield"] = {"n": [1, 2.5, 12345678901234567890]}
+            elif odd == 4:
+                ui["accountId"] = 123456789012
+            elif odd == 5:
+                ui["arn"] = None
+            elif odd == 6:
+                ui["sessionContext"] = {"attributes": {"mfaAuthenticated": True, "extra": "x"}, "sessionIssuer": "odd"}
+            elif odd == 7:
+                ui["sessionContext"] = {"webIdFederationData": {"federatedProvider": "accounts.google.com",
+                                                                "attributes": {"aud": "x", "n": 1}}}
+            elif odd == 8:
+                ui["onBehalfOf"] = {"userId": "u-1", "identityStoreArn": "arn:aws:identitystore::1:identitystore/d-1"}
+            else:
+                e["tlsDetails"] = {"tlsVersion": None, "keyExchange": "X25519"}
         return e
 
     # ------------------------------------------------------------------ layout

@@ -59,6 +59,11 @@ def _launcher_main() -> None:
 
     port = int(os.environ.get("MOTO_PORT", "5000"))
     lambda_url = os.environ.get("LAMBDA_FORWARD_URL", "http://127.0.0.1:9000")
+    # Test faults at the seam between the state machine and the functions: a JSON file
+    # {"after": "<function>", "corrupt": "workItems"} makes the launcher overwrite the work-items
+    # object that function's answer names with bytes that are not JSON (the Map's ItemReader then
+    # fails), once; the file is removed when used.
+    faults_file = os.environ.get("LAMBDA_FAULTS_FILE")
     routes = json.loads(os.environ.get("LAMBDA_ROUTES", "{}"))  # deployed name -> cargo bin name
     invoke_log = os.environ.get("LAMBDA_INVOKE_LOG")
     log_lock = threading.Lock()
@@ -90,12 +95,27 @@ def _launcher_main() -> None:
             with urllib.request.urlopen(req, timeout=900) as r:
                 answer = r.read()
                 log_invoke(name, data, r.status, answer)
+                inject_fault(name, answer)
                 return answer
         except urllib.error.HTTPError as e:  # a function error comes back as HTTP 500
             answer = e.read()
             log_invoke(name, data, e.code, answer)
             response_headers["x-amz-function-error"] = "Unhandled"
             return answer
+
+    def inject_fault(name: str, answer: bytes) -> None:
+        if not faults_file or not os.path.exists(faults_file):
+            return
+        with open(faults_file) as f:
+            fault = json.load(f)
+        if fault.get("after") != name or fault.get("corrupt") != "workItems":
+            return
+        os.remove(faults_file)
+        out = json.loads(answer)
+        import boto3
+        s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", region_name=REGION,
+                          aws_access_key_id="test", aws_secret_access_key="test")
+        s3.put_object(Bucket=out["storeBucket"], Key=out["workItemsKey"], Body=b"{{ this is not JSON")
 
     lsm.LambdaSimpleBackend.invoke = invoke
 
@@ -165,12 +185,14 @@ class Moto:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.invoke_log = log_dir / "invokes.jsonl"
+        self.faults_file = log_dir / "faults.json"
         self._out = open(log_dir / "moto.log", "wb")
         env = tool_env({
             "MOTO_PORT": str(self.port),
             "LAMBDA_FORWARD_URL": lambda_url,
             "LAMBDA_ROUTES": json.dumps(routes),
             "LAMBDA_INVOKE_LOG": str(self.invoke_log),
+            "LAMBDA_FAULTS_FILE": str(self.faults_file),
             "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": REGION,
         })
@@ -188,6 +210,12 @@ class Moto:
     def reset(self) -> None:
         self.api("reset")
         self.invoke_log.unlink(missing_ok=True)
+        self.faults_file.unlink(missing_ok=True)
+
+    def corrupt_work_items_after(self, function: str) -> None:
+        """The next answer of `function` that names a work-items object gets that object overwritten
+        with bytes that are not JSON (see the launcher)."""
+        self.faults_file.write_text(json.dumps({"after": function, "corrupt": "workItems"}))
 
     def hold_restores(self, seconds: int) -> None:
         """Restores started from now on stay in progress for `seconds`."""
@@ -462,7 +490,10 @@ class ContractFakes:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return [o for p in pages for o in p.get("Contents", [])]
 
-    def enumerate(self, req: dict) -> dict:
+    def enumerate(self, call: dict) -> dict:
+        if set(call) != {"input", "executionArn"} or ":execution:" not in str(call["executionArn"]):
+            raise FunctionError("InvalidRequest", f"enumerate takes {{input, executionArn}}, got {sorted(call)}")
+        req = call["input"]
         known = {"source", "store", "start", "end", "last", "retentionDays", "copyId", "restore",
                  "scheduledTime", "window"}
         unknown = set(req) - known

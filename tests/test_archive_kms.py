@@ -337,6 +337,25 @@ def test_one_failure_per_blocking_key_disabled_and_pending_deletion(env, trailco
 
 
 # ----------------------------------------------------------------------------- (f) the store's own key
+def test_a_key_in_another_region_is_checked_in_its_own_region(env, trailcopy):
+    """KMS keys are regional: DescribeKey of an eu-west-1 key from us-east-1 finds nothing (which
+    decides nothing). Asked in the key's region (from its ARN), the disabled key is one entry."""
+    d1, d2, d3 = env.days()
+    import boto3
+    kms_eu = boto3.client("kms", endpoint_url=env.moto.url, region_name="eu-west-1",
+                          aws_access_key_id="test", aws_secret_access_key="test")
+    arn = kms_eu.create_key(Description="trail key in eu-west-1")["KeyMetadata"]["Arn"]
+    assert ":eu-west-1:" in arn
+    env.upload(lambda f: sse(arn) if f["dayPrefix"] == d2 else {})
+    kms_eu.disable_key(KeyId=key_id(arn))
+    store = env.tmp / "store-eu-key"
+    r = trailcopy(*copy_cmd("kms-eu", store), env=env.cli_env, timeout=60)
+    assert r.returncode == 1, r.describe()
+    fl = failures(trailcopy, env, "kms-eu", store)
+    assert [(f["errorType"], f["location"]) for f in fl] == [("KmsKeyDisabled", arn)], fl
+    assert_store(store, expectation(env.trail, drop_prefixes=[d2]))
+
+
 def test_store_kms_key_encrypts_the_store_objects(env, trailcopy):
     env.upload()
     arn = kms_key(env, "store")

@@ -163,7 +163,7 @@ def test_cli_retry_on_the_state_machine_resumes_a_failed_copy(real, trailcopy, t
     assert len(ids) == len(set(ids)), "the retry stored events twice"
     assert set(ids) == trail.expected
     # The retry's Enumerate got {"copyId","store","retry":true} (it resumes, does not plan anew).
-    enum_reqs = [i["request"] for i in moto.invokes() if i["function"] == "enumerate"]
+    enum_reqs = [i["request"]["input"] for i in moto.invokes() if i["function"] == "enumerate"]
     assert {"copyId": copy_id, "store": STORE, "retry": True} in enum_reqs, enum_reqs
     # Completed items were not prepared again: only day 2's item ran in the retry.
     rows = {x["name"]: x["status"] for x in list_rows(trailcopy, moto, sm)}
@@ -247,7 +247,7 @@ def test_cli_retry_on_the_state_machine_after_a_restore_timeout(real, trailcopy,
 def test_cli_start_refuses_now_what_the_execution_would_refuse(real, trailcopy):
     """`start` checks the request before starting ("a bad flag fails now, not in the execution"): a
     request it accepts must not fail the execution with InvalidRequest. --restore-poll-seconds 60 with
-    the default --restore-max-wait-seconds (48 h) is 2,880 polls, over Enumerate's limit of 2,000."""
+    the default restore wait of the Bulk tier (Deep Archive's 48 h plus a quarter: 60 h) is 3,600 polls, over Enumerate's limit of 2,000."""
     moto, s3, sm, logs = real
     restores_finish_at_once(moto)
     Trail(s3).standard_days()

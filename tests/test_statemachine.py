@@ -24,6 +24,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sm_harness as h  # noqa: E402
+from fault_proxy import FaultProxy  # noqa: E402
 
 UTC = dt.timezone.utc
 SOURCE_BUCKET = "trail-src"
@@ -217,7 +218,8 @@ def test_fakes_scheduled_input_copies_the_window_ending_at_the_scheduled_time(fa
                  "settleSeconds": 1}
     d = h.run_execution(moto, sm, scheduled)
     assert d["status"] == "SUCCEEDED", d
-    assert fakes.calls[0] == ("enumerate", scheduled["request"])
+    assert fakes.calls[0][0] == "enumerate" and fakes.calls[0][1]["input"] == scheduled["request"]
+    assert fakes.calls[0][1]["executionArn"] == d["executionArn"]
     states = [e["stateEnteredEventDetails"]["name"] for e in history(moto, d["executionArn"])
               if "stateEnteredEventDetails" in e]
     assert states[:3] == ["IsScheduledRun", "SettleBeforeScheduledCopy", "UnwrapScheduledRequest"]
@@ -234,7 +236,9 @@ needs_lambdas = pytest.mark.skipif(bool(lambda_crates_missing()),
                                    reason=f"Lambda crates not written yet: {lambda_crates_missing()}")
 
 
-@pytest.fixture(scope="module")
+# One cargo lambda watch for every module that uses the real Lambdas (test_sfn_cli.py,
+# test_sm_aws_rules.py): starting one costs a minute or more of CI time.
+@pytest.fixture(scope="session")
 def lambda_env(tmp_path_factory):
     if not shutil.which("cargo-lambda", path=str(h.VENV_BIN)):
         pytest.fail("cargo-lambda missing from .venv/bin: run bash .ci/setup")
@@ -243,9 +247,12 @@ def lambda_env(tmp_path_factory):
                            cwd=h.ROOT, env=h.tool_env(), capture_output=True, text=True, timeout=3600)
     assert build.returncode == 0, build.stderr[-6000:]
     # moto needs the invoke URL at start and the functions need moto's: reserve moto's port first.
+    # The functions reach moto through a recording proxy (no faults): every S3 and KMS request they
+    # make is kept, for the IAM check (test_lambdas_requests_are_allowed_by_the_templates_iam).
     moto_port = h.free_port()
+    proxy = FaultProxy(f"http://127.0.0.1:{moto_port}", rate=0.0, record=True).start()
     fn_env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
+        "AWS_ENDPOINT_URL": proxy.endpoint,
         "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_EC2_METADATA_DISABLED": "true",
@@ -261,11 +268,13 @@ def lambda_env(tmp_path_factory):
         for name in LAMBDA_CRATES:
             h.wait_for(lambda n=name: _ping(watch.url, n), 1800, f"binary {name} under cargo lambda watch",
                        interval=2, proc=watch.proc)
+        moto.proxy = proxy
         yield moto, logs
     finally:
         if moto:
             moto.stop()
         watch.stop()
+        proxy.stop()
 
 
 def _ping(url: str, name: str) -> bool:
@@ -285,6 +294,8 @@ def _ping(url: str, name: str) -> bool:
 def real(lambda_env):
     moto, logs = lambda_env
     moto.reset()
+    with moto.proxy.lock:
+        moto.proxy.records.clear()
     s3 = prepare_s3(moto)
     sm = h.deploy(moto, STORE_BUCKET, STORE_PREFIX, max_concurrency=2)
     return moto, s3, sm, logs

@@ -26,8 +26,13 @@ ASL = json.loads(ASL_TEXT)
 SM_NAME, SM = h.state_machine_resource(TEMPLATE)
 PSEUDO = {"AWS::AccountId", "AWS::Region", "AWS::Partition", "AWS::StackName", "AWS::StackId",
           "AWS::URLSuffix", "AWS::NoValue", "AWS::NotificationARNs"}
-RETRYABLE = {"Retryable", "Lambda.ServiceException", "Lambda.TooManyRequestsException",
-             "Lambda.SdkClientException", "States.Timeout"}
+# Every Lambda task retries Lambda's transient service errors and throttling
+# (https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html).
+RETRYABLE = {"Retryable", "Lambda.ServiceException", "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+             "Lambda.TooManyRequestsException"}
+# Prepare and Copy are idempotent from their checkpoints: they also retry what kills an invocation
+# (Lambda.Unknown: out of memory; Sandbox.Timedout: the function's timeout; Runtime.ExitError: a crash).
+ITEM_RETRYABLE = RETRYABLE | {"Lambda.Unknown", "Sandbox.Timedout", "Runtime.ExitError", "States.Timeout"}
 # The only statements that may name Resource "*": CloudWatch Logs delivery for the state machine's
 # logging has no resource-level permissions (AWS requires "*").
 STAR_ALLOWED = {(SM_NAME, "LogDelivery")}
@@ -186,6 +191,8 @@ def policy_statements():
             docs = [res["Properties"]["PolicyDocument"]]
         elif res["Type"] in ("AWS::Serverless::Function", "AWS::Serverless::StateMachine"):
             docs = [p for p in res["Properties"].get("Policies", []) if isinstance(p, dict) and "Statement" in p]
+        elif res["Type"] == "AWS::IAM::Role":
+            docs = [p["PolicyDocument"] for p in res["Properties"].get("Policies", [])]
         else:
             continue
         for doc in docs:
@@ -220,7 +227,7 @@ def statement(owner: str, sid: str) -> dict:
 def test_source_access_is_read_only_under_the_prefix_and_kms_only_via_s3():
     actions = {a for o, s, st in policy_statements() for a in as_list(st["Action"])
                if "SourceBucket" in json.dumps(st["Resource"])}
-    assert actions == {"s3:ListBucket", "s3:GetObject", "s3:RestoreObject"}
+    assert actions == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:RestoreObject"}
     lst = statement("SourceListPolicy", "ListSourcePrefix")
     assert lst["Condition"]["Fn::If"][1]["StringLike"]["s3:prefix"] == {"Fn::Sub": "${SourcePrefix}*"}
     get = statement("SourceReadPolicy", "ReadSourceObjects")
@@ -233,6 +240,10 @@ def test_source_access_is_read_only_under_the_prefix_and_kms_only_via_s3():
 
 def test_store_access_is_limited_to_the_store_prefix():
     rw = statement("StorePolicy", "ReadWriteStoreObjects")
+    # Nothing deletes: no code path calls DeleteObject (grep the Rust sources to keep it so).
+    assert set(as_list(rw["Action"])) == {"s3:GetObject", "s3:PutObject"}
+    sources = "".join(p.read_text() for p in (ROOT / "functions").glob("*/src/**/*.rs"))
+    assert "delete_object" not in sources and "delete_objects" not in sources
     for branch in rw["Resource"]["Fn::If"][1:]:
         assert branch["Fn::Sub"].endswith("/${StorePrefix}*")
     kms = statement("StorePolicy", "EncryptStoreObjectsThroughS3")
@@ -241,18 +252,16 @@ def test_store_access_is_limited_to_the_store_prefix():
 
 
 def test_state_machine_role_covers_the_distributed_map():
-    name = SM["Properties"]["Name"]["Fn::Sub"]
-    start = statement(SM_NAME, "RunChildExecutions")
-    assert start["Action"] == "states:StartExecution"
-    assert start["Resource"]["Fn::Sub"].endswith(f":stateMachine:{name}")
-    manage = statement(SM_NAME, "ManageChildExecutions")
-    assert {"states:DescribeExecution", "states:StopExecution"} <= set(manage["Action"])
-    assert manage["Resource"]["Fn::Sub"].endswith(f":execution:{name}/*")
+    # The statements exist; tests/test_stack_iam.py evaluates them against the requests AWS documents.
+    for sid in ("RunChildExecutions", "ManageChildExecutions", "ReadWorkItems", "WriteMapRunResults"):
+        statement(SM_NAME, sid)
     reader = statement(SM_NAME, "ReadWorkItems")
     assert all(b["Fn::Sub"].endswith("${StorePrefix}copies/*") for b in reader["Resource"]["Fn::If"][1:])
     writer = statement(SM_NAME, "WriteMapRunResults")
     prefix = next(s for _, s in asl_states() if s["Type"] == "Map")["ResultWriter"]["Parameters"]["Prefix"]
     assert all(b["Fn::Sub"].endswith(prefix + "/*") for b in writer["Resource"]["Fn::If"][1:])
+    assert {"s3:PutObject", "s3:GetObject", "s3:ListMultipartUploadParts", "s3:AbortMultipartUpload"} == \
+        set(writer["Action"])
 
 
 # ----------------------------------------------------------------------------- store, Glue, logs
@@ -285,7 +294,8 @@ def test_glue_table_projects_the_date_partition_over_events():
     cols = {c["Name"]: c["Type"] for c in sd["Columns"]}
     assert cols["eventTime"] == "timestamp"
     assert cols["readOnly"] == cols["managementEvent"] == "boolean"
-    assert cols["userIdentity"] == cols["requestParameters"] == cols["otherFields"] == "string"
+    assert cols["requestParameters"] == cols["otherFields"] == cols["sourceLogFile"] == "string"
+    assert cols["userIdentity"].startswith("struct<type:string,principalId:string,arn:string,")
 
 
 def test_state_machine_is_standard_and_logs_to_its_log_group():
@@ -299,6 +309,18 @@ def test_schedule_is_off_by_default_and_copies_the_window_ending_at_the_schedule
     ev = SM["Properties"]["Events"]["ScheduledSnapshot"]
     assert ev["Type"] == "ScheduleV2"
     assert ev["Properties"]["State"] == {"Fn::If": ["ScheduleOn", "ENABLED", "DISABLED"]}
+    p = ev["Properties"]
+    # A second stack in the account must deploy: no fixed schedule name (SAM would set one).
+    assert p["OmitName"] is True and "Name" not in p
+    # Runs Scheduler cannot start go to a dead-letter queue after bounded retries.
+    assert p["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDeadLetterQueue", "Arn"]}}
+    assert RESOURCES["ScheduleDeadLetterQueue"]["Type"] == "AWS::SQS::Queue"
+    assert p["RetryPolicy"]["MaximumRetryAttempts"] >= 1
+    # Our own role, whose trust policy carries the confused-deputy condition.
+    assert p["RoleArn"] == {"Fn::GetAtt": ["ScheduleRole", "Arn"]}
+    trust = RESOURCES["ScheduleRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [{"Effect": "Allow", "Principal": {"Service": "scheduler.amazonaws.com"}, "Action": "sts:AssumeRole",
+                      "Condition": {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}}]
     text = ev["Properties"]["Input"]["Fn::Sub"]
     doc = json.loads(text.replace("${ScheduleWindow}", "P1D"))
     assert doc["request"] == {"scheduledTime": "<aws.scheduler.scheduled-time>", "window": "P1D"}
@@ -321,21 +343,42 @@ def test_definition_uses_only_what_moto_and_aws_both_run():
     assert m["ItemReader"]["ReaderConfig"]["InputType"] == "JSON"
     assert isinstance(m["ToleratedFailurePercentage"], float)
     assert "ResultWriter" in m  # keeps child outputs out of the state, whatever the item count
-    assert any("States.ExceedToleratedFailureThreshold" in c["ErrorEquals"] for c in m["Catch"])
+    # Any failure of the Map itself reaches Finalize (the record must not stay IN_PROGRESS).
+    assert m["Catch"] == [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.mapError", "Next": "Finalize"}]
+
+
+def test_the_execution_has_an_overall_timeout_that_outlasts_the_longest_restore_wait():
+    rust = (ROOT / "functions" / "core" / "src" / "serverless.rs").read_text()
+    timeout = int(re.search(r"EXECUTION_TIMEOUT_SECONDS: u64 = ([0-9_]+) \* ([0-9_]+);", rust).group(1)) * 86_400
+    assert ASL["TimeoutSeconds"] == timeout, "the ASL and serverless.rs disagree on the execution timeout"
+    # The default Bulk wait (Deep Archive: 48 h + a quarter) fits with room to copy.
+    assert timeout > 60 * 3600 + 86_400
+
+
+def retry_wait_seconds(r: dict) -> float:
+    """The longest total wait of a retrier (before jitter): Step Functions waits IntervalSeconds,
+    then multiplies by BackoffRate, capped by MaxDelaySeconds
+    (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html)."""
+    interval, rate, cap = r.get("IntervalSeconds", 1), r.get("BackoffRate", 2.0), r.get("MaxDelaySeconds", 10**9)
+    return sum(min(interval * rate ** i, cap) for i in range(r.get("MaxAttempts", 3)))
 
 
 def test_every_lambda_task_retries_retryable_errors_with_bounded_backoff():
     for name, task in lambda_tasks().items():
         retry = task["Retry"][0]
-        assert RETRYABLE <= set(retry["ErrorEquals"]), name
+        wanted = ITEM_RETRYABLE if name in ("Prepare", "Copy") else RETRYABLE
+        assert wanted <= set(retry["ErrorEquals"]), (name, wanted - set(retry["ErrorEquals"]))
         assert retry["BackoffRate"] > 1 and retry["MaxAttempts"] <= 10, name
+        # Long enough for a throttled, saturated account: minutes, not seconds.
+        assert retry_wait_seconds(retry) >= 15 * 60, (name, retry_wait_seconds(retry))
+        assert retry["IntervalSeconds"] <= 5, f"{name}: the first retry of a transient fault should be quick"
         assert "InvalidRequest" not in json.dumps(task["Retry"]), name
         assert "ResultSelector" in task, f"{name}: keep only the fields the state needs"
 
 
 def test_payloads_match_the_function_contract():
     tasks = lambda_tasks()
-    assert tasks["Enumerate"]["Parameters"]["Payload.$"] == "$"
+    assert tasks["Enumerate"]["Parameters"]["Payload"] == {"input.$": "$", "executionArn.$": "$$.Execution.Id"}
     keys = lambda n: {k.removesuffix(".$") for k in tasks[n]["Parameters"]["Payload"]}
     # Prepare and Copy get the work item as workitems.json holds it (the ItemSelector passes it whole).
     assert keys("Prepare") == {"item", "waitedSeconds"}

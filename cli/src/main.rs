@@ -1,18 +1,21 @@
 //! `trailcopy`: the local adapter over the trailcopy engine, and a client for copies run by
 //! the deployed state machine.
 
+mod output;
+mod progress;
 mod sfn;
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{DecimalBytes, HumanCount};
+use trailcopy::plan::retry_command;
 use trailcopy::record::CopyRecord;
 use trailcopy::storage::Location;
-use trailcopy::{AwsClients, CopyContext, CopyError, CopyRequest, CopyStatus, RestoreRequest, RunOptions, Statistics};
+use trailcopy::{AwsClients, CopyContext, CopyError, CopyRequest, CopyStatus, RestoreRequest};
+
+use crate::output::{print_err, print_out};
 
 #[derive(Parser)]
 #[command(name = "trailcopy", version, about = "Copy AWS CloudTrail trail events into a Parquet event data store")]
@@ -35,47 +38,73 @@ enum Command {
     },
     /// Resume a FAILED or STOPPED copy at its checkpoints (with --state-machine: a new execution).
     Retry {
+        /// The copy to resume (its copyId).
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// Work items (day prefixes) copied at once.
         #[arg(long, default_value_t = default_concurrency())]
         concurrency: usize,
+        /// Resume it on this state machine (output StateMachineArn) instead of locally.
         #[arg(long)]
         state_machine: Option<String>,
     },
     /// Show a copy's status and statistics (with --state-machine: also its execution and Map Run).
     Status {
+        /// The copy to show (its copyId).
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// Also show the copy's latest execution on this state machine (output StateMachineArn).
         #[arg(long)]
         state_machine: Option<String>,
     },
     /// Stop a copy running on the state machine; it can be resumed with `retry`.
     Stop {
+        /// The copy to stop (its copyId).
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
+        /// The state machine running it (output StateMachineArn).
         #[arg(long)]
         state_machine: String,
     },
-    /// List the state machine's copies (executions).
+    /// List the state machine's executions, newest first, with the copy each one ran.
     List {
+        /// The stack's state machine (output StateMachineArn).
         #[arg(long)]
         state_machine: String,
+        /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
+        /// Show at most this many executions.
+        #[arg(long, default_value_t = 50)]
+        max: usize,
     },
     /// List a copy's failure entries.
     Failures {
+        /// The copy whose failure entries to list (its copyId).
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
+    },
+    /// Write the stored events back as CloudTrail records, one JSON object per line on stdout.
+    Export {
+        /// Event data store: a local folder or s3://bucket[/prefix].
+        #[arg(long)]
+        store: String,
+        /// Only events at or after this time: RFC 3339 or YYYY-MM-DD (UTC midnight).
+        #[arg(long)]
+        start: Option<String>,
+        /// Only events before this time: RFC 3339 or YYYY-MM-DD.
+        #[arg(long)]
+        end: Option<String>,
     },
     /// Rows per date and the top event names in a store (read back from its Parquet files).
     Summary {
         #[command(flatten)]
         store: StoreArgs,
+        /// How many of the most frequent event names to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
     },
@@ -86,7 +115,7 @@ struct StoreArgs {
     /// Event data store: a local folder or s3://bucket[/prefix].
     #[arg(long)]
     store: String,
-    /// Print one JSON document on stdout.
+    /// Print one JSON document on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
 }
@@ -122,9 +151,10 @@ struct CopyArgs {
     /// Seconds between restore checks (default 60 locally, 900 on the state machine).
     #[arg(long)]
     restore_poll_seconds: Option<u64>,
-    /// Give up on restores after this many seconds (the item fails; retry later).
-    #[arg(long, default_value_t = 48 * 3600)]
-    restore_max_wait_seconds: u64,
+    /// Give up on restores after this many seconds (the item fails; retry later). Default: by tier
+    /// and storage class, above S3's documented restore times (Deep Archive Bulk: 48 h, so 60 h).
+    #[arg(long)]
+    restore_max_wait_seconds: Option<u64>,
     /// Work items copied at once (an item packs a date's day prefixes by bytes).
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
@@ -148,6 +178,7 @@ fn flag(field: &str) -> &'static str {
         "start" => "--start",
         "end" => "--end",
         "last" => "--last",
+        "range" => "the range (--start/--end or --last)",
         "retentionDays" => "--retention-days",
         "copyId" => "--copy-id",
         "restore" => "--restore",
@@ -168,12 +199,19 @@ async fn main() -> ExitCode {
     let aws = AwsClients::new();
     match run(cli.command, &aws).await {
         Ok(code) => code,
-        Err(CopyError::InvalidRequest { field, reason }) => {
-            eprintln!("error: {}: {reason}", flag(field));
+        Err(e) => error_exit(&e),
+    }
+}
+
+/// One line for an error: the flag it concerns, or what went wrong and how to fix it.
+fn error_exit(e: &CopyError) -> ExitCode {
+    match e {
+        CopyError::InvalidRequest { field, reason } => {
+            print_err(&format!("error: {}: {reason}\n", flag(field)));
             ExitCode::from(2)
         }
-        Err(e) => {
-            eprintln!("error: {e}");
+        e => {
+            print_err(&format!("error: {e}\n"));
             ExitCode::from(1)
         }
     }
@@ -182,17 +220,25 @@ async fn main() -> ExitCode {
 async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> {
     match command {
         Command::Copy(a) => {
-            let request = copy_request(&a, 60);
-            let (opts, bar) = run_options(a.concurrency, a.store.json);
-            let record = trailcopy::run_copy(aws, &request, &opts).await;
+            let mut request = copy_request(&a, 60);
+            // Named here, so a copy that fails while planning can be pointed at afterwards.
+            let copy_id =
+                request.copy_id.get_or_insert_with(|| trailcopy::record::new_copy_id(jiff::Timestamp::now())).clone();
+            let hint = retry_command(&copy_id, &a.store.store);
+            let (opts, bar) = progress::run_options(a.concurrency, a.store.json, hint);
+            let result = trailcopy::run_copy(aws, &request, &opts).await;
             bar.finish_and_clear();
-            report(&record?, &a.store)
+            match result {
+                Ok(record) => report(&record, &a.store),
+                Err(e) => Ok(planning_failed(aws, &a.store.store, &copy_id, &e).await),
+            }
         }
         Command::Start { state_machine, copy } => {
             let mut request = copy_request(&copy, 900);
-            // Checked here first: a bad flag fails now, not in the execution.
-            trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
+            // Checked here first: a bad flag fails now, not in the execution (a local folder is
+            // refused as such before anything looks for it).
             trailcopy::plan::check_serverless(&request, false)?;
+            trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
             let copy_id =
                 request.copy_id.clone().unwrap_or_else(|| trailcopy::record::new_copy_id(jiff::Timestamp::now()));
             request.copy_id = Some(copy_id.clone());
@@ -203,21 +249,26 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             if copy.store.json {
                 print_json(&serde_json::json!({ "copyId": copy_id, "executionArn": arn }));
             } else {
-                println!(
-                    "started copy {copy_id}\n  execution {arn}\n  status: trailcopy status {copy_id} --store {} --state-machine {state_machine}",
+                print_out(&format!(
+                    "started copy {copy_id}\n  execution {arn}\n  status: trailcopy status {copy_id} --store {} --state-machine {state_machine}\n",
                     copy.store.store
-                );
+                ));
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry { copy_id, store, state_machine: Some(sm), .. } => {
-            let name = format!("{copy_id}-retry-{}", jiff::Timestamp::now().as_second());
+            let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
+            let record = ctx.read_record().await?;
+            if record.status == CopyStatus::Completed {
+                return already_complete(&record, &store);
+            }
+            let name = trailcopy::serverless::retry_execution_name(&copy_id, jiff::Timestamp::now());
             let input = serde_json::json!({ "copyId": copy_id, "store": store.store, "retry": true });
             let arn = sfn::start(&sfn_client(aws).await, &sm, &name, &input).await?;
             if store.json {
                 print_json(&serde_json::json!({ "copyId": copy_id, "executionArn": arn }));
             } else {
-                println!("retrying copy {copy_id}: execution {arn}");
+                print_out(&format!("retrying copy {copy_id}: execution {arn}\n"));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -229,33 +280,39 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             };
             sfn::stop(&client, exec.execution_arn()).await?;
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
-            let note =
-                format!("stopped with `trailcopy stop`; resume with `trailcopy retry {copy_id} --state-machine ...`");
+            let note = format!(
+                "stopped with `trailcopy stop`; resume with `{} --state-machine {state_machine}`",
+                retry_command(&copy_id, &ctx.store_location.display())
+            );
             let record = trailcopy::finalize_copy(&ctx, true, Some(note)).await?;
             report(&record, &store)
         }
-        Command::List { state_machine, json } => {
-            let list = sfn::executions(&sfn_client(aws).await, &state_machine, None).await?;
-            let rows: Vec<serde_json::Value> = list
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "name": e.name(), "status": e.status().as_str(), "executionArn": e.execution_arn(),
-                        "startDate": e.start_date().to_string(), "stopDate": e.stop_date().map(|d| d.to_string()),
-                    })
-                })
-                .collect();
+        Command::List { state_machine, json, max } => {
+            let client = sfn_client(aws).await;
+            let list = sfn::executions(&client, &state_machine, None).await?;
+            let mut rows: Vec<serde_json::Value> = Vec::new();
+            for e in list.iter().take(max) {
+                rows.push(serde_json::json!({
+                    "copyId": sfn::copy_id_of(&client, e).await,
+                    "name": e.name(), "status": e.status().as_str(), "executionArn": e.execution_arn(),
+                    "startDate": e.start_date().to_string(), "stopDate": e.stop_date().map(|d| d.to_string()),
+                }));
+            }
             if json {
                 print_json(&rows);
             } else {
+                let mut text = String::new();
                 for r in &rows {
-                    println!(
-                        "{:<40} {:<10} {}",
-                        r["name"].as_str().unwrap_or(""),
+                    let _ = writeln!(
+                        text,
+                        "{:<40} {:<10} {:<28} {}",
+                        r["copyId"].as_str().unwrap_or("?"),
                         r["status"].as_str().unwrap_or(""),
-                        r["startDate"].as_str().unwrap_or("")
+                        r["startDate"].as_str().unwrap_or(""),
+                        r["name"].as_str().unwrap_or("")
                     );
                 }
+                print_out(&text);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -263,9 +320,15 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
             let record = trailcopy::current_record(&ctx).await?;
             let client = sfn_client(aws).await;
-            let execs = sfn::executions(&client, &sm, Some(&copy_id)).await?;
-            let execution = match execs.first() {
-                Some(e) => Some(sfn::describe(&client, e.execution_arn()).await?),
+            // The record names the copy's executions (a scheduled run's name is not its copy id).
+            let latest = match record.executions.last() {
+                Some(arn) => Some(arn.clone()),
+                None => {
+                    sfn::executions(&client, &sm, Some(&copy_id)).await?.first().map(|e| e.execution_arn().to_string())
+                }
+            };
+            let execution = match latest {
+                Some(arn) => Some(sfn::describe(&client, &arn).await?),
                 None => None,
             };
             if store.json {
@@ -275,17 +338,19 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 return Ok(exit_code(record.status));
             }
             if let Some(e) = &execution {
-                println!(
-                    "execution {} {}",
+                let mut text = format!(
+                    "execution {} {}\n",
                     e["status"].as_str().unwrap_or("?"),
                     e["executionArn"].as_str().unwrap_or("")
                 );
                 for m in e["mapRuns"].as_array().into_iter().flatten() {
-                    println!(
+                    let _ = writeln!(
+                        text,
                         "  map run {}: {} of {} items succeeded, {} failed, {} running",
                         m["status"], m["succeeded"], m["total"], m["failed"], m["running"]
                     );
                 }
+                print_out(&text);
             }
             report(&record, &store)
         }
@@ -295,7 +360,13 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             report(&record, &store)
         }
         Command::Retry { copy_id, store, concurrency, state_machine: None } => {
-            let (opts, bar) = run_options(concurrency, store.json);
+            let hint = retry_command(&copy_id, &store.store);
+            let (opts, bar) = progress::run_options(concurrency, store.json, hint);
+            let before = CopyContext::open(aws, &store.store, &copy_id).await?.read_record().await?;
+            if before.status == CopyStatus::Completed {
+                bar.finish_and_clear();
+                return already_complete(&before, &store);
+            }
             let record = trailcopy::retry_copy(aws, &store.store, &copy_id, &opts).await;
             bar.finish_and_clear();
             report(&record?, &store)
@@ -306,14 +377,42 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             if store.json {
                 print_json(&serde_json::json!({ "copyId": copy_id, "failures": failures }));
             } else if failures.is_empty() {
-                println!("copy {copy_id}: no failure entries");
+                print_out(&format!("copy {copy_id}: no failure entries\n"));
             } else {
+                let mut text = String::new();
                 for f in &failures {
-                    println!("{}  {}  {}\n    {}", f.last_updated_time, f.error_type, f.location, f.error_message);
+                    let _ = writeln!(
+                        text,
+                        "{}  {}  {}\n    {}",
+                        f.last_updated_time, f.error_type, f.location, f.error_message
+                    );
                 }
-                println!("{} failure entries", failures.len());
+                let _ = writeln!(text, "{}", counted(failures.len() as u64, "failure entry", "failure entries"));
+                print_out(&text);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Export { store, start, end } => {
+            let start = start.map(|s| trailcopy::range::parse_instant("start", &s)).transpose()?;
+            let end = end.map(|s| trailcopy::range::parse_instant("end", &s)).transpose()?;
+            let location = Location::parse("store", &store)?;
+            let s = location.open(aws).await?;
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            match trailcopy::export::export_events(s.as_ref(), location.prefix(), start, end, &mut out).await {
+                Ok(stats) => {
+                    for (location, why) in &stats.failed_files {
+                        eprintln!("error: {location}: not exported: {why}");
+                    }
+                    Ok(if stats.failed_files.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+                }
+                // `trailcopy export ... | head`: the reader has what it wanted.
+                Err(e) if e.is_closed_pipe() => Ok(ExitCode::SUCCESS),
+                Err(trailcopy::export::ExportError::Store(e)) => Err(e),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
         }
         Command::Summary { store, top } => {
             let location = Location::parse("store", &store.store)?;
@@ -322,18 +421,56 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             if store.json {
                 print_json(&summary);
             } else {
-                println!("{}: {} events in {} Parquet files", location.display(), summary.rows, summary.files);
+                let mut text = format!(
+                    "{}: {} in {}\n",
+                    location.display(),
+                    counted(summary.rows, "event", "events"),
+                    counted(summary.files, "Parquet file", "Parquet files")
+                );
                 for (date, rows) in &summary.rows_by_date {
-                    println!("  date={date}  {rows:>10} events");
+                    let _ = writeln!(text, "  date={date}  {:>10} events", HumanCount(*rows).to_string());
                 }
-                println!("top event names:");
+                text.push_str("top event names:\n");
                 for (name, n) in &summary.top_event_names {
-                    println!("  {n:>10}  {name}");
+                    let _ = writeln!(text, "  {:>10}  {name}", HumanCount(*n).to_string());
                 }
+                print_out(&text);
             }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A copy that failed before it ran: the error, and (if planning got as far as writing the
+/// record) how to resume it once the cause is fixed.
+async fn planning_failed(aws: &AwsClients, store: &str, copy_id: &str, e: &CopyError) -> ExitCode {
+    let code = error_exit(e);
+    if matches!(e, CopyError::InvalidRequest { .. }) {
+        return code;
+    }
+    if let Ok(ctx) = CopyContext::open(aws, store, copy_id).await
+        && let Ok(record) = ctx.read_record().await
+        && record.status == CopyStatus::Failed
+    {
+        print_err(&format!(
+            "copy {copy_id} is recorded FAILED; once that is fixed, `{}` resumes it\n",
+            retry_command(copy_id, &record.request.store)
+        ));
+    }
+    code
+}
+
+/// `retry` of a COMPLETED copy: nothing to do, and nothing is changed.
+fn already_complete(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError> {
+    if !store.json {
+        print_out(&format!("copy {} is already COMPLETED: nothing to retry, nothing changed\n", record.copy_id));
+    }
+    report(record, store)
+}
+
+/// `1 event`, `1,762 events`.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", HumanCount(n), if n == 1 { one } else { many })
 }
 
 fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
@@ -349,7 +486,7 @@ fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
             tier: Some(a.restore.clone()),
             days: Some(a.restore_days),
             poll_seconds: Some(a.restore_poll_seconds.unwrap_or(default_poll_seconds)),
-            max_wait_seconds: Some(a.restore_max_wait_seconds),
+            max_wait_seconds: a.restore_max_wait_seconds,
         }),
         store_kms_key: a.store_kms_key.clone(),
         allow_overlap: a.allow_overlap,
@@ -377,76 +514,76 @@ fn exit_code(status: CopyStatus) -> ExitCode {
     }
 }
 
-fn run_options(concurrency: usize, json: bool) -> (RunOptions, ProgressBar) {
-    let cancel = Arc::new(AtomicBool::new(false));
-    {
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\nstopping at the next file; the copy can be resumed with `trailcopy retry`");
-                cancel.store(true, Ordering::Relaxed);
-            }
-        });
-    }
-    let bar = if json { ProgressBar::hidden() } else { ProgressBar::new(0) };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} files  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    bar.enable_steady_tick(Duration::from_millis(200));
-    let progress = {
-        let bar = bar.clone();
-        Arc::new(move |s: &Statistics| {
-            bar.set_length(s.files_found.saturating_sub(s.files_skipped));
-            bar.set_position(s.files_completed + s.failed_entries.min(s.files_found));
-            bar.set_message(format!("{} events, {} prefixes done", s.events_completed, s.prefixes_completed));
-        })
-    };
-    (RunOptions { concurrency, cancel, progress }, bar)
-}
-
 fn print_json<T: serde::Serialize>(value: &T) {
     match serde_json::to_string_pretty(value) {
-        Ok(s) => println!("{s}"),
-        Err(e) => eprintln!("error: cannot print JSON: {e}"),
+        Ok(s) => print_out(&format!("{s}\n")),
+        Err(e) => print_err(&format!("error: cannot print JSON: {e}\n")),
     }
 }
 
 fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError> {
     if store.json {
         print_json(record);
-    } else {
-        let s = &record.statistics;
-        println!("copy {}: {}", record.copy_id, record.status.as_str());
-        println!(
-            "  range      {} .. {} (events before {} are past retention)",
-            record.request.start, record.request.end, record.request.retention_cutoff
-        );
-        println!(
-            "  prefixes   {}/{} completed ({}/{} work items)",
-            s.prefixes_completed, s.prefixes_found, s.work_items_completed, s.work_items_found
-        );
-        println!(
-            "  files      {} found, {} skipped by name, {} copied, {} MB read",
-            s.files_found,
-            s.files_skipped,
-            s.files_completed,
-            s.bytes_read / 1_000_000
-        );
-        println!(
-            "  events     {} copied, {} out of range, {} invalid, {} duplicate (of {} read)",
-            s.events_completed, s.events_out_of_range, s.events_invalid, s.events_duplicate, s.events_read
-        );
-        if s.restores_started + s.restores_pending > 0 {
-            println!(
-                "  restores   {} started, {} pending, {} finished",
-                s.restores_started, s.restores_pending, s.restores_finished
-            );
-        }
-        println!("  failures   {} (trailcopy failures {} --store {})", s.failed_entries, record.copy_id, store.store);
-        if let Some(m) = &record.message {
-            println!("  note       {m}");
-        }
+        return Ok(exit_code(record.status));
     }
+    let s = &record.statistics;
+    let r = &record.request;
+    let n = |v: u64| HumanCount(v).to_string();
+    let mut t = String::new();
+    let _ = writeln!(t, "copy {}: {}", record.copy_id, record.status.as_str());
+    let _ =
+        writeln!(t, "  range      {} .. {} (events before {} are past retention)", r.start, r.end, r.retention_cutoff);
+    let _ = writeln!(t, "  source     {}", r.source);
+    let _ = writeln!(t, "  store      {}", r.store);
+    let _ = writeln!(
+        t,
+        "  prefixes   {}/{} completed ({}/{} work items)",
+        n(s.prefixes_completed),
+        n(s.prefixes_found),
+        n(s.work_items_completed),
+        n(s.work_items_found)
+    );
+    let _ = writeln!(
+        t,
+        "  files      {} found, {} skipped by name, {} copied, {} failed; {} read",
+        n(s.files_found),
+        n(s.files_skipped),
+        n(s.files_completed),
+        n(s.files_failed),
+        DecimalBytes(s.bytes_read)
+    );
+    let _ = writeln!(
+        t,
+        "  events     {} copied, {} out of range, {} invalid, {} duplicate (of {} read)",
+        n(s.events_completed),
+        n(s.events_out_of_range),
+        n(s.events_invalid),
+        n(s.events_duplicate),
+        n(s.events_read)
+    );
+    if s.restores_started + s.restores_pending > 0 {
+        let _ = writeln!(
+            t,
+            "  restores   {} started, {} pending, {} finished",
+            n(s.restores_started),
+            n(s.restores_pending),
+            n(s.restores_finished)
+        );
+    }
+    if s.failed_entries == 0 {
+        t.push_str("  failures   none\n");
+    } else {
+        let _ = writeln!(
+            t,
+            "  failures   {} (trailcopy failures {} --store {})",
+            n(s.failed_entries),
+            record.copy_id,
+            r.store
+        );
+    }
+    if let Some(m) = &record.message {
+        let _ = writeln!(t, "  note       {m}");
+    }
+    print_out(&t);
     Ok(exit_code(record.status))
 }

@@ -19,6 +19,6 @@ async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyO
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = AwsClients::new();
+    let aws = AwsClients::with_app_name("trailcopy-copy");
     lambda_runtime::run(service_fn(|e| handle(&aws, e))).await
 }

@@ -227,6 +227,7 @@ async fn main() {
         created_time: now,
         updated_time: now,
         message: None,
+        executions: Vec::new(),
     };
     ctx.write_record(&record).await.unwrap();
     let rss_before = peak_rss_mib();

@@ -61,7 +61,7 @@ fn main() {
     let mut writer = BatchWriter::new();
     let mut out_bytes = 0;
     for part in parsed.iter().flat_map(|p| &p.parts) {
-        writer.write(part.date, &part.batch).expect("write");
+        writer.write(part.date, &part.batch, "stages").expect("write");
     }
     out_bytes += writer.finish().expect("finish").iter().map(|(_, b)| b.len()).sum::<usize>();
     let t_write = t.elapsed();

@@ -3,8 +3,8 @@
 //! anywhere before the checkpoint re-runs the batch, which overwrites the same files.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use arrow_array::BooleanArray;
@@ -81,7 +81,9 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
     let location = ctx.source.location(&file.key);
     let bytes: Bytes = match ctx.source.get(&file.key).await {
         Ok(b) => b,
-        Err(e @ CopyError::Retryable { .. }) => return Err(e),
+        // Transient, or the credentials went bad mid-copy: the batch fails and resumes from its
+        // checkpoint, rather than every remaining file becoming a failure entry.
+        Err(e @ (CopyError::Retryable { .. } | CopyError::Credentials { .. })) => return Err(e),
         Err(CopyError::Archived { .. }) => {
             return Ok(FileResult::Failed(FailureEntry::new(
                 location,
@@ -90,12 +92,14 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
             )));
         }
         Err(CopyError::AccessDenied { message, .. }) => {
-            // Denied on an SSE-KMS object: name the key, not just the object.
+            // Denied on an SSE-KMS object: the key policy (or the role's KMS grant) is missing. That
+            // stops every object under the key, so the item stops with one entry naming the key;
+            // retry resumes it from its checkpoint once decryption is allowed.
             let key = ctx.source.head(&file.key).await.ok().and_then(|h| h.kms_key_id);
-            return Ok(FileResult::Failed(match key {
-                Some(k) => crate::kms::access_denied_entry(location, &k, &message),
-                None => FailureEntry::new(location, "AccessDenied", message),
-            }));
+            return match key {
+                Some(k) => Err(CopyError::Blocked(Box::new(crate::kms::access_denied_entry(&location, &k, &message)))),
+                None => Ok(FileResult::Failed(FailureEntry::new(location, "AccessDenied", message))),
+            };
         }
         Err(e) => {
             return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string())));
@@ -172,10 +176,16 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
             }
             delta.bytes_read += file.size;
             match result? {
-                FileResult::Failed(entry) => failures.push(entry),
+                FileResult::Failed(entry) => {
+                    delta.files_failed += 1;
+                    failures.push(entry);
+                }
                 FileResult::Parsed(parsed, damage) => {
                     match damage {
-                        Some(entry) => failures.push(entry),
+                        Some(entry) => {
+                            delta.files_failed += 1;
+                            failures.push(entry);
+                        }
                         None => delta.files_completed += 1,
                     }
                     delta.events_read += parsed.events_read;
@@ -195,6 +205,7 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                             ),
                         ));
                     }
+                    let source_log_file = ctx.source.location(&file.key);
                     for part in parsed.parts {
                         let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
                         let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
@@ -210,7 +221,7 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                         let duplicates = part.keys.len() - rows.num_rows();
                         delta.events_duplicate += duplicates as u64;
                         delta.events_completed += rows.num_rows() as u64;
-                        writer.write(part.date, &rows)?;
+                        writer.write(part.date, &rows, &source_log_file)?;
                     }
                 }
             }
@@ -301,6 +312,3 @@ pub async fn fail_item(ctx: &CopyContext, item: &WorkItem, error: &CopyError) ->
     rollup::record_item(ctx, &state).await?;
     Ok(state)
 }
-
-/// Shared counters for a progress display.
-pub type Progress = Arc<dyn Fn(&ItemState) + Send + Sync>;

@@ -65,6 +65,15 @@ async fn level(
 
 /// Every account-region under the source, sorted by (account, region).
 pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Result<Vec<AccountRegion>> {
+    if let Some(first) = root.narrowing.first()
+        && !layout::is_org_id(first)
+        && !layout::is_account_id(first)
+    {
+        return Err(CopyError::invalid(
+            "source",
+            format!("`{first}` after AWSLogs/ is neither an organization id (o-...) nor a 12-digit account id"),
+        ));
+    }
     let top =
         level(source, root, vec![(root.awslogs.clone(), 0)], |s| layout::is_org_id(s) || layout::is_account_id(s))
             .await?;

@@ -9,16 +9,22 @@ pub enum CopyError {
     #[error("invalid {field}: {reason}")]
     InvalidRequest { field: &'static str, reason: String },
 
-    /// A transient fault that outlived the SDK's own retries (throttling, 5xx, timeouts).
-    #[error("retryable error at {location}: {message}")]
+    /// A transient fault (throttling, 5xx, timeouts, a connection that failed). By the time a
+    /// user reads it the SDK's own retries are spent, so its text never says "retryable".
+    #[error("{message} ({location}; still failing after retries)")]
     Retryable { location: String, message: String },
+
+    /// AWS credentials are missing, expired or rejected: the user fixes the setup (the message
+    /// says how); nothing is wrong with the copy, and `retry` resumes it once fixed.
+    #[error("{message}")]
+    Credentials { message: String },
 
     /// An object or record that does not exist.
     #[error("not found: {location}")]
     NotFound { location: String },
 
     /// Access was denied (IAM, bucket policy, KMS key policy).
-    #[error("access denied at {location}: {message}")]
+    #[error("access denied: {location}: {message}")]
     AccessDenied { location: String, message: String },
 
     /// An archived object (GLACIER, DEEP_ARCHIVE, Intelligent-Tiering archive) that is not restored.
@@ -26,7 +32,7 @@ pub enum CopyError {
     Archived { location: String },
 
     /// Any other permanent storage error.
-    #[error("storage error at {location}: {message}")]
+    #[error("{location}: {message}")]
     Storage { location: String, message: String },
 
     /// The copy record is not in a state that allows the operation.
@@ -57,6 +63,7 @@ impl CopyError {
         match self {
             CopyError::InvalidRequest { .. } => "InvalidRequest",
             CopyError::Retryable { .. } => "Retryable",
+            CopyError::Credentials { .. } => "Credentials",
             CopyError::NotFound { .. } => "NotFound",
             CopyError::AccessDenied { .. } => "AccessDenied",
             CopyError::Archived { .. } => "ArchivedObject",

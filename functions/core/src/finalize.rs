@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use jiff::Timestamp;
-
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;
 use crate::record::{CopyRecord, CopyStatus, FailureEntry, ItemStatus, Statistics, WorkItem, write_json};
@@ -85,21 +83,67 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
     } else {
         CopyStatus::Failed
     };
+    let retry = crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display());
     let s = &r.statistics;
     record.message = message.or_else(|| match record.status {
         CopyStatus::Failed if !r.all_completed => Some(format!(
-            "{} of {} work items ({} of {} day prefixes) did not complete; resume with `trailcopy retry {}`",
+            "{} of {} ({} of {}) did not complete; resume with `{retry}`",
             s.work_items_found - s.work_items_completed,
-            s.work_items_found,
+            count(s.work_items_found, "work item", "work items"),
             s.prefixes_found - s.prefixes_completed,
-            s.prefixes_found,
-            ctx.copy_id
+            count(s.prefixes_found, "day prefix", "day prefixes"),
         )),
-        CopyStatus::Failed => Some(format!("finished with {} failure entries", r.failures.len())),
-        CopyStatus::Stopped => Some(format!("stopped; resume with `trailcopy retry {}`", ctx.copy_id)),
+        CopyStatus::Failed => {
+            Some(format!("finished with {}", count(r.failures.len() as u64, "failure entry", "failure entries")))
+        }
+        CopyStatus::Stopped => Some(format!("stopped; resume with `{retry}`")),
+        // Nothing to copy is a legitimate result, but one a user should not mistake for a copy.
+        CopyStatus::Completed if s.prefixes_found == 0 => Some(format!(
+            "nothing to copy: no CloudTrail day folders for {} .. {} under {}",
+            ctx.request.start, ctx.request.end, ctx.request.source
+        )),
+        CopyStatus::Completed if s.events_read == 0 => Some(format!(
+            "nothing to copy: no log files for {} .. {} in {}",
+            ctx.request.start,
+            ctx.request.end,
+            count(s.prefixes_found, "day folder", "day folders")
+        )),
         _ => None,
     });
-    record.updated_time = Timestamp::now();
+    record.touch();
+    ctx.write_record(&record).await?;
+    Ok(record)
+}
+
+/// `1 prefix`, `2 prefixes`.
+pub fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Ends a copy whose run failed as a whole (the Distributed Map, its ItemReader or ResultWriter,
+/// a tolerated-failure threshold): FAILED, with one failure entry for the run's error besides the
+/// items' entries, whatever the items say, even when the work items cannot be read. So a record
+/// never stays IN_PROGRESS after its execution ended.
+pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Result<CopyRecord> {
+    let mut record = ctx.read_record().await?;
+    let mut r = read_rollup(ctx).await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the work items cannot be read; finalizing without them");
+        let mut r = rollup(&[], &BTreeMap::new());
+        r.statistics.prefixes_found = record.statistics.prefixes_found;
+        r
+    });
+    r.failures.push(failure.clone());
+    r.statistics.failed_entries = r.failures.len() as u64;
+    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    record.statistics = r.statistics;
+    record.status = CopyStatus::Failed;
+    record.message = Some(format!(
+        "{}: {}; completed items stay completed: resume with `{}`",
+        failure.error_type,
+        failure.error_message,
+        crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display())
+    ));
+    record.touch();
     ctx.write_record(&record).await?;
     Ok(record)
 }

@@ -4,10 +4,12 @@
 //! [`plan_copy`] → per work item [`prepare_item`] (restores) and [`copy_item`] (batches from a
 //! cursor) → [`finalize_copy`].
 
+pub mod aws_error;
 pub mod copy;
 pub mod discover;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod finalize;
 pub mod kms;
 pub mod layout;
@@ -18,6 +20,7 @@ pub mod range;
 pub mod record;
 pub mod rollup;
 pub mod runner;
+pub mod serverless;
 pub mod storage;
 pub mod storage_class;
 pub mod store;
@@ -25,9 +28,9 @@ pub mod summary;
 
 pub use copy::{CopyLimits, CopyOutcome, copy_item, fail_item};
 pub use error::CopyError;
-pub use finalize::{current_record, finalize_copy, read_failures};
+pub use finalize::{current_record, finalize_copy, finalize_failed_run, read_failures};
 pub use plan::{CopyContext, CopyRequest, RestoreRequest, plan_copy};
 pub use prepare::{PrepareOutcome, prepare_item};
 pub use record::{CopyRecord, CopyStatus, FailureEntry, Statistics, WorkItem};
-pub use runner::{RunOptions, reopen_copy, retry_copy, run_copy};
+pub use runner::{Progress, RunOptions, reopen_copy, retry_copy, run_copy};
 pub use storage::AwsClients;

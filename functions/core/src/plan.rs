@@ -94,14 +94,14 @@ impl CopyContext {
         store: Arc<dyn ObjectStore>,
         keys: RecordKeys,
     ) -> Result<CopyContext> {
-        let source_location = Location::parse("source", &record.request.source)?;
+        let source_location = Location::parse_source(&record.request.source)?;
         let source = source_location.open(aws).await?;
         let store = match &record.request.store_kms_key {
             Some(k) => store_location.open_store(aws, Some(k)).await?,
             None => store,
         };
         let kms: Arc<dyn KeyChecker> = match &source_location {
-            Location::S3 { .. } => Arc::new(KmsKeyChecker::new(aws.kms().await)),
+            Location::S3 { .. } => Arc::new(KmsKeyChecker::new(aws.sdk_config().await.clone())),
             Location::Local { .. } => Arc::new(NoKeys),
         };
         let r = &record.request;
@@ -155,7 +155,8 @@ pub fn check_serverless(req: &CopyRequest, retry: bool) -> Result<()> {
         }
     }
     if let Some(r) = &req.restore {
-        let polls = r.max_wait_seconds.unwrap_or(RestoreOptions::default().max_wait_seconds)
+        let tier = RestoreOptions { tier: canonical_tier(r.tier.as_deref()), ..Default::default() };
+        let polls = r.max_wait_seconds.unwrap_or_else(|| tier.max_wait_limit())
             / r.poll_seconds.unwrap_or(RestoreOptions::default().poll_seconds).max(1);
         if polls > MAX_RESTORE_POLLS {
             return Err(CopyError::invalid(
@@ -170,11 +171,23 @@ pub fn check_serverless(req: &CopyRequest, retry: bool) -> Result<()> {
     Ok(())
 }
 
-/// Checks a request and resolves it against `now`, before any work.
+/// The tier name a request's `restore.tier` stands for (unknown names are refused later).
+fn canonical_tier(tier: Option<&str>) -> String {
+    match tier.map(str::to_ascii_lowercase).as_deref() {
+        Some("standard") => "Standard",
+        Some("expedited") => "Expedited",
+        Some("no" | "none") => "None",
+        _ => "Bulk",
+    }
+    .into()
+}
+
+/// Checks a request and resolves it against `now`, before any work. Source and store are
+/// kept in their canonical form (see [`Location`]); a local source must be a trail folder.
 pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedRequest, Location, Location)> {
     let source_text = req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?;
     let store_text = req.store.as_deref().ok_or_else(|| CopyError::invalid("store", "is required"))?;
-    let source = Location::parse("source", source_text)?;
+    let source = Location::parse_source(source_text)?;
     let store = Location::parse("store", store_text)?;
     if source.contains(&store) {
         return Err(CopyError::invalid(
@@ -219,7 +232,7 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
             restore.poll_seconds = p.max(1);
         }
         if let Some(m) = r.max_wait_seconds {
-            restore.max_wait_seconds = m;
+            restore.max_wait_seconds = Some(m);
         }
     }
     if restore.tier != "None" {
@@ -240,23 +253,44 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
     if resolved.store_kms_key.is_some() && matches!(store, Location::Local { .. }) {
         return Err(CopyError::invalid("storeKmsKey", "SSE-KMS needs an s3:// store"));
     }
+    // What the request says is checked first; then whether the source can be a trail at all.
+    check_narrowing(&source)?;
+    source.check_local_source()?;
     Ok((resolved, source, store))
 }
 
+/// A source narrowed below an account names its service folder: only `CloudTrail/` is read.
+fn check_narrowing(source: &Location) -> Result<()> {
+    let narrowing = layout::trail_root(source.prefix()).narrowing;
+    let service = if narrowing.first().is_some_and(|s| layout::is_org_id(s)) { 2 } else { 1 };
+    match narrowing.get(service) {
+        Some(n) if n != "CloudTrail" => Err(CopyError::invalid(
+            "source",
+            format!("`{n}` folders are not read: only CloudTrail/ holds trail events"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Plans a copy: writes the record (INITIALIZING), the work items, then the record IN_PROGRESS.
+/// A copy that fails before its first work item is recorded FAILED with the reason, so nothing
+/// is left INITIALIZING and `retry` plans it again once the cause is fixed.
 pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> Result<(CopyContext, Vec<WorkItem>)> {
-    let now = now.round(jiff::Unit::Second).unwrap_or(now);
+    // Truncated, never rounded up: createdTime must not lie after the record's first update.
+    let now =
+        now.round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc)).unwrap_or(now);
     let (resolved, _source, store_location) = resolve_request(req, now)?;
     let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
     let store = store_location.open(aws).await?;
     let keys = RecordKeys::new(store_location.prefix(), &copy_id);
     if let Some(existing) = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await? {
+        let hint = match existing.status {
+            CopyStatus::Completed => "it is complete: pick another --copy-id".to_string(),
+            _ => format!("resume it with `{}`", retry_command(&copy_id, &existing.request.store)),
+        };
         return Err(CopyError::invalid(
             "copyId",
-            format!(
-                "copy `{copy_id}` already exists ({}); resume it with `trailcopy retry {copy_id}`",
-                existing.status.as_str()
-            ),
+            format!("copy `{copy_id}` already exists ({}); {hint}", existing.status.as_str()),
         ));
     }
     if !resolved.allow_overlap {
@@ -268,37 +302,77 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
         request: resolved,
         statistics: Statistics::default(),
         created_time: now,
-        updated_time: Timestamp::now(),
+        updated_time: now,
         message: None,
+        executions: Vec::new(),
     };
     write_json(store.as_ref(), &keys.record(), &record).await?;
-    let ctx = CopyContext::from_record(aws, record, store_location, store, keys).await?;
-    let items = discover_work_items(&ctx).await?;
-    Ok((ctx, items))
+    let planned = match CopyContext::from_record(aws, record.clone(), store_location, store.clone(), keys.clone()).await
+    {
+        Ok(ctx) => discover_work_items(&ctx).await.map(|items| (ctx, items)),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = &planned {
+        let mut failed = record;
+        failed.status = CopyStatus::Failed;
+        failed.message = Some(format!("planning failed: {e}"));
+        failed.touch();
+        if let Err(write_error) = write_json(store.as_ref(), &keys.record(), &failed).await {
+            tracing::warn!(error = %write_error, "could not record the failed plan");
+        }
+    }
+    planned
+}
+
+/// The command that resumes a copy (local runner; a state machine copy adds `--state-machine`).
+pub fn retry_command(copy_id: &str, store: &str) -> String {
+    format!("trailcopy retry {copy_id} --store {store}")
+}
+
+/// Whether two trail sources can hold the same log files: the same bucket or folder, the same
+/// `AWSLogs/` root, and one narrowing a prefix of the other (`s3://b/` and
+/// `s3://b/AWSLogs/o-x/111122223333/` overlap; two different accounts do not).
+pub fn sources_overlap(a: &Location, b: &Location) -> bool {
+    if !a.same_root(b) {
+        return false;
+    }
+    let (ra, rb) = (layout::trail_root(a.prefix()), layout::trail_root(b.prefix()));
+    let common = ra.narrowing.len().min(rb.narrowing.len());
+    ra.awslogs == rb.awslogs && ra.narrowing[..common] == rb.narrowing[..common]
 }
 
 /// Refuses a copy whose range overlaps an earlier copy from the same source into the same store:
-/// their events would be stored twice (output names differ with the range).
+/// their events would be stored twice (output names differ with the range). Sources compare in
+/// their canonical form, so no spelling of the same folder or prefix escapes.
 async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &ResolvedRequest) -> Result<()> {
     let copies = store.list_dir(&format!("{store_prefix}copies/")).await?;
     let start = req.start.max(req.retention_cutoff);
+    let source = Location::parse_source(&req.source)?;
     for dir in copies.dirs {
         let Some(other) = read_json::<CopyRecord>(store, &format!("{dir}record.json")).await? else { continue };
         let o = &other.request;
-        let overlaps = o.source == req.source && o.start.max(o.retention_cutoff) < req.end && start < o.end;
+        let same_source = Location::parse_source(&o.source).is_ok_and(|s| sources_overlap(&s, &source));
+        let overlaps = same_source && o.start.max(o.retention_cutoff) < req.end && start < o.end;
         if overlaps {
-            tracing::warn!(copy = %other.copy_id, "range overlaps an earlier copy");
+            let what_now = match other.status {
+                CopyStatus::Completed => "That range is already copied: pick a range that does not overlap it, \
+                     or pass --allow-overlap to store those events again"
+                    .to_string(),
+                _ => format!(
+                    "Resume that copy with `{}`, pick a range that does not overlap it, or pass --allow-overlap",
+                    retry_command(&other.copy_id, &o.store)
+                ),
+            };
             return Err(CopyError::invalid(
-                "start",
+                "range",
                 format!(
-                    "the range overlaps copy `{}` ({} .. {}, {}) from the same source into this store: \
-                     its events would be stored twice. Resume that copy with `trailcopy retry {}`, \
-                     pick a range that does not overlap, or pass --allow-overlap",
+                    "overlaps copy `{}` ({} .. {}, {}) from {} into this store: its events would be stored \
+                     twice. {what_now}",
                     other.copy_id,
                     o.start,
                     o.end,
                     other.status.as_str(),
-                    other.copy_id
+                    o.source,
                 ),
             ));
         }
@@ -365,7 +439,8 @@ pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
     record.status = CopyStatus::InProgress;
     record.statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
     record.statistics.work_items_found = items.len() as u64;
-    record.updated_time = Timestamp::now();
+    record.message = None;
+    record.touch();
     ctx.write_record(&record).await?;
     Ok(items)
 }

@@ -15,7 +15,7 @@ use crate::record::{
 };
 use crate::rollup;
 use crate::storage::ObjectInfo;
-use crate::storage_class::{Readability, check_tier, classify, needs_head};
+use crate::storage_class::{Readability, check_tier, classify, default_max_wait, needs_head};
 
 /// What the state machine (or the local runner) needs to decide whether to wait.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +51,9 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
         ItemStatus::Copying | ItemStatus::Completed | ItemStatus::Failed => {}
     }
     let pending = state.statistics.restores_pending;
-    let max_wait = ctx.request.restore.max_wait_seconds;
+    let restore = &ctx.request.restore;
+    let max_wait =
+        restore.max_wait_seconds.or(state.restore_max_wait_seconds).unwrap_or_else(|| restore.max_wait_limit());
     let exceeded = pending > 0
         && state.restore_started_time.is_some_and(|t| Timestamp::now().duration_since(t).as_secs() as u64 > max_wait);
     if exceeded {
@@ -80,6 +82,8 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     let listing: Vec<ObjectInfo> = read_json(ctx.store.as_ref(), &ctx.keys.item_listing(&item.index))
         .await?
         .ok_or_else(|| CopyError::State(format!("{} has no frozen file list", item.describe())))?;
+    // Every failure entry made here is one file's.
+    let entries_before = state.failures.len();
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
     let mut to_restore: Vec<(ObjectInfo, bool)> = Vec::new();
@@ -113,28 +117,37 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     // (one trail, one key; an organization and an account trail may have two).
     let mut trails = std::collections::BTreeSet::new();
     let sampled: Vec<bool> = candidates.iter().map(|o| trails.insert(layout::trail_of_key(&o.key))).collect();
-    let heads: Vec<(ObjectInfo, Readability, Option<String>)> =
+    let tier_ref = tier.as_str();
+    let heads: Vec<(ObjectInfo, Readability, Option<String>, u64)> =
         futures::stream::iter(candidates.into_iter().zip(sampled))
             .map(|(o, sample)| async move {
                 if !sample && !needs_head(o.storage_class.as_deref()) {
                     let r = classify(o.storage_class.as_deref(), None, None);
-                    return Ok::<_, CopyError>((o, r, None));
+                    return Ok::<_, CopyError>((o, r, None, 0));
                 }
                 let h = ctx.source.head(&o.key).await?;
                 let class = h.storage_class.or_else(|| o.storage_class.clone());
                 let r = classify(class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
-                Ok((o, r, h.kms_key_id))
+                let wait = match r {
+                    Readability::Restoring | Readability::NeedsRestore { .. } => {
+                        default_max_wait(tier_ref, class.as_deref(), h.archive_status.as_deref())
+                    }
+                    _ => 0,
+                };
+                Ok((o, r, h.kms_key_id, wait))
             })
             .buffered(HEAD_CONCURRENCY)
             .try_collect()
             .await?;
-    check_keys(ctx, heads.iter().filter_map(|(_, _, k)| k.as_deref())).await?;
-    let mut restoring = 0;
-    for (o, readability, _) in heads {
+    check_keys(ctx, heads.iter().filter_map(|(_, _, k, _)| k.as_deref())).await?;
+    let mut restoring = Vec::new();
+    let mut max_wait = 0;
+    for (o, readability, _, wait) in heads {
         match readability {
             Readability::Readable => files.push(FileToCopy { key: o.key, size: o.size }),
             Readability::Restoring => {
-                restoring += 1;
+                max_wait = max_wait.max(wait);
+                restoring.push(o.key.clone());
                 files.push(FileToCopy { key: o.key, size: o.size });
             }
             Readability::NeedsRestore { with_days } => {
@@ -151,6 +164,7 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
                 } else if let Err(e) = check_tier(&tier, o.storage_class.as_deref()) {
                     state.failures.push(FailureEntry::new(ctx.source.location(&o.key), "RestoreTierInvalid", e));
                 } else {
+                    max_wait = max_wait.max(wait);
                     files.push(FileToCopy { key: o.key.clone(), size: o.size });
                     to_restore.push((o, with_days));
                 }
@@ -163,16 +177,21 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
         }
     }
     let days = ctx.request.restore.days;
-    let started: Vec<()> = futures::stream::iter(to_restore)
+    let started: Vec<String> = futures::stream::iter(to_restore)
         .map(|(o, with_days)| {
             let tier = tier.clone();
-            async move { ctx.source.restore(&o.key, &tier, with_days.then_some(days)).await }
+            async move { ctx.source.restore(&o.key, &tier, with_days.then_some(days)).await.map(|()| o.key) }
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()
         .await?;
     state.statistics.restores_started = started.len() as u64;
-    state.statistics.restores_pending = started.len() as u64 + restoring;
+    state.statistics.files_failed = (state.failures.len() - entries_before) as u64;
+    state.statistics.bytes_to_read = files.iter().map(|f| f.size).sum();
+    restoring.extend(started);
+    state.statistics.restores_pending = restoring.len() as u64;
+    state.restoring = restoring;
+    state.restore_max_wait_seconds = (max_wait > 0).then_some(max_wait);
     write_json_compact(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
     if state.statistics.restores_pending > 0 {
         state.status = ItemStatus::Restoring;
@@ -195,20 +214,27 @@ async fn check_keys<'a>(ctx: &CopyContext, keys: impl Iterator<Item = &'a str>) 
     Ok(())
 }
 
+/// HEADs only the objects still being restored (not every file of the item).
 async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
-    let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index))
-        .await?
-        .ok_or_else(|| CopyError::State(format!("work item {} has no file list", state.index)))?;
-    let pending: Vec<bool> = futures::stream::iter(files)
-        .map(|f| async move {
-            let h = ctx.source.head(&f.key).await?;
+    let mut keys = std::mem::take(&mut state.restoring);
+    if keys.is_empty() && state.statistics.restores_pending > 0 {
+        // A checkpoint written before pending objects were listed: ask about every file once.
+        let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index))
+            .await?
+            .ok_or_else(|| CopyError::State(format!("work item {} has no file list", state.index)))?;
+        keys = files.into_iter().map(|f| f.key).collect();
+    }
+    let pending: Vec<(String, bool)> = futures::stream::iter(keys)
+        .map(|key| async move {
+            let h = ctx.source.head(&key).await?;
             let r = classify(h.storage_class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
-            Ok::<_, CopyError>(matches!(r, Readability::Restoring | Readability::NeedsRestore { .. }))
+            Ok::<_, CopyError>((key, matches!(r, Readability::Restoring | Readability::NeedsRestore { .. })))
         })
         .buffered(HEAD_CONCURRENCY)
         .try_collect()
         .await?;
-    let still = pending.iter().filter(|p| **p).count() as u64;
+    state.restoring = pending.into_iter().filter_map(|(k, still)| still.then_some(k)).collect();
+    let still = state.restoring.len() as u64;
     let s = &mut state.statistics;
     s.restores_finished = (s.restores_pending + s.restores_finished).saturating_sub(still);
     s.restores_pending = still;

@@ -40,12 +40,22 @@ pub struct RestoreOptions {
     pub tier: String,
     pub days: i32,
     pub poll_seconds: u64,
-    pub max_wait_seconds: u64,
+    /// Fail a work item whose restores take longer. None: by tier and storage class
+    /// ([`crate::storage_class::default_max_wait`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_seconds: Option<u64>,
 }
 
 impl Default for RestoreOptions {
     fn default() -> Self {
-        RestoreOptions { tier: "Bulk".into(), days: 7, poll_seconds: 900, max_wait_seconds: 48 * 3600 }
+        RestoreOptions { tier: "Bulk".into(), days: 7, poll_seconds: 900, max_wait_seconds: None }
+    }
+}
+
+impl RestoreOptions {
+    /// The longest any work item of the copy may wait for its restores.
+    pub fn max_wait_limit(&self) -> u64 {
+        self.max_wait_seconds.unwrap_or_else(|| crate::storage_class::worst_max_wait(&self.tier))
     }
 }
 
@@ -83,6 +93,11 @@ pub struct Statistics {
     pub failed_entries: u64,
     pub files_found: u64,
     pub files_skipped: u64,
+    /// Files that are failure entries as a whole (not a log file, unreadable, damaged): with
+    /// the skipped and completed ones they add up to the files found once every item completed.
+    pub files_failed: u64,
+    /// Compressed bytes of the log files to read (the items' frozen file lists).
+    pub bytes_to_read: u64,
     pub bytes_read: u64,
     pub events_read: u64,
     pub events_out_of_range: u64,
@@ -105,6 +120,8 @@ impl AddAssign for Statistics {
         self.failed_entries += o.failed_entries;
         self.files_found += o.files_found;
         self.files_skipped += o.files_skipped;
+        self.files_failed += o.files_failed;
+        self.bytes_to_read += o.bytes_to_read;
         self.bytes_read += o.bytes_read;
         self.events_read += o.events_read;
         self.events_out_of_range += o.events_out_of_range;
@@ -151,6 +168,16 @@ pub struct CopyRecord {
     pub updated_time: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The state machine executions that ran this copy (its first run and its retries), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executions: Vec<String>,
+}
+
+impl CopyRecord {
+    /// Marks the record updated now; never before it was created (the plan's clock may lead).
+    pub fn touch(&mut self) {
+        self.updated_time = Timestamp::now().max(self.created_time);
+    }
 }
 
 /// A work item: day prefixes of one date packed up to a size target (every trail's prefix of
@@ -230,6 +257,12 @@ pub struct ItemState {
     /// The status a FAILED item resumes in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_status: Option<ItemStatus>,
+    /// Objects whose restore is still running: the only ones a poll asks about again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restoring: Vec<String>,
+    /// The restore wait this item allows by its objects' classes (when the request gives none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_max_wait_seconds: Option<u64>,
 }
 
 impl ItemState {
@@ -244,6 +277,8 @@ impl ItemState {
             error: None,
             restore_started_time: None,
             resume_status: None,
+            restoring: Vec::new(),
+            restore_max_wait_seconds: None,
         }
     }
 }
@@ -293,6 +328,13 @@ impl RecordKeys {
     /// Roll-up shard `n`: the final (or latest) summary of the items that hash to it.
     pub fn rollup_shard(&self, n: usize) -> String {
         format!("{}rollup/{n:02}.json", self.base)
+    }
+    /// `s3://bucket/<prefix>copies/<id>/workitems.json` (or the path), for messages.
+    pub fn work_items_location(&self, store: &crate::storage::Location) -> String {
+        match store {
+            crate::storage::Location::S3 { bucket, .. } => format!("s3://{bucket}/{}", self.work_items()),
+            crate::storage::Location::Local { root, .. } => root.join(self.work_items()).display().to_string(),
+        }
     }
     pub fn item_seen(&self, index: &str, batch: u32) -> String {
         format!("{}items/{index}/seen-{batch:06}.bin", self.base)

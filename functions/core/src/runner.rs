@@ -14,31 +14,65 @@ use crate::error::Result;
 use crate::finalize::{finalize_copy, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{load_item_state, prepare_item, save_item_state};
-use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem};
+use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem, read_json};
 use crate::rollup::{self, ItemSummary, read_summaries};
 use crate::storage::AwsClients;
+
+/// What a progress display shows, from the engine's own counters. Totals only grow and never
+/// fall behind what is done: the work items are known when planning ends, the files and bytes of
+/// each item when it is listed (its file list is frozen at planning, so an item's totals are
+/// final once it is prepared).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// The copy's statistics so far (those of a retried copy include its earlier runs).
+    pub statistics: Statistics,
+    /// False while the copy is planned.
+    pub planned: bool,
+    /// Day prefixes whose files are listed: the file and byte totals are final once this
+    /// reaches `statistics.prefixes_found`.
+    pub prefixes_listed: u64,
+}
+
+impl Progress {
+    /// Files read (copied or failed) and files to read.
+    pub fn files(&self) -> (u64, u64) {
+        let s = &self.statistics;
+        (s.files_completed + s.files_failed, s.files_found - s.files_skipped)
+    }
+
+    pub fn totals_final(&self) -> bool {
+        self.planned && self.prefixes_listed >= self.statistics.prefixes_found
+    }
+}
 
 pub struct RunOptions {
     pub concurrency: usize,
     pub cancel: Arc<AtomicBool>,
-    /// Called with the rolled-up statistics as batches commit.
-    pub progress: Arc<dyn Fn(&Statistics) + Send + Sync>,
+    /// Called as the copy is planned, as each item is listed and as batches commit.
+    pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_| {}) }
+        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_: &Progress| {}) }
     }
 }
 
 /// Plans and runs a new copy to its end.
 pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
+    (opts.progress)(&Progress::default());
     let (ctx, items) = plan_copy(aws, request, Timestamp::now()).await?;
     run_items(&ctx, items, opts).await
 }
 
 /// Resumes a copy at its checkpoints: failed and unfinished items go on from their cursors.
+/// A COMPLETED copy has nothing to resume: its record comes back unchanged.
 pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &RunOptions) -> Result<CopyRecord> {
+    let record = CopyContext::open(aws, store, copy_id).await?.read_record().await?;
+    if record.status == CopyStatus::Completed {
+        return Ok(record);
+    }
+    (opts.progress)(&Progress::default());
     let (ctx, items) = reopen_copy(aws, store, copy_id).await?;
     run_items(&ctx, items, opts).await
 }
@@ -59,10 +93,12 @@ pub async fn reopen(
     copy_id: &str,
 ) -> Result<(CopyContext, Vec<WorkItem>, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
-    let record = ctx.read_record().await?;
-    let items = match record.status {
-        CopyStatus::Initializing => discover_work_items(&ctx).await?,
-        _ => ctx.work_items().await?,
+    // The source folder may have moved since: say so, rather than fail every file.
+    ctx.source_location.check_local_source()?;
+    // A copy whose planning never finished (a crash, or a failure before its first work item).
+    let items = match read_json::<Vec<WorkItem>>(ctx.store.as_ref(), &ctx.keys.work_items()).await? {
+        Some(items) => items,
+        None => discover_work_items(&ctx).await?,
     };
     let summaries = read_summaries(&ctx).await?;
     let pending: Vec<WorkItem> = items
@@ -88,7 +124,7 @@ pub async fn reopen(
     let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
     record.message = None;
-    record.updated_time = Timestamp::now();
+    record.touch();
     ctx.write_record(&record).await?;
     Ok((ctx, items, pending))
 }
@@ -101,16 +137,25 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
         let items = items.clone();
         move || rollup(&items, &live.lock().unwrap_or_else(|p| p.into_inner())).statistics
     };
+    let now = {
+        let live = live.clone();
+        let items = items.clone();
+        move || {
+            let live = live.lock().unwrap_or_else(|p| p.into_inner());
+            let listed = items.iter().filter(|i| live.get(&i.index).is_some_and(is_listed)).map(|i| i.prefixes).sum();
+            Progress { statistics: rollup(&items, &live).statistics, planned: true, prefixes_listed: listed }
+        }
+    };
     let report = {
         let live = live.clone();
         let progress = opts.progress.clone();
-        let statistics = statistics.clone();
+        let now = now.clone();
         move |s: &ItemState| {
             live.lock().unwrap_or_else(|p| p.into_inner()).insert(s.index.clone(), ItemSummary::from(s));
-            progress(&statistics());
+            progress(&now());
         }
     };
-    (opts.progress)(&statistics());
+    (opts.progress)(&now());
 
     // The record follows the copy every few seconds, not only at the end.
     let (done, mut finished) = tokio::sync::watch::channel(false);
@@ -122,7 +167,7 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
             }
             if let Ok(mut record) = ctx.read_record().await {
                 record.statistics = statistics();
-                record.updated_time = Timestamp::now();
+                record.touch();
                 let _ = ctx.write_record(&record).await;
             }
         }
@@ -143,14 +188,28 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
     finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
 }
 
+/// Whether an item's files are listed (its file and byte counts are in the statistics).
+fn is_listed(s: &ItemSummary) -> bool {
+    match s.status {
+        ItemStatus::Pending => false,
+        ItemStatus::Failed => s.statistics.files_found > 0 || s.statistics.prefixes_found > 0,
+        _ => true,
+    }
+}
+
 /// Prepare, wait for restores, copy; an error is recorded on the item and the rest go on.
 async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: &(dyn Fn(&ItemState) + Send + Sync)) {
     if opts.cancel.load(Ordering::Relaxed) {
         return;
     }
     let result = async {
+        let mut listed = false;
         loop {
             let p = prepare_item(ctx, &item).await?;
+            if !listed {
+                listed = true;
+                report(&load_item_state(ctx, &item).await?);
+            }
             if p.pending_restores == 0 {
                 break;
             }

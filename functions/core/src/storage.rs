@@ -103,11 +103,22 @@ pub async fn get_opt(store: &dyn ObjectStore, key: &str) -> Result<Option<Bytes>
     }
 }
 
-/// A parsed `--source`/`--store` argument.
+/// A parsed `--source`/`--store` argument, in its one canonical form: a local folder is
+/// absolute with symlinks resolved, an S3 location is `s3://bucket/` or `s3://bucket/prefix/`.
+/// The copy record stores that form, so the overlap guard and `retry` (from any directory)
+/// see one spelling of each place.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
-    Local { root: PathBuf },
-    S3 { bucket: String, prefix: String },
+    /// `prefix` is empty, or (for a trail source pointing inside its `AWSLogs/` tree, as an S3
+    /// prefix can) `AWSLogs/…/` below `root`.
+    Local {
+        root: PathBuf,
+        prefix: String,
+    },
+    S3 {
+        bucket: String,
+        prefix: String,
+    },
 }
 
 impl Location {
@@ -138,14 +149,59 @@ impl Location {
         if text.contains("://") || text.to_ascii_lowercase().starts_with("s3:") {
             return Err(CopyError::invalid(field, format!("`{text}`: only s3:// URIs or local folders are supported")));
         }
-        Ok(Location::Local { root: PathBuf::from(text) })
+        Ok(Location::Local { root: resolve(Path::new(text)), prefix: String::new() })
     }
 
-    /// The key prefix inside the store (`""` for a local folder).
+    /// Parses a trail source. A local folder inside a trail's `AWSLogs/` tree (and without an
+    /// `AWSLogs/` of its own) narrows the copy, as the same S3 prefix does.
+    pub fn parse_source(text: &str) -> Result<Location> {
+        let location = Location::parse("source", text)?;
+        let Location::Local { root, .. } = &location else { return Ok(location) };
+        if root.join(AWS_LOGS).is_dir() {
+            return Ok(location);
+        }
+        let parts: Vec<&std::ffi::OsStr> = root.iter().collect();
+        let Some(at) = parts.iter().rposition(|p| *p == AWS_LOGS) else { return Ok(location) };
+        let above: PathBuf = parts[..at].iter().collect();
+        let mut prefix = String::new();
+        for p in &parts[at..] {
+            prefix.push_str(&p.to_string_lossy());
+            prefix.push('/');
+        }
+        Ok(Location::Local { root: above, prefix })
+    }
+
+    /// Refuses a local trail source that cannot be one, before anything is written: a folder
+    /// that does not exist, or that holds no `AWSLogs/` (the layout CloudTrail delivers).
+    pub fn check_local_source(&self) -> Result<()> {
+        let Location::Local { root, prefix } = self else { return Ok(()) };
+        let shown = self.display();
+        if !root.exists() {
+            return Err(CopyError::invalid("source", format!("`{shown}` does not exist")));
+        }
+        if !root.is_dir() {
+            return Err(CopyError::invalid("source", format!("`{shown}` is not a folder")));
+        }
+        let inside = if prefix.is_empty() { root.join(AWS_LOGS) } else { root.join(prefix) };
+        if prefix.is_empty() && !inside.is_dir() {
+            return Err(CopyError::invalid(
+                "source",
+                format!(
+                    "`{shown}` holds no AWSLogs/ folder: give the folder that holds a trail's AWSLogs/ \
+                     (AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/), or a folder inside AWSLogs/"
+                ),
+            ));
+        }
+        if !inside.is_dir() {
+            return Err(CopyError::invalid("source", format!("`{shown}` does not exist")));
+        }
+        Ok(())
+    }
+
+    /// The key prefix inside the store or folder (`""`, or ending in `/`).
     pub fn prefix(&self) -> &str {
         match self {
-            Location::Local { .. } => "",
-            Location::S3 { prefix, .. } => prefix,
+            Location::Local { prefix, .. } | Location::S3 { prefix, .. } => prefix,
         }
     }
 
@@ -155,42 +211,54 @@ impl Location {
             (Location::S3 { bucket: b1, prefix: p1 }, Location::S3 { bucket: b2, prefix: p2 }) => {
                 b1 == b2 && p2.starts_with(p1.as_str())
             }
-            (Location::Local { root: r1 }, Location::Local { root: r2 }) => resolve(r2).starts_with(resolve(r1)),
+            (Location::Local { root: r1, prefix: p1 }, Location::Local { root: r2, prefix: p2 }) => {
+                r2.join(p2).starts_with(r1.join(p1))
+            }
+            _ => false,
+        }
+    }
+
+    /// The same folder or bucket, a prefix aside.
+    pub fn same_root(&self, other: &Location) -> bool {
+        match (self, other) {
+            (Location::S3 { bucket: b1, .. }, Location::S3 { bucket: b2, .. }) => b1 == b2,
+            (Location::Local { root: r1, .. }, Location::Local { root: r2, .. }) => r1 == r2,
             _ => false,
         }
     }
 
     pub fn display(&self) -> String {
         match self {
-            Location::Local { root } => root.display().to_string(),
+            Location::Local { root, prefix } if prefix.is_empty() => root.display().to_string(),
+            Location::Local { root, prefix } => root.join(prefix.trim_end_matches('/')).display().to_string(),
             Location::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
         }
     }
 
     /// Opens the storage behind this location.
     pub async fn open(&self, aws: &AwsClients) -> Result<Arc<dyn ObjectStore>> {
-        Ok(match self {
-            Location::Local { root } => Arc::new(LocalStore::new(root.clone())),
-            Location::S3 { bucket, .. } => Arc::new(S3Store::new(aws.s3_for_bucket(bucket).await, bucket.clone())),
-        })
+        self.open_store(aws, None).await
     }
 
     /// Opens a store whose new objects are encrypted with SSE-KMS under `kms_key`.
     pub async fn open_store(&self, aws: &AwsClients, kms_key: Option<&str>) -> Result<Arc<dyn ObjectStore>> {
         match (self, kms_key) {
-            (Location::S3 { bucket, .. }, Some(key)) => Ok(Arc::new(S3Store {
+            (Location::Local { root, .. }, None) => Ok(Arc::new(LocalStore::new(root.clone()))),
+            (Location::S3 { bucket, .. }, key) => Ok(Arc::new(S3Store {
                 client: aws.s3_for_bucket(bucket).await,
                 bucket: bucket.clone(),
-                kms_key: Some(key.to_string()),
+                kms_key: key.map(str::to_string),
+                endpoint: aws.endpoint_name().await,
             })),
             (Location::Local { .. }, Some(_)) => Err(CopyError::invalid(
                 "storeKmsKey",
                 "SSE-KMS needs an s3:// store; a local folder is not encrypted by trailcopy",
             )),
-            (_, None) => self.open(aws).await,
         }
     }
 }
+
+const AWS_LOGS: &str = "AWSLogs";
 
 /// The real path: links resolved for the part that exists, `..` and `.` folded for the rest.
 fn resolve(path: &Path) -> PathBuf {
@@ -231,6 +299,9 @@ fn valid_bucket_name(b: &str) -> bool {
 #[derive(Default)]
 pub struct AwsClients {
     config: tokio::sync::OnceCell<aws_config::SdkConfig>,
+    /// Sent in every request's User-Agent as `app/<name>`: CloudTrail's userAgent then tells which
+    /// trailcopy part made a call (and the tests attribute each recorded request to its function).
+    app_name: Option<aws_config::AppName>,
 }
 
 impl AwsClients {
@@ -238,11 +309,20 @@ impl AwsClients {
         Self::default()
     }
 
+    /// Clients whose requests carry `app/<name>` in their User-Agent (e.g. `trailcopy-copy`).
+    pub fn with_app_name(name: &'static str) -> Self {
+        AwsClients { config: Default::default(), app_name: aws_config::AppName::new(name).ok() }
+    }
+
     pub async fn sdk_config(&self) -> &aws_config::SdkConfig {
         self.config
             .get_or_init(|| async {
+                // AWS_MAX_ATTEMPTS is honoured as every AWS SDK does (a user, or a test, can give up
+                // sooner): https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html
+                let attempts =
+                    std::env::var("AWS_MAX_ATTEMPTS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(8);
                 let retry = aws_config::retry::RetryConfig::adaptive()
-                    .with_max_attempts(8)
+                    .with_max_attempts(attempts)
                     .with_initial_backoff(std::time::Duration::from_millis(200));
                 // TRAILCOPY_S3_READ_TIMEOUT (seconds): for slow proxies, and for tests of stalls.
                 let read_timeout = std::env::var("TRAILCOPY_S3_READ_TIMEOUT")
@@ -254,30 +334,78 @@ impl AwsClients {
                     .connect_timeout(std::time::Duration::from_secs(10))
                     .read_timeout(std::time::Duration::from_secs_f64(read_timeout))
                     .build();
-                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .retry_config(retry)
-                    .timeout_config(timeouts)
-                    .load()
-                    .await
+                    .timeout_config(timeouts);
+                if let Some(name) = &self.app_name {
+                    loader = loader.app_name(name.clone());
+                }
+                loader.load().await
             })
             .await
     }
 
-    pub async fn kms(&self) -> aws_sdk_kms::Client {
-        aws_sdk_kms::Client::new(self.sdk_config().await)
+    /// Where S3 requests go, for messages: the endpoint URL if one is set, else S3 itself.
+    pub async fn endpoint_name(&self) -> String {
+        match self.sdk_config().await.endpoint_url() {
+            Some(url) => url.to_string(),
+            None => "S3".into(),
+        }
     }
 
-    /// A client in the bucket's own region (a central trail bucket is often elsewhere):
-    /// HeadBucket answers with `x-amz-bucket-region`, even on a redirect or a denial.
-    pub async fn s3_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+    /// The configured region (`AWS_REGION`; in a Lambda, the function's own region).
+    pub async fn region(&self) -> Option<String> {
+        self.sdk_config().await.region().map(|r| r.as_ref().to_string())
+    }
+
+    /// A KMS client in `region` (a key lives in one region: KMS answers NotFound elsewhere), or in the
+    /// configured region.
+    pub async fn kms_in(&self, region: Option<&str>) -> aws_sdk_kms::Client {
+        let mut builder = aws_sdk_kms::config::Builder::from(self.sdk_config().await);
+        if let Some(r) = region {
+            builder = builder.region(aws_sdk_kms::config::Region::new(r.to_string()));
+        }
+        aws_sdk_kms::Client::from_conf(builder.build())
+    }
+
+    pub async fn kms(&self) -> aws_sdk_kms::Client {
+        self.kms_in(None).await
+    }
+
+    /// The region a bucket lives in. GetBucketLocation first: it needs only s3:GetBucketLocation,
+    /// which the stack grants on its buckets, while HeadBucket needs s3:ListBucket with no
+    /// `s3:prefix` in the request, which a role limited to a prefix never has
+    /// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html,
+    /// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketLocation.html). HeadBucket's
+    /// `x-amz-bucket-region` header (sent even on a denial) is the fallback, e.g. for a bucket of
+    /// another account whose policy does not grant GetBucketLocation.
+    pub async fn bucket_region(&self, bucket: &str) -> Option<String> {
         let client = self.s3_in(None).await;
-        let region = match client.head_bucket().bucket(bucket).send().await {
+        match client.get_bucket_location().bucket(bucket).send().await {
+            Ok(out) => {
+                // No constraint is us-east-1; `EU` is the legacy name of eu-west-1.
+                return Some(match out.location_constraint().map(|c| c.as_str()) {
+                    None | Some("") => "us-east-1".to_string(),
+                    Some("EU") => "eu-west-1".to_string(),
+                    Some(r) => r.to_string(),
+                });
+            }
+            Err(e) => {
+                tracing::debug!(bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "GetBucketLocation failed")
+            }
+        }
+        match client.head_bucket().bucket(bucket).send().await {
             Ok(out) => out.bucket_region().map(str::to_string),
             Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
             Err(_) => None,
-        };
+        }
+    }
+
+    /// A client in the bucket's own region (a central trail bucket is often elsewhere).
+    pub async fn s3_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+        let client = self.s3_in(None).await;
         let current = client.config().region().map(|r| r.as_ref().to_string());
-        match region {
+        match self.bucket_region(bucket).await {
             Some(r) if Some(&r) != current.as_ref() => {
                 tracing::info!(bucket, region = %r, "using the bucket's region");
                 self.s3_in(Some(r)).await
@@ -495,50 +623,22 @@ pub struct S3Store {
     bucket: String,
     /// SSE-KMS key for objects this store writes (None: the bucket's default encryption).
     kms_key: Option<String>,
+    /// Where requests go, for messages (`AWS_ENDPOINT_URL`, or S3 itself).
+    endpoint: String,
 }
 
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
-        Self { client, bucket, kms_key: None }
+        Self { client, bucket, kms_key: None, endpoint: "S3".into() }
     }
-}
 
-/// Maps an SDK error (after the SDK's own retries) to what a caller acts on.
-fn s3_error<E, R>(location: String, err: SdkError<E, R>) -> CopyError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
-{
-    let status = match &err {
-        SdkError::ServiceError(se) => format!("{:?}", se.raw()),
-        _ => String::new(),
-    };
-    match &err {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            CopyError::Retryable { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() }
-        }
-        SdkError::ServiceError(se) => {
-            let code = se.err().code().unwrap_or("");
-            let message = se.err().message().unwrap_or(code).to_string();
-            let server_error = status.contains("StatusCode(5") || status.contains("status: 5");
-            match code {
-                "NoSuchKey" | "NotFound" | "NoSuchBucket" => CopyError::NotFound { location },
-                "AccessDenied" | "Forbidden" | "KMS.AccessDeniedException" => {
-                    CopyError::AccessDenied { location, message }
-                }
-                "InvalidObjectState" => CopyError::Archived { location },
-                "SlowDown"
-                | "Throttling"
-                | "ThrottlingException"
-                | "RequestTimeout"
-                | "InternalError"
-                | "ServiceUnavailable"
-                | "RequestTimeTooSkewed" => CopyError::Retryable { location, message },
-                _ if server_error => CopyError::Retryable { location, message },
-                _ => CopyError::Storage { location, message: format!("{code}: {message}") },
-            }
-        }
-        _ => CopyError::Storage { location, message: aws_sdk_s3::error::DisplayErrorContext(&err).to_string() },
+    /// Maps an SDK error to what a caller acts on; `action` is the IAM action the request needs.
+    fn error<E, R>(&self, key: &str, action: &str, err: SdkError<E, R>) -> CopyError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        crate::aws_error::sdk_error(self.location(key), action, &self.endpoint, err)
     }
 }
 
@@ -549,7 +649,7 @@ impl ObjectStore for S3Store {
         let mut pages =
             self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).delimiter("/").into_paginator().send();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_error(self.location(prefix), e))?;
+            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
             for cp in page.common_prefixes() {
                 if let Some(p) = cp.prefix() {
                     listing.dirs.push(p.to_string());
@@ -578,7 +678,7 @@ impl ObjectStore for S3Store {
         }
         let mut pages = req.into_paginator().send();
         'pages: while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| s3_error(self.location(prefix), e))?;
+            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
                 if key >= end_before {
@@ -598,7 +698,7 @@ impl ObjectStore for S3Store {
         let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
             Ok(o) => o,
             Err(e) => {
-                return match s3_error(self.location(key), e) {
+                return match self.error(key, "s3:GetObject", e) {
                     CopyError::NotFound { .. } => Ok(None),
                     e => Err(e),
                 };
@@ -632,7 +732,7 @@ impl ObjectStore for S3Store {
             {
                 Ok(false)
             }
-            Err(e) => Err(s3_error(self.location(key), e)),
+            Err(e) => Err(self.error(key, "s3:PutObject", e)),
         }
     }
 
@@ -643,7 +743,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_error(self.location(key), e))?;
+            .map_err(|e| self.error(key, "s3:DeleteObject", e))?;
         Ok(())
     }
 
@@ -660,7 +760,7 @@ impl ObjectStore for S3Store {
                 .key(key)
                 .send()
                 .await
-                .map_err(|e| s3_error(self.location(key), e))?;
+                .map_err(|e| self.error(key, "s3:GetObject", e))?;
             match out.body.collect().await {
                 Ok(body) => return Ok(body.into_bytes()),
                 Err(e) if attempt < BODY_ATTEMPTS => {
@@ -682,7 +782,7 @@ impl ObjectStore for S3Store {
         if let Some(k) = &self.kms_key {
             req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms).ssekms_key_id(k);
         }
-        req.send().await.map_err(|e| s3_error(self.location(key), e))?;
+        req.send().await.map_err(|e| self.error(key, "s3:PutObject", e))?;
         Ok(())
     }
 
@@ -694,7 +794,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| s3_error(self.location(key), e))?;
+            .map_err(|e| self.error(key, "s3:GetObject", e))?;
         Ok(ObjectHead {
             storage_class: out.storage_class().map(|c| c.as_str().to_string()),
             restore: out.restore().map(str::to_string),
@@ -719,7 +819,7 @@ impl ObjectStore for S3Store {
         match result {
             Ok(_) => Ok(()),
             Err(SdkError::ServiceError(se)) if se.err().code() == Some("RestoreAlreadyInProgress") => Ok(()),
-            Err(e) => Err(s3_error(self.location(key), e)),
+            Err(e) => Err(self.error(key, "s3:RestoreObject", e)),
         }
     }
 

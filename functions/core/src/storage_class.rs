@@ -54,9 +54,60 @@ pub fn check_tier(tier: &str, storage_class: Option<&str>) -> Result<(), String>
     }
 }
 
+/// How long a restore can take, by S3's documented worst case for the tier and class
+/// (https://docs.aws.amazon.com/AmazonS3/latest/userguide/restoring-objects-retrieval-options.html):
+/// Glacier Flexible Retrieval Expedited 1-5 min, Standard 3-5 h, Bulk 5-12 h; Deep Archive
+/// Standard within 12 h, Bulk within 48 h; Intelligent-Tiering Archive Access 3-5 h and Deep
+/// Archive Access within 12 h (restored without a tier: Standard). An object whose restore someone
+/// else started gets its class's slowest tier.
+pub fn restore_seconds(tier: &str, storage_class: Option<&str>, archive_status: Option<&str>) -> u64 {
+    const H: u64 = 3600;
+    match (storage_class, archive_status, tier) {
+        (Some("INTELLIGENT_TIERING"), Some("DEEP_ARCHIVE_ACCESS"), _) => 12 * H,
+        (Some("INTELLIGENT_TIERING"), _, _) => 5 * H,
+        (Some("DEEP_ARCHIVE"), _, "Standard") => 12 * H,
+        (Some("DEEP_ARCHIVE"), _, _) => 48 * H,
+        (Some("GLACIER"), _, "Expedited") => 5 * 60,
+        (Some("GLACIER"), _, "Standard") => 5 * H,
+        (Some("GLACIER"), _, _) => 12 * H,
+        _ => 48 * H,
+    }
+}
+
+/// The default maximum wait for restores of one class and tier: its documented worst case plus a
+/// quarter (S3 states "typically within"), at least an hour.
+pub fn default_max_wait(tier: &str, storage_class: Option<&str>, archive_status: Option<&str>) -> u64 {
+    (restore_seconds(tier, storage_class, archive_status) * 5 / 4).max(3600)
+}
+
+/// The default maximum wait of a tier whatever the class (Bulk: Deep Archive's 48 h plus a quarter).
+pub fn worst_max_wait(tier: &str) -> u64 {
+    [(Some("GLACIER"), None), (Some("DEEP_ARCHIVE"), None), (Some("INTELLIGENT_TIERING"), Some("DEEP_ARCHIVE_ACCESS"))]
+        .into_iter()
+        .filter(|(class, _)| check_tier(tier, *class).is_ok())
+        .map(|(class, status)| default_max_wait(tier, class, status))
+        .max()
+        .unwrap_or(3600)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_waits_exceed_the_documented_restore_times() {
+        // Deep Archive Bulk takes up to 48 h: the default must wait longer.
+        assert!(worst_max_wait("Bulk") > 48 * 3600);
+        assert!(default_max_wait("Bulk", Some("DEEP_ARCHIVE"), None) > 48 * 3600);
+        assert!(default_max_wait("Standard", Some("DEEP_ARCHIVE"), None) > 12 * 3600);
+        assert!(default_max_wait("Standard", Some("DEEP_ARCHIVE"), None) < 48 * 3600);
+        assert!(default_max_wait("Bulk", Some("GLACIER"), None) > 12 * 3600);
+        assert_eq!(default_max_wait("Expedited", Some("GLACIER"), None), 3600);
+        assert!(default_max_wait("Bulk", Some("INTELLIGENT_TIERING"), Some("DEEP_ARCHIVE_ACCESS")) > 12 * 3600);
+        // Expedited cannot restore Deep Archive: its worst case is Glacier's or Intelligent-Tiering's.
+        assert!(worst_max_wait("Expedited") > 12 * 3600 && worst_max_wait("Expedited") < 48 * 3600);
+        assert!(worst_max_wait("Standard") < worst_max_wait("Bulk"));
+    }
 
     #[test]
     fn readable_classes() {

@@ -2,8 +2,9 @@
 //! named deterministically so re-running a batch overwrites instead of duplicating.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use arrow_array::RecordBatch;
+use arrow_array::{ArrayRef, DictionaryArray, Int32Array, RecordBatch, StringArray};
 use jiff::civil::Date;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -11,7 +12,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersi
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{CopyError, Result};
-use crate::event::SCHEMA;
+use crate::event::STORE_SCHEMA;
 use crate::range::Window;
 use crate::record::WorkItem;
 
@@ -24,7 +25,6 @@ const HIGH_CARDINALITY: &[&str] = &[
     "eventID",
     "requestID",
     "sharedEventID",
-    "userIdentity",
     "requestParameters",
     "responseElements",
     "additionalEventData",
@@ -35,6 +35,16 @@ const HIGH_CARDINALITY: &[&str] = &[
     "insightDetails",
     "eventContext",
     crate::event::OTHER_FIELDS,
+];
+
+/// Struct leaves that are (nearly) unique per event or free-form JSON: no dictionary, no
+/// statistics. The other leaves (type, accountId, invokedBy, sessionIssuer.*, userName, arn,
+/// tlsVersion, ...) repeat across events, so they get dictionaries and min/max statistics.
+const HIGH_CARDINALITY_LEAVES: &[&str] = &[
+    "userIdentity.accessKeyId",
+    "userIdentity.credentialId",
+    "userIdentity.sessionContext.attributes.creationDate",
+    "userIdentity.sessionContext.webIdFederationData.attributes",
 ];
 
 fn writer_properties() -> WriterProperties {
@@ -48,10 +58,11 @@ fn writer_properties() -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_column_statistics_enabled(ColumnPath::from("eventTime"), EnabledStatistics::Page)
         .set_created_by("trailcopy".into());
-    for c in HIGH_CARDINALITY {
+    let leaves = HIGH_CARDINALITY_LEAVES.iter().map(|p| ColumnPath::new(p.split('.').map(String::from).collect()));
+    for path in HIGH_CARDINALITY.iter().map(|c| ColumnPath::from(*c)).chain(leaves) {
         b = b
-            .set_column_dictionary_enabled(ColumnPath::from(*c), false)
-            .set_column_statistics_enabled(ColumnPath::from(*c), EnabledStatistics::None);
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
     }
     b.build()
 }
@@ -72,25 +83,38 @@ impl BatchWriter {
         BatchWriter { writers: BTreeMap::new() }
     }
 
-    pub fn write(&mut self, date: Date, batch: &RecordBatch) -> Result<()> {
+    /// Writes a parsed batch (`event::SCHEMA`) with its provenance: the log file it came from.
+    pub fn write(&mut self, date: Date, batch: &RecordBatch, source_log_file: &str) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        let batch = with_source_log_file(batch, source_log_file)?;
         let w = match self.writers.entry(date) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                let w = ArrowWriter::try_new(Vec::new(), SCHEMA.clone(), Some(writer_properties()))
+                let w = ArrowWriter::try_new(Vec::new(), STORE_SCHEMA.clone(), Some(writer_properties()))
                     .map_err(parquet_error)?;
                 v.insert(w)
             }
         };
-        w.write(batch).map_err(parquet_error)
+        w.write(&batch).map_err(parquet_error)
     }
 
     /// Closes every file: (date, Parquet bytes).
     pub fn finish(self) -> Result<Vec<(Date, Vec<u8>)>> {
         self.writers.into_iter().map(|(d, w)| w.into_inner().map(|b| (d, b)).map_err(parquet_error)).collect()
     }
+}
+
+/// Appends `sourceLogFile`: a one-entry dictionary and a zero key per row.
+fn with_source_log_file(batch: &RecordBatch, source_log_file: &str) -> Result<RecordBatch> {
+    let keys = Int32Array::from(vec![0; batch.num_rows()]);
+    let values = Arc::new(StringArray::from(vec![source_log_file]));
+    let column: ArrayRef = Arc::new(DictionaryArray::new(keys, values));
+    let mut columns = batch.columns().to_vec();
+    columns.push(column);
+    RecordBatch::try_new(STORE_SCHEMA.clone(), columns)
+        .map_err(|e| CopyError::Storage { location: "arrow batch".into(), message: e.to_string() })
 }
 
 fn parquet_error(e: parquet::errors::ParquetError) -> CopyError {

@@ -30,6 +30,7 @@ struct FakeObject {
 struct FakeSource {
     objects: Mutex<BTreeMap<String, FakeObject>>,
     restores: Mutex<Vec<(String, String, Option<i32>)>>,
+    heads: Mutex<Vec<String>>,
 }
 
 impl FakeSource {
@@ -93,6 +94,7 @@ impl ObjectStore for FakeSource {
         unreachable!("the source is read-only")
     }
     async fn head(&self, key: &str) -> Result<ObjectHead> {
+        self.heads.lock().unwrap().push(key.to_string());
         let o = self.objects.lock().unwrap().get(key).cloned().ok_or(CopyError::NotFound { location: key.into() })?;
         Ok(ObjectHead {
             storage_class: o.class,
@@ -162,6 +164,7 @@ impl Setup {
                     created_time: jiff::Timestamp::now(),
                     updated_time: jiff::Timestamp::now(),
                     message: None,
+                    executions: Vec::new(),
                 };
                 self.ctx.write_record(&record).await.unwrap();
                 let items = trailcopy::plan::discover_work_items(&self.ctx).await.unwrap();
@@ -193,7 +196,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         last: None,
         retention_days: 2557,
         retention_cutoff: window.retention_cutoff,
-        restore: RestoreOptions { tier: tier.into(), days: 7, poll_seconds: 1, max_wait_seconds: 3600 },
+        restore: RestoreOptions { tier: tier.into(), days: 7, poll_seconds: 1, max_wait_seconds: Some(3600) },
         store_kms_key: None,
         allow_overlap: false,
     };
@@ -203,7 +206,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         window,
         source_location: Location::S3 { bucket: "trail".into(), prefix: String::new() },
         source: source.clone(),
-        store_location: Location::Local { root: dir.clone() },
+        store_location: Location::Local { root: dir.clone(), prefix: String::new() },
         store: Arc::new(LocalStore::new(dir)),
         keys: RecordKeys::new("", "c1"),
         kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
@@ -311,8 +314,7 @@ async fn disabled_and_pending_deletion_keys_block_the_item_once() {
     for (state, expected) in [
         (KeyState::Disabled, "KmsKeyDisabled"),
         (KeyState::PendingDeletion, "KmsKeyPendingDeletion"),
-        (KeyState::NotFound, "KmsKeyNotFound"),
-        (KeyState::AccessDenied("no".into()), "KmsAccessDenied"),
+        (KeyState::Unusable("PendingImport".into()), "KmsKeyUnusable"),
     ] {
         let s = setup(expected, "Bulk", &[(key, state)]);
         for i in 1..=5 {
@@ -324,31 +326,113 @@ async fn disabled_and_pending_deletion_keys_block_the_item_once() {
                 assert_eq!(entry.error_type, expected);
                 assert_eq!(entry.location, key);
                 assert!(entry.error_message.contains(key), "{}", entry.error_message);
-                if expected == "KmsAccessDenied" {
-                    assert!(
-                        entry.error_message.contains("kms:Decrypt") && entry.error_message.contains("kms:ViaService")
-                    );
-                }
             }
             other => panic!("{expected}: expected a blocked item, got {other:?}"),
         }
     }
 }
 
+/// CloudTrail's default key policy lets the account's principals decrypt but not describe the key:
+/// DescribeKey denied (or not found, e.g. a key of another account) is no verdict, and the copy goes on.
 #[tokio::test]
-async fn enabled_key_copies_and_access_denied_on_get_names_the_key() {
+async fn describe_key_denied_or_not_found_does_not_block_the_copy() {
+    let key = "arn:aws:kms:us-east-1:111122223333:key/3333";
+    for (tag, state) in [("denied", KeyState::AccessDenied("not authorized".into())), ("notfound", KeyState::NotFound)]
+    {
+        let s = setup(&format!("describe-{tag}"), "Bulk", &[(key, state)]);
+        for i in 1..=3 {
+            s.source.put(
+                &name(i),
+                FakeObject { body: log_file(2, &format!("{tag}{i}")), kms_key: Some(key.into()), ..Default::default() },
+            );
+        }
+        let p = prepare_item(&s.ctx, s.item().await).await.unwrap_or_else(|e| panic!("{tag}: prepare blocked: {e}"));
+        assert_eq!(p.files_found, 3);
+        let out = copy_all(&s).await;
+        assert!(out.done, "{tag}");
+        assert_eq!(out.events_completed, 6, "{tag}: S3 decrypted, so every event is copied");
+        assert!(item_failures(&s).await.is_empty(), "{tag}");
+    }
+}
+
+/// When S3 does refuse (GetObject denied on an SSE-KMS object), the item stops with one entry for the
+/// key, naming it, an object it stopped and the statement needed; the batch is not committed, so a
+/// retry after the key policy is fixed copies everything once.
+#[tokio::test]
+async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resumes() {
     let key = "arn:aws:kms:us-east-1:111122223333:key/2222";
-    let s = setup("kmsget", "Bulk", &[(key, KeyState::Enabled)]);
-    s.source.put(&name(1), FakeObject { body: log_file(2, "a"), kms_key: Some(key.into()), ..Default::default() });
-    s.source.put(
-        &name(2),
-        FakeObject { body: log_file(2, "b"), kms_key: Some(key.into()), get_denied: true, ..Default::default() },
-    );
-    prepare(&s).await.unwrap();
+    let s = setup("kmsget", "Bulk", &[(key, KeyState::AccessDenied("no DescribeKey".into()))]);
+    for i in 1..=4 {
+        s.source.put(
+            &name(i),
+            FakeObject {
+                body: log_file(2, &format!("f{i}")),
+                kms_key: Some(key.into()),
+                get_denied: i >= 2,
+                ..Default::default()
+            },
+        );
+    }
+    prepare_item(&s.ctx, s.item().await).await.unwrap();
+    let never = AtomicBool::new(false);
+    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
+    match copy_item(&s.ctx, s.item().await, &limits).await {
+        Err(CopyError::Blocked(entry)) => {
+            assert_eq!(entry.error_type, "KmsAccessDenied");
+            assert_eq!(entry.location, key, "one entry per key: its location is the key");
+            assert!(entry.error_message.contains(&name(2)), "{}", entry.error_message);
+            assert!(entry.error_message.contains("kms:Decrypt") && entry.error_message.contains("kms:ViaService"));
+        }
+        other => panic!("expected the item to stop on the key, got {other:?}"),
+    }
+    assert!(item_failures(&s).await.is_empty(), "no per-file entries");
+    // The key policy is fixed: the retry copies every file, nothing twice.
+    for i in 2..=4 {
+        s.source.objects.lock().unwrap().get_mut(&name(i)).unwrap().get_denied = false;
+    }
     let out = copy_all(&s).await;
-    assert_eq!(out.events_completed, 2);
-    let f = item_failures(&s).await;
-    assert_eq!(f.len(), 1);
-    assert_eq!(f[0].error_type, "KmsAccessDenied");
-    assert!(f[0].error_message.contains(key) && f[0].location.ends_with(&name(2)));
+    assert!(out.done);
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
+    assert_eq!(state.statistics.events_completed, 8);
+    assert_eq!(state.statistics.events_duplicate, 0);
+}
+
+/// A restore poll HEADs only the objects still being restored, not every file of the item.
+#[tokio::test]
+async fn restore_polls_head_only_the_pending_objects() {
+    let s = setup("pollpending", "Bulk", &[]);
+    for i in 1..=6 {
+        s.source.put(&name(i), FakeObject { body: log_file(1, &format!("r{i}")), ..Default::default() });
+    }
+    s.source.put(&name(7), FakeObject { body: log_file(1, "g"), class: Some("GLACIER".into()), ..Default::default() });
+    assert_eq!(prepare_item(&s.ctx, s.item().await).await.unwrap().pending_restores, 1);
+    let before = s.source.heads.lock().unwrap().len();
+    assert_eq!(prepare_item(&s.ctx, s.item().await).await.unwrap().pending_restores, 1);
+    let polled: Vec<String> = s.source.heads.lock().unwrap()[before..].to_vec();
+    assert_eq!(polled, vec![name(7)], "the poll asked about the archived object only");
+    s.source.finish_restores();
+    assert_eq!(prepare_item(&s.ctx, s.item().await).await.unwrap().pending_restores, 0);
+    assert_eq!(copy_all(&s).await.events_completed, 7);
+}
+
+/// Without a maximum wait in the request, an item's wait follows its objects' class and tier:
+/// Deep Archive Bulk (up to 48 h) waits longer than 48 h.
+#[tokio::test]
+async fn default_restore_wait_follows_the_storage_class() {
+    let mut s = setup("autowait", "Bulk", &[]);
+    s.ctx.request.restore.max_wait_seconds = None;
+    s.source
+        .put(&name(1), FakeObject { body: log_file(1, "d"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
+    prepare_item(&s.ctx, s.item().await).await.unwrap();
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
+    let wait = state.restore_max_wait_seconds.unwrap();
+    assert!(wait > 48 * 3600, "{wait}");
+    let g = setup("autowait-glacier", "Bulk", &[]);
+    g.source.put(&name(1), FakeObject { body: log_file(1, "g"), class: Some("GLACIER".into()), ..Default::default() });
+    let mut g = g;
+    g.ctx.request.restore.max_wait_seconds = None;
+    prepare_item(&g.ctx, g.item().await).await.unwrap();
+    let gw =
+        trailcopy::prepare::load_item_state(&g.ctx, g.item().await).await.unwrap().restore_max_wait_seconds.unwrap();
+    assert!(gw > 12 * 3600 && gw < wait, "{gw}");
 }

@@ -18,12 +18,13 @@
 use std::io::Write;
 use std::sync::LazyLock;
 
-use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampMicrosecondType;
 use jiff::Timestamp;
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
+use trailcopy::event::rebuild::Rebuilder;
+use trailcopy::event::schema::{NodeKind, Shape};
 use trailcopy::event::{COLUMNS, Kind, OTHER_FIELDS, ParsedFile, gunzip, parse_log};
 use trailcopy::layout::{day_of_prefix, file_timestamp, trail_root};
 use trailcopy::range::Window;
@@ -129,32 +130,12 @@ fn parse_and_check(text: &[u8]) -> Option<ParsedFile> {
     }
 }
 
-/// Rebuilds row `i` of a part as the contract says: typed non-NULL columns, then otherFields.
+/// Rebuilds row `i` of a part with the library's rebuild (the one `trailcopy export` uses).
 fn rebuild(b: &arrow_array::RecordBatch, i: usize) -> Value {
-    let mut ev = Map::new();
-    for (c, (name, kind)) in COLUMNS.iter().enumerate() {
-        let col = b.column(c);
-        if col.is_null(i) {
-            continue;
-        }
-        let v = match kind {
-            Kind::Str => Value::String(col.as_string::<i32>().value(i).to_string()),
-            Kind::Json => serde_json::from_str(col.as_string::<i32>().value(i)).unwrap(),
-            Kind::Bool => Value::Bool(col.as_boolean().value(i)),
-            Kind::Time => {
-                let us = col.as_primitive::<TimestampMicrosecondType>().value(i);
-                let t = Timestamp::from_microsecond(us).unwrap();
-                Value::String(t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-            }
-        };
-        ev.insert(name.to_string(), v);
-    }
-    let other = b.column_by_name(OTHER_FIELDS).unwrap();
-    if !other.is_null(i) {
-        let o: Map<String, Value> = serde_json::from_str(other.as_string::<i32>().value(i)).unwrap();
-        ev.extend(o);
-    }
-    Value::Object(ev)
+    let r = Rebuilder::new(&b.schema()).unwrap();
+    let mut line = String::new();
+    r.write_row(b, i, &mut line);
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("rebuilt text is not JSON ({e}): {line}"))
 }
 
 // ----------------------------------------------------------------------------- strategies
@@ -211,6 +192,28 @@ fn arb_field_name() -> impl Strategy<Value = String> {
 }
 
 /// An event: mostly the right types for known fields, sometimes anything.
+/// An object for struct node `node`: some known fields (mostly of their type, sometimes any JSON),
+/// sometimes unknown ones.
+fn arb_struct(shape: &'static Shape, node: usize) -> BoxedStrategy<Value> {
+    let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = shape.nodes[node]
+        .children
+        .iter()
+        .map(|&c| {
+            let name = shape.nodes[c].name.to_string();
+            let good = match shape.nodes[c].kind {
+                NodeKind::Str => "[a-zA-Z0-9:/\\\\\"é]{0,12}".prop_map(Value::String).boxed(),
+                NodeKind::Json => arb_json().boxed(),
+                NodeKind::Struct => arb_struct(shape, c),
+            };
+            let value = prop_oneof![8 => good, 1 => arb_json(), 1 => Just(Value::Null)];
+            prop::option::weighted(0.5, value.prop_map(move |v| (name.clone(), v))).boxed()
+        })
+        .collect();
+    (fields, prop::collection::vec(("[a-z]{1,6}New", arb_json()), 0..2))
+        .prop_map(|(fields, extra)| Value::Object(fields.into_iter().flatten().chain(extra).collect()))
+        .boxed()
+}
+
 fn arb_event() -> impl Strategy<Value = Value> {
     let good_value = |kind: Kind| -> BoxedStrategy<Value> {
         match kind {
@@ -218,6 +221,7 @@ fn arb_event() -> impl Strategy<Value = Value> {
             Kind::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
             Kind::Json => arb_json().boxed(),
             Kind::Time => arb_time().prop_map(Value::String).boxed(),
+            Kind::Struct(n) => arb_struct(n.shape(), 0),
         }
     };
     let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = COLUMNS

@@ -1,10 +1,13 @@
 //! Enumerate: the execution input (merged with the stack's defaults) → a planned copy whose
 //! work items sit in the store for the Distributed Map's ItemReader.
+//!
+//! The state machine sends `{"input": <execution input>, "executionArn": <$$.Execution.Id>}`.
 
 use jiff::Timestamp;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use trailcopy::serverless::{self, StackScope};
 use trailcopy::storage::Location;
 use trailcopy::{AwsClients, CopyError, CopyRequest, RestoreRequest};
 use trailcopy_lambda_support::{diagnostic, diagnostic_of};
@@ -32,6 +35,14 @@ struct Input {
     retry: bool,
 }
 
+/// What the Enumerate state passes: the execution's input and its ARN.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Invocation {
+    input: Value,
+    execution_arn: Option<String>,
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Output {
@@ -52,22 +63,29 @@ struct Defaults {
     store: Option<String>,
     last: String,
     retention_days: Option<u32>,
+    /// What the stack's IAM covers: an input pointing elsewhere is refused.
+    scope: Option<StackScope>,
 }
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-fn request(input: Input, d: &Defaults) -> Result<CopyRequest, CopyError> {
+fn request(input: Input, d: &Defaults, execution_arn: Option<&str>) -> Result<CopyRequest, CopyError> {
     let (mut start, mut end, mut last) = (input.start, input.end, input.last);
+    let mut copy_id = input.copy_id;
     if let Some(at) = input.scheduled_time {
         let window = input.window.unwrap_or_else(|| d.last.clone());
         let at: Timestamp = trailcopy::range::parse_instant("scheduledTime", &at)?;
         let span = trailcopy::range::parse_duration("window", &window)?;
         let from = at.checked_sub(span).map_err(|_| CopyError::invalid("window", "out of range"))?;
         (start, end, last) = (Some(from.to_string()), Some(at.to_string()), None);
+        copy_id = copy_id.or_else(|| Some(serverless::scheduled_copy_id(at)));
     } else if start.is_none() && end.is_none() && last.is_none() {
         last = Some(d.last.clone());
+    }
+    if !input.retry {
+        copy_id = copy_id.or_else(|| execution_arn.and_then(serverless::copy_id_of_execution));
     }
     Ok(CopyRequest {
         source: input.source.or_else(|| d.source.clone()),
@@ -76,19 +94,24 @@ fn request(input: Input, d: &Defaults) -> Result<CopyRequest, CopyError> {
         end,
         last,
         retention_days: input.retention_days.or(d.retention_days),
-        copy_id: input.copy_id,
+        copy_id,
         restore: input.restore,
         store_kms_key: input.store_kms_key,
         allow_overlap: input.allow_overlap,
     })
 }
 
-async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>) -> Result<Output, Diagnostic> {
-    let input: Input = serde_json::from_value(event.payload)
+async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Invocation>) -> Result<Output, Diagnostic> {
+    let Invocation { input, execution_arn } = event.payload;
+    let input: Input = serde_json::from_value(input)
         .map_err(|e| diagnostic_of("InvalidRequest", format!("invalid execution input: {e}")))?;
     let retry = input.retry;
-    let req = request(input, defaults).map_err(diagnostic)?;
+    let req = request(input, defaults, execution_arn.as_deref()).map_err(diagnostic)?;
     trailcopy::plan::check_serverless(&req, retry).map_err(diagnostic)?;
+    serverless::check_restore_wait(&req).map_err(diagnostic)?;
+    if let Some(scope) = &defaults.scope {
+        scope.check(&req).map_err(diagnostic)?;
+    }
     let store_uri = req.store.clone().unwrap_or_default();
     let Ok(Location::S3 { bucket, .. }) = Location::parse("store", &store_uri) else {
         return Err(diagnostic_of(
@@ -96,6 +119,9 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>
             format!("invalid store: `{store_uri}` must be s3://bucket[/prefix]"),
         ));
     };
+    let bucket_region = aws.bucket_region(&bucket).await;
+    serverless::check_store_region(&bucket, bucket_region.as_deref(), aws.region().await.as_deref())
+        .map_err(diagnostic)?;
     let (ctx, items, work_items_key) = if retry {
         let id = req
             .copy_id
@@ -111,6 +137,9 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>
         let key = ctx.keys.work_items();
         (ctx, items, key)
     };
+    if let Some(arn) = &execution_arn {
+        serverless::record_execution(&ctx, arn).await.map_err(diagnostic)?;
+    }
     Ok(Output {
         copy_id: ctx.copy_id.clone(),
         store: ctx.store_location.display(),
@@ -119,7 +148,7 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>
         work_items: items.len(),
         prefixes_found: items.iter().map(|i| i.prefixes).sum(),
         poll_seconds: ctx.request.restore.poll_seconds,
-        max_wait_seconds: ctx.request.restore.max_wait_seconds,
+        max_wait_seconds: ctx.request.restore.max_wait_limit(),
         status: "IN_PROGRESS",
     })
 }
@@ -127,12 +156,18 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Value>
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = AwsClients::new();
+    let aws = AwsClients::with_app_name("trailcopy-enumerate");
+    let (source, store) = (env("DEFAULT_SOURCE"), env("DEFAULT_STORE"));
+    let scope = match (&source, &store) {
+        (Some(s), Some(t)) => Some(StackScope::new(s, t)?),
+        _ => None,
+    };
     let defaults = Defaults {
-        source: env("DEFAULT_SOURCE"),
-        store: env("DEFAULT_STORE"),
+        source,
+        store,
         last: env("DEFAULT_LAST").unwrap_or_else(|| "PT1H".into()),
         retention_days: env("RETENTION_DAYS").and_then(|v| v.parse().ok()),
+        scope,
     };
     lambda_runtime::run(service_fn(|e| handle(&aws, &defaults, e))).await
 }

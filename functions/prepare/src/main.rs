@@ -14,6 +14,6 @@ async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<Prepa
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let aws = AwsClients::new();
+    let aws = AwsClients::with_app_name("trailcopy-prepare");
     lambda_runtime::run(service_fn(|e| handle(&aws, e))).await
 }

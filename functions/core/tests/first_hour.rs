@@ -1,0 +1,177 @@
+//! Issue 9 at the engine: canonical sources and the overlap guard's notion of one source, the
+//! refusal of folders that are not trails, createdTime <= updatedTime, and progress counters
+//! whose totals never fall behind what is done.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use trailcopy::plan::{resolve_request, sources_overlap};
+use trailcopy::storage::Location;
+use trailcopy::{AwsClients, CopyError, CopyRequest, CopyStatus, Progress, RunOptions, run_copy};
+
+fn sample() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample-trail").canonicalize().unwrap()
+}
+
+fn temp(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trailcopy-first-hour-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn request(source: &Path, store: &Path) -> CopyRequest {
+    CopyRequest {
+        source: Some(source.display().to_string()),
+        store: Some(store.display().to_string()),
+        start: Some("2026-11-01".into()),
+        end: Some("2026-11-03".into()),
+        ..Default::default()
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn spellings_of_a_local_source_resolve_to_one() {
+    let dir = temp("spellings");
+    std::os::unix::fs::symlink(sample(), dir.join("link")).unwrap();
+    let store = dir.join("store");
+    let canonical = sample().display().to_string();
+    let spellings = [
+        sample().display().to_string(),
+        format!("{}/", sample().display()),
+        format!("{}/../sample-trail/./", sample().display()),
+        dir.join("link").display().to_string(),
+    ];
+    for s in spellings {
+        let (resolved, _, _) = resolve_request(&request(Path::new(&s), &store), jiff::Timestamp::now()).unwrap();
+        assert_eq!(resolved.source, canonical, "{s}");
+        assert_eq!(resolved.store, store.display().to_string());
+    }
+}
+
+#[test]
+fn a_local_source_inside_awslogs_is_narrowed_like_an_s3_prefix() {
+    let inside = sample().join("AWSLogs/o-exampleorg1/448403967001");
+    let loc = Location::parse_source(&inside.display().to_string()).unwrap();
+    assert_eq!(loc, Location::Local { root: sample(), prefix: "AWSLogs/o-exampleorg1/448403967001/".into() });
+    assert_eq!(loc.display(), inside.display().to_string(), "the display is the path given");
+    assert_eq!(Location::parse_source(&loc.display()).unwrap(), loc, "parsing the display gives it back");
+    let whole = Location::parse_source(&sample().display().to_string()).unwrap();
+    assert!(sources_overlap(&whole, &loc) && sources_overlap(&loc, &whole));
+    let other = Location::parse_source(&sample().join("AWSLogs/o-exampleorg1/810867865659").display().to_string());
+    assert!(!sources_overlap(&loc, &other.unwrap()), "two accounts do not overlap");
+}
+
+#[test]
+fn s3_sources_overlap_by_prefix() {
+    let s3 = |t: &str| Location::parse_source(t).unwrap();
+    assert!(sources_overlap(&s3("s3://bkt"), &s3("s3://bkt/AWSLogs/")));
+    assert!(sources_overlap(&s3("s3://bkt/"), &s3("s3://bkt/AWSLogs/o-x/111122223333/CloudTrail/us-east-1/")));
+    assert!(!sources_overlap(&s3("s3://bkt/AWSLogs/111122223333/"), &s3("s3://bkt/AWSLogs/444455556666/")));
+    assert!(
+        !sources_overlap(&s3("s3://bkt/trails/a/"), &s3("s3://bkt/trails/b/")),
+        "two trails under different prefixes"
+    );
+    assert!(!sources_overlap(&s3("s3://bkt/"), &s3("s3://ckt/")));
+}
+
+#[test]
+fn folders_that_are_not_trails_are_refused() {
+    let dir = temp("not-trails");
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    std::fs::create_dir_all(dir.join("other/logs")).unwrap();
+    for (name, why) in [("missing", "does not exist"), ("empty", "holds no AWSLogs/"), ("other", "holds no AWSLogs/")] {
+        let err = resolve_request(&request(&dir.join(name), &dir.join("store")), jiff::Timestamp::now()).unwrap_err();
+        match err {
+            CopyError::InvalidRequest { field: "source", reason } => assert!(reason.contains(why), "{name}: {reason}"),
+            e => panic!("{name}: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn created_time_is_never_after_updated_time() {
+    let dir = temp("times");
+    let aws = AwsClients::new();
+    // The plan's clock may lead the machine's (a Lambda's event time, a skewed host).
+    let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(5_700);
+    let (ctx, _) = trailcopy::plan_copy(&aws, &request(&sample(), &dir.join("store")), ahead).await.unwrap();
+    let record = ctx.read_record().await.unwrap();
+    assert!(record.created_time <= record.updated_time, "{} > {}", record.created_time, record.updated_time);
+    assert!(record.created_time <= ahead, "created {} is after the plan's now {ahead}", record.created_time);
+}
+
+/// The sample trail plus a file that is both a copied file and a failure entry (an invalid event),
+/// and a file that fails whole: the old bar counted failure entries as files done.
+fn trail_with_defects(dir: &Path) -> PathBuf {
+    let src = dir.join("trail");
+    copy_dir(&sample(), &src);
+    let day = src.join("AWSLogs/o-exampleorg1/448403967001/CloudTrail/us-east-1/2026/11/01");
+    let event = r#"{"eventVersion":"1.08","eventTime":"2026-11-01T05:00:00Z","eventSource":"s3.amazonaws.com","eventName":"GetObject","awsRegion":"us-east-1","eventID":"defect-1","eventType":"AwsApiCall"}"#;
+    let body = format!(r#"{{"Records":[{event},{{"eventVersion":"1.08"}}]}}"#);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(body.as_bytes()).unwrap();
+    std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0505Z_defect.json.gz"), gz.finish().unwrap())
+        .unwrap();
+    std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0605Z_broken.json.gz"), b"\x1f\x8b no")
+        .unwrap();
+    std::fs::write(day.join("notes.txt"), b"not a log").unwrap();
+    src
+}
+
+#[tokio::test]
+async fn progress_totals_never_fall_behind_what_is_done() {
+    let dir = temp("progress");
+    let src = trail_with_defects(&dir);
+    let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
+    let opts = RunOptions {
+        concurrency: 2,
+        progress: {
+            let seen = seen.clone();
+            Arc::new(move |p: &Progress| seen.lock().unwrap().push(*p))
+        },
+        ..Default::default()
+    };
+    let record = run_copy(&AwsClients::new(), &request(&src, &dir.join("store")), &opts).await.unwrap();
+    assert_eq!(record.status, CopyStatus::Failed, "the defects are failure entries");
+    let seen = seen.lock().unwrap();
+    assert!(!seen[0].planned, "the first report is the planning one");
+    let mut last = Progress::default();
+    for p in seen.iter().filter(|p| p.planned) {
+        let s = &p.statistics;
+        let (done, total) = p.files();
+        assert!(done <= total, "files {done}/{total}: {s:?}");
+        assert!(s.prefixes_completed <= s.prefixes_found, "{s:?}");
+        assert!(s.bytes_read <= s.bytes_to_read, "{s:?}");
+        assert!(p.prefixes_listed <= s.prefixes_found, "{p:?}");
+        let (last_done, last_total) = last.files();
+        assert!(total >= last_total && done >= last_done, "files went back: {last:?} then {p:?}");
+        assert!(s.bytes_to_read >= last.statistics.bytes_to_read && s.bytes_read >= last.statistics.bytes_read);
+        assert!(s.prefixes_found >= last.statistics.prefixes_found);
+        last = *p;
+    }
+    assert!(seen.iter().any(|p| p.planned && !p.totals_final()), "the totals grow while prefixes are listed");
+    let end = seen.last().unwrap();
+    assert!(end.totals_final(), "{end:?}");
+    let s = &record.statistics;
+    assert_eq!(end.statistics.bytes_read, s.bytes_read);
+    assert_eq!(end.files(), (s.files_found - s.files_skipped, s.files_found - s.files_skipped));
+    // Every file found is skipped, copied or a failure of its own; InvalidEvents is not a file's failure.
+    assert_eq!((s.files_found, s.files_completed, s.files_failed), (51, 49, 2), "{s:?}");
+    assert_eq!(s.failed_entries, 3, "CorruptGzip, UnsupportedFileType, InvalidEvents");
+    assert_eq!(s.bytes_read, s.bytes_to_read);
+}
