@@ -194,7 +194,7 @@ def test_lambdas_scheduled_run_gets_a_findable_copy_id(real):
     moto.api("state-manager/set-transition", {"model_name": "s3::keyrestore",
                                               "transition": {"progression": "immediate"}})
     scheduled = {"request": {"scheduledTime": "2020-10-03T00:00:00Z", "window": "P2D",
-                             "restore": {"pollSeconds": 1}}, "settleSeconds": 0}
+                             "restore": {"pollSeconds": 1, "maxWaitSeconds": 600}}, "settleSeconds": 0}
     d = h.run_execution(moto, sm, scheduled, timeout=900)
     assert d["status"] == "SUCCEEDED", diagnose(d, moto, logs)
     assert json.loads(d["output"])["copyId"] == "scheduled-20201003T000000Z"

@@ -378,7 +378,9 @@ def test_lambdas_pending_restore_makes_the_item_wait_then_copy(real, tmp_path):
     assert pending, f"no prepare reported a pending restore: {prepares}"
     index = pending[0]["request"]["item"]["index"]
     waited = [i["request"]["waitedSeconds"] for i in prepares if i["request"]["item"]["index"] == index]
-    assert waited[0] == 0 and waited[-1] >= 4, waited
+    # The item waited (Wait states between prepares) until moto finished the restore: the waits add
+    # up while the restore is held (~4 s of wall time, which includes the invocations themselves).
+    assert waited[0] == 0 and len(waited) >= 2 and waited == sorted(waited) and waited[-1] >= 2, waited
     assert set(stored_event_ids(moto, s3, tmp_path / "store")) == trail.expected
 
 
