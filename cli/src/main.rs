@@ -27,7 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Copy trail events from SOURCE into the event data store STORE.
-    Copy(CopyArgs),
+    Copy {
+        #[command(flatten)]
+        copy: CopyArgs,
+        #[command(flatten)]
+        fetch: FetchArgs,
+    },
     /// Start a copy on the deployed state machine (same flags as `copy`).
     Start {
         /// The stack's state machine (output StateMachineArn).
@@ -45,6 +50,8 @@ enum Command {
         /// Work items (day prefixes) copied at once.
         #[arg(long, default_value_t = default_concurrency())]
         concurrency: usize,
+        #[command(flatten)]
+        fetch: FetchArgs,
         /// Resume it on this state machine (output StateMachineArn) instead of locally.
         #[arg(long)]
         state_machine: Option<String>,
@@ -118,6 +125,25 @@ struct StoreArgs {
     /// Print one JSON document on stdout (and nothing else there).
     #[arg(long)]
     json: bool,
+}
+
+/// The local copy's fetch budget, shared by the work items copied at once.
+#[derive(Args)]
+struct FetchArgs {
+    /// GETs in flight at once (sized for 50-100 ms round trips; raise it for far-away buckets).
+    #[arg(long, env = trailcopy::budget::MAX_REQUESTS_ENV, default_value_t = trailcopy::budget::DEFAULT_MAX_REQUESTS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
+    max_requests: usize,
+    /// MiB of fetched log files (compressed) held at once until their events are written.
+    #[arg(long, env = trailcopy::budget::MAX_FETCH_MIB_ENV, default_value_t = trailcopy::budget::DEFAULT_MAX_FETCH_BYTES >> 20,
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_fetch_mib: u64,
+}
+
+impl FetchArgs {
+    fn budget(&self) -> trailcopy::FetchBudget {
+        trailcopy::FetchBudget::new(self.max_requests, self.max_fetch_mib << 20)
+    }
 }
 
 #[derive(Args)]
@@ -219,13 +245,13 @@ fn error_exit(e: &CopyError) -> ExitCode {
 
 async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> {
     match command {
-        Command::Copy(a) => {
+        Command::Copy { copy: a, fetch } => {
             let mut request = copy_request(&a, 60);
             // Named here, so a copy that fails while planning can be pointed at afterwards.
             let copy_id =
                 request.copy_id.get_or_insert_with(|| trailcopy::record::new_copy_id(jiff::Timestamp::now())).clone();
             let hint = retry_command(&copy_id, &a.store.store);
-            let (opts, bar) = progress::run_options(a.concurrency, a.store.json, hint);
+            let (opts, bar) = progress::run_options(a.concurrency, fetch.budget(), a.store.json, hint);
             let result = trailcopy::run_copy(aws, &request, &opts).await;
             bar.finish_and_clear();
             match result {
@@ -359,9 +385,9 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let record = trailcopy::current_record(&ctx).await?;
             report(&record, &store)
         }
-        Command::Retry { copy_id, store, concurrency, state_machine: None } => {
+        Command::Retry { copy_id, store, concurrency, fetch, state_machine: None } => {
             let hint = retry_command(&copy_id, &store.store);
-            let (opts, bar) = progress::run_options(concurrency, store.json, hint);
+            let (opts, bar) = progress::run_options(concurrency, fetch.budget(), store.json, hint);
             let before = CopyContext::open(aws, &store.store, &copy_id).await?.read_record().await?;
             if before.status == CopyStatus::Completed {
                 bar.finish_and_clear();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanCount, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use trailcopy::finalize::count;
-use trailcopy::{Progress, RunOptions};
+use trailcopy::{FetchBudget, Progress, RunOptions};
 
 use crate::output::print_err;
 
@@ -22,7 +22,7 @@ const COPYING_ETA: &str = "{spinner} [{elapsed_precise}] {bar:24} {decimal_bytes
 
 /// Run options for a local copy: Ctrl-C stops at the next file (`resume` says how to go on),
 /// and a progress bar unless `json`.
-pub fn run_options(concurrency: usize, json: bool, resume: String) -> (RunOptions, ProgressBar) {
+pub fn run_options(concurrency: usize, budget: FetchBudget, json: bool, resume: String) -> (RunOptions, ProgressBar) {
     let cancel = Arc::new(AtomicBool::new(false));
     {
         let cancel = cancel.clone();
@@ -43,7 +43,7 @@ pub fn run_options(concurrency: usize, json: bool, resume: String) -> (RunOption
         let bar = bar.clone();
         Arc::new(move |p: &Progress| view.lock().unwrap_or_else(|e| e.into_inner()).show(&bar, p))
     };
-    (RunOptions { concurrency, cancel, progress }, bar)
+    (RunOptions { concurrency, budget, cancel, progress }, bar)
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -4,15 +4,19 @@
 use std::sync::atomic::AtomicBool;
 
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
-use trailcopy::{AwsClients, CopyContext, CopyLimits, CopyOutcome};
+use trailcopy::{AwsClients, CopyContext, CopyLimits, CopyOutcome, FetchBudget};
 use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic, item_result};
 
-async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyOutcome, Diagnostic> {
+async fn handle(
+    aws: &AwsClients,
+    budget: &FetchBudget,
+    event: LambdaEvent<ItemInput>,
+) -> Result<CopyOutcome, Diagnostic> {
     let deadline = batch_deadline(event.context.deadline());
     let item = event.payload.item;
     let ctx = CopyContext::open(aws, &item.store, &item.copy_id).await.map_err(diagnostic)?;
     let never = AtomicBool::new(false);
-    let limits = CopyLimits { deadline: Some(deadline), cancel: &never, on_commit: &|_| {} };
+    let limits = CopyLimits { deadline: Some(deadline), cancel: &never, on_commit: &|_| {}, budget };
     item_result(&ctx, &item, trailcopy::copy_item(&ctx, &item, &limits).await).await
 }
 
@@ -20,5 +24,7 @@ async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyO
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let aws = AwsClients::with_app_name("trailcopy-copy");
-    lambda_runtime::run(service_fn(|e| handle(&aws, e))).await
+    // TRAILCOPY_MAX_REQUESTS / TRAILCOPY_MAX_FETCH_MIB, else sized by the function's memory.
+    let budget = FetchBudget::for_lambda();
+    lambda_runtime::run(service_fn(|e| handle(&aws, &budget, e))).await
 }

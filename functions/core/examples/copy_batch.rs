@@ -50,7 +50,9 @@ async fn main() {
     let (_, item) = best.expect("a work item");
     let before_kb = status_kb("VmHWM");
     let never = AtomicBool::new(false);
-    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
+    // As the copy Lambda sizes it (TRAILCOPY_MAX_REQUESTS etc. apply).
+    let budget = trailcopy::FetchBudget::for_lambda();
+    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };
     let started = Instant::now();
     let outcome = trailcopy::copy_item(&ctx, &item, &limits).await.expect("copy");
     let seconds = started.elapsed().as_secs_f64();

@@ -2,37 +2,40 @@
 //! Parquet files (deterministic names), the batch's dedup keys, then the checkpoint; a crash
 //! anywhere before the checkpoint re-runs the batch, which overwrites the same files.
 
-use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use arrow_array::BooleanArray;
 use bytes::Bytes;
 use futures::StreamExt;
+use futures::future::{FutureExt, RemoteHandle};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{BytePermit, FetchBudget};
 use crate::error::{CopyError, Result};
 use crate::event::{self, ParsedFile};
 use crate::plan::CopyContext;
 use crate::prepare::{load_item_state, save_item_state};
+use crate::range::Window;
 use crate::record::{Cursor, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json};
 use crate::rollup;
+use crate::storage::ObjectStore;
 use crate::store::{BatchWriter, event_file_key};
 
 /// Compressed input per batch: sized so a batch's Parquet files suit query engines.
 pub const DEFAULT_BATCH_BYTES: u64 = 64 << 20;
-/// Files fetched and parsed at once within a batch: sized by a memory budget of fetched bytes,
-/// so a batch of tiny files (a quiet organization) keeps many GETs in flight and one of large
-/// files a few.
-const FETCH_BUDGET_BYTES: u64 = 64 << 20;
-const MIN_FILES_IN_FLIGHT: usize = 4;
-const MAX_FILES_IN_FLIGHT: usize = 64;
 
-fn files_in_flight(batch: &[FileToCopy]) -> usize {
-    let total: u64 = batch.iter().map(|f| f.size).sum();
-    let mean = (total / batch.len().max(1) as u64).max(1);
-    ((FETCH_BUDGET_BYTES / mean) as usize).clamp(MIN_FILES_IN_FLIGHT, MAX_FILES_IN_FLIGHT)
+/// The files of the batch that starts at `start`: at least one, then until `limit` bytes.
+fn batch_end(files: &[FileToCopy], start: usize, limit: u64) -> usize {
+    let mut end = start;
+    let mut bytes = 0;
+    while end < files.len() && (end == start || bytes < limit) {
+        bytes += files[end].size;
+        end += 1;
+    }
+    end
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +56,8 @@ pub struct CopyLimits<'a> {
     pub cancel: &'a AtomicBool,
     /// Called after each committed batch with the item's statistics.
     pub on_commit: &'a (dyn Fn(&ItemState) + Send + Sync),
+    /// GETs in flight, fetched bytes and parsers, shared with the other items of the process.
+    pub budget: &'a FetchBudget,
 }
 
 fn batch_bytes() -> u64 {
@@ -77,9 +82,18 @@ enum FileResult {
     Failed(FailureEntry),
 }
 
-async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
-    let location = ctx.source.location(&file.key);
-    let bytes: Bytes = match ctx.source.get(&file.key).await {
+async fn read_file(
+    source: Arc<dyn ObjectStore>,
+    window: Window,
+    budget: FetchBudget,
+    file: FileToCopy,
+) -> Result<FileResult> {
+    let location = source.location(&file.key);
+    let got = {
+        let _slot = budget.request().await;
+        source.get(&file.key).await
+    };
+    let bytes: Bytes = match got {
         Ok(b) => b,
         // Transient, or the credentials went bad mid-copy: the batch fails and resumes from its
         // checkpoint, rather than every remaining file becoming a failure entry.
@@ -95,7 +109,10 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
             // Denied on an SSE-KMS object: the key policy (or the role's KMS grant) is missing. That
             // stops every object under the key, so the item stops with one entry naming the key;
             // retry resumes it from its checkpoint once decryption is allowed.
-            let key = ctx.source.head(&file.key).await.ok().and_then(|h| h.kms_key_id);
+            let key = {
+                let _slot = budget.request().await;
+                source.head(&file.key).await.ok().and_then(|h| h.kms_key_id)
+            };
             return match key {
                 Some(k) => Err(CopyError::Blocked(Box::new(crate::kms::access_denied_entry(&location, &k, &message)))),
                 None => Ok(FileResult::Failed(FailureEntry::new(location, "AccessDenied", message))),
@@ -105,7 +122,7 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
             return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string())));
         }
     };
-    let window = ctx.window;
+    let _parser = budget.parser().await;
     let (parsed, damage) = tokio::task::spawn_blocking(move || event::read_log(&bytes, &window))
         .await
         .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
@@ -114,6 +131,56 @@ async fn read_file(ctx: &CopyContext, file: &FileToCopy) -> Result<FileResult> {
         // A damaged file is a failure entry; the events read before the damage still count.
         Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message))),
     })
+}
+
+/// Files fetched and parsed ahead of the one being written, as tasks (they go on while the
+/// batch commits), in file order. Bytes are held in file order too, by this one reader, so a
+/// later file never holds budget an earlier one waits for. Dropped, it cancels what is ahead.
+struct Ahead<'a> {
+    ctx: &'a CopyContext,
+    budget: &'a FetchBudget,
+    files: &'a [FileToCopy],
+    next: usize,
+    queue: VecDeque<(RemoteHandle<Result<FileResult>>, BytePermit)>,
+}
+
+impl<'a> Ahead<'a> {
+    fn new(ctx: &'a CopyContext, budget: &'a FetchBudget, files: &'a [FileToCopy], next: usize) -> Self {
+        Ahead { ctx, budget, files, next, queue: VecDeque::new() }
+    }
+
+    fn spawn(&mut self, held: BytePermit) {
+        let task =
+            read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), self.files[self.next].clone());
+        let (task, handle) = task.remote_handle();
+        tokio::spawn(task);
+        self.queue.push_back((handle, held));
+        self.next += 1;
+    }
+
+    /// Starts every file the budget allows now, up to a window of `max_requests` files.
+    fn fill(&mut self) {
+        while self.next < self.files.len() && self.queue.len() < self.budget.max_requests() {
+            match self.budget.try_hold_bytes(self.files[self.next].size) {
+                Some(held) => self.spawn(held),
+                None => break,
+            }
+        }
+    }
+
+    /// The next file's result, `None` past the end of the file list.
+    async fn next(&mut self) -> Option<(Result<FileResult>, BytePermit)> {
+        self.fill();
+        if self.queue.is_empty() && self.next < self.files.len() {
+            // Nothing of ours is in flight: wait for budget the other items give back.
+            let held = self.budget.hold_bytes(self.files[self.next].size).await;
+            self.spawn(held);
+        }
+        let (handle, held) = self.queue.pop_front()?;
+        let result = handle.await;
+        self.fill();
+        Some((result, held))
+    }
 }
 
 async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<HashSet<u128>> {
@@ -151,26 +218,23 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
     let limit = batch_bytes();
     let source_name = ctx.source_location.display();
 
+    // Files are fetched and parsed ahead, across batch boundaries, while earlier ones are
+    // written and committed; they are taken in file order, so batches and names are as without.
+    let mut ahead = Ahead::new(ctx, limits.budget, &files, state.cursor.next_file);
     while state.cursor.next_file < files.len() {
         let start = state.cursor.next_file;
-        let mut end = start;
-        let mut bytes = 0;
-        while end < files.len() && (end == start || bytes < limit) {
-            bytes += files[end].size;
-            end += 1;
-        }
+        let end = batch_end(&files, start, limit);
         let batch_no = state.cursor.batch;
         let mut delta = Statistics::default();
         let mut failures = Vec::new();
         let mut writer = BatchWriter::new();
         let mut new_keys: Vec<u128> = Vec::new();
-        let mut results = futures::stream::iter(&files[start..end])
-            .map(|f| async move { (f, read_file(ctx, f).await) })
-            .buffered(files_in_flight(&files[start..end]));
-        while let Some((file, result)) = results.next().await {
+        for file in &files[start..end] {
+            let (result, held) =
+                ahead.next().await.ok_or_else(|| CopyError::State("the file list ended early".into()))?;
             if limits.cancel.load(Ordering::Relaxed) {
                 outcome.stopped = true;
-                drop(results);
+                drop(ahead);
                 rollup::record_item(ctx, &state).await?;
                 return Ok(outcome);
             }
@@ -225,8 +289,9 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                     }
                 }
             }
+            // The file's bytes are in the batch writer now: they leave the fetch budget.
+            drop(held);
         }
-        drop(results);
         if let Some(n) = *FAIL_AFTER
             && COMMITS.load(Ordering::SeqCst) >= n
         {

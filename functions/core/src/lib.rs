@@ -5,6 +5,7 @@
 //! cursor) → [`finalize_copy`].
 
 pub mod aws_error;
+pub mod budget;
 pub mod copy;
 pub mod discover;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod storage_class;
 pub mod store;
 pub mod summary;
 
+pub use budget::FetchBudget;
 pub use copy::{CopyLimits, CopyOutcome, copy_item, fail_item};
 pub use error::CopyError;
 pub use finalize::{current_record, finalize_copy, finalize_failed_run, read_failures};

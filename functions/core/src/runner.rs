@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 
+use crate::budget::FetchBudget;
 use crate::copy::{CopyLimits, copy_item, fail_item};
 use crate::error::Result;
 use crate::finalize::{finalize_copy, rollup};
@@ -47,6 +48,8 @@ impl Progress {
 
 pub struct RunOptions {
     pub concurrency: usize,
+    /// GETs in flight and fetched bytes, shared by the items that run at once.
+    pub budget: FetchBudget,
     pub cancel: Arc<AtomicBool>,
     /// Called as the copy is planned, as each item is listed and as batches commit.
     pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
@@ -54,7 +57,12 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { concurrency: 4, cancel: Arc::new(AtomicBool::new(false)), progress: Arc::new(|_: &Progress| {}) }
+        RunOptions {
+            concurrency: 4,
+            budget: FetchBudget::default(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            progress: Arc::new(|_: &Progress| {}),
+        }
     }
 }
 
@@ -218,7 +226,7 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
             }
             tokio::time::sleep(Duration::from_secs(p.wait_seconds.max(1))).await;
         }
-        let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report };
+        let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report, budget: &opts.budget };
         copy_item(ctx, &item, &limits).await.map(|_| ())
     }
     .await;

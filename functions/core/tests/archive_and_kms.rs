@@ -216,7 +216,8 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
 
 async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
     let never = AtomicBool::new(false);
-    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
+    let budget = trailcopy::FetchBudget::default();
+    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };
     copy_item(&s.ctx, s.item().await, &limits).await.unwrap()
 }
 
@@ -375,7 +376,8 @@ async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resu
     }
     prepare_item(&s.ctx, s.item().await).await.unwrap();
     let never = AtomicBool::new(false);
-    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
+    let budget = trailcopy::FetchBudget::default();
+    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };
     match copy_item(&s.ctx, s.item().await, &limits).await {
         Err(CopyError::Blocked(entry)) => {
             assert_eq!(entry.error_type, "KmsAccessDenied");
