@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+import latency
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = ROOT / ".venv" / "bin" / "python"
 TRAILCOPY = ROOT / "target" / "release" / "trailcopy"
@@ -137,6 +139,8 @@ def main():
                     help="MiB uncompressed of the Lambda batch trail (~64 MB gzip)")
     ap.add_argument("--workdir", default=os.environ.get("TRAILCOPY_BENCH_DIR", "/tmp/trailcopy-bench"))
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--delays", default="0,30,100",
+                    help="ms added per S3 request for the latency curve (empty: skip it)")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -152,9 +156,15 @@ def main():
     if a.lambda_mb > 0:
         log(f"copy Lambda handler path, one work item ({a.lambda_mb} MiB uncompressed)")
         results["lambda"] = lambda_batch(work, a.lambda_mb)
+    if a.delays:
+        log("S3 latency curve (s3s-fs behind benches/delay_proxy.py)")
+        results["latency"] = latency.curve(work, {"this tree": TRAILCOPY}, COPY_BATCH,
+                                           [float(d) for d in a.delays.split(",")])
     out = Path(a.json_out) if a.json_out else work / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print_table(results)
+    if results.get("latency"):
+        latency.print_table(results["latency"])
     if results.get("lambda") and results["sizes"]:
         results["cost"] = cost_on_paper(results)
         out.write_text(json.dumps(results, indent=1))

@@ -1,0 +1,185 @@
+"""The S3 latency curve (issue 13), for benches/bench.py: files/s of the CLI copy S3 -> local store
+and of the copy Lambda's handler path (examples/copy_batch, source on S3), with 0, 30 and 100 ms
+added to each request by benches/delay_proxy.py in front of a local S3 API server (s3s-fs, pinned,
+installed by benches/run.sh into .bench-tools/; moto caps at a few hundred requests/s here, which
+would measure moto). Peak RSS of each run from GNU time.
+
+    python benches/latency.py [--delays 0,30,100] [--binary NAME=PATH ...]   # standalone
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = ROOT / ".venv" / "bin" / "python"
+S3S_FS = ROOT / ".bench-tools" / "bin" / "s3s-fs"
+BUCKET = "bench-trail"
+DAY = "2024-03-01"
+# The issue's shape: 1 account, 2 regions, one day, 288 files per region (every 5 minutes), small.
+LAYOUT = ["--accounts", "1", "--regions", "us-east-1,eu-west-1", "--days", "1", "--start-day", DAY,
+          "--files-per-day", "288", "--events-per-file", "20"]
+
+
+def log(msg):
+    print(f"[latency {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, seconds=30):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited ({proc.returncode})")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit(f"nothing listens on {port}")
+
+
+def trail(work: Path):
+    out, manifest = work / "trail-latency", work / "trail-latency.manifest.json"
+    stamp = work / "trail-latency.args"
+    if not (manifest.exists() and stamp.exists() and stamp.read_text() == json.dumps(LAYOUT)):
+        shutil.rmtree(out, ignore_errors=True)
+        log(f"generating {out}")
+        subprocess.run([str(PY), str(ROOT / "tests" / "gen_trail.py"), "--out", str(out), "--manifest", str(manifest),
+                        "--manifest-detail", "summary", "--seed", "1", *LAYOUT], check=True, stdout=subprocess.DEVNULL)
+        stamp.write_text(json.dumps(LAYOUT))
+    m = json.loads(manifest.read_text())
+    files = [f for f in m["files"] if f.get("kind") == "trail"]
+    return out, {"files": len(files), "events": sum(f["events"] for f in files),
+                 "compressed": sum(f["size"] for f in files)}
+
+
+class S3Bench:
+    """s3s-fs serving a copy of the trail as bucket BUCKET, and delaying proxies in front of it."""
+
+    def __init__(self, work: Path, trail_dir: Path):
+        self.root = work / "s3s-root"
+        shutil.rmtree(self.root, ignore_errors=True)
+        shutil.copytree(trail_dir, self.root / BUCKET)
+        self.port = free_port()
+        self.procs = []
+        self.server = subprocess.Popen([str(S3S_FS), "--host", "127.0.0.1", "--port", str(self.port),
+                                        "--access-key", "bench", "--secret-key", "benchsecret", str(self.root)],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(self.server)
+        wait_port(self.port, self.server)
+
+    def endpoint(self, delay_ms: float) -> str:
+        if delay_ms == 0:
+            return f"http://127.0.0.1:{self.port}"
+        p = subprocess.Popen([sys.executable, str(ROOT / "benches" / "delay_proxy.py"), "--upstream",
+                              f"127.0.0.1:{self.port}", "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
+        self.procs.append(p)
+        return f"http://127.0.0.1:{int(p.stdout.readline())}"
+
+    def close(self):
+        for p in self.procs:
+            p.terminate()
+            p.wait()
+
+
+def env(endpoint: str) -> dict:
+    e = dict(os.environ)
+    e.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchsecret",
+              "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
+    return e
+
+
+def timed(cmd, environ):
+    tv = Path("/tmp") / f"latency-time-{os.getpid()}.txt"
+    started = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-v", "-o", str(tv), *cmd], capture_output=True, text=True, env=environ)
+    wall = time.perf_counter() - started
+    if p.returncode != 0:
+        sys.exit(f"failed ({p.returncode}): {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-2000:]}")
+    t = tv.read_text()
+    field = lambda name: float(next(l for l in t.splitlines() if name in l).rsplit(":", 1)[1])
+    return wall, field("User time") + field("System time"), field("Maximum resident set size") / 1024, p.stdout
+
+
+def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1) -> list[dict]:
+    trail_dir, facts = trail(work)
+    s3 = S3Bench(work, trail_dir)
+    rows = []
+    try:
+        for delay in delays:
+            endpoint = s3.endpoint(delay)
+            for name, binary in binaries.items():
+                best = None
+                for _ in range(repeat):
+                    store = work / "store-latency"
+                    shutil.rmtree(store, ignore_errors=True)
+                    wall, cpu, rss, out = timed([str(binary), "copy", "--source", f"s3://{BUCKET}", "--store",
+                                                 str(store), "--start", DAY, "--end", "2024-03-02", "--json"],
+                                                env(endpoint))
+                    record = json.loads(out)
+                    s = record["statistics"]
+                    assert record["status"] == "COMPLETED" and s["eventsCompleted"] == facts["events"], record
+                    if best is None or wall < best[0]:
+                        best = (wall, cpu, rss)
+                wall, cpu, rss = best
+                rows.append({"path": "CLI S3 -> local", "binary": name, "delayMs": delay, "files": facts["files"],
+                             "seconds": wall, "cpuSeconds": cpu, "peakRssMiB": rss, "filesPerSecond": facts["files"] / wall})
+                log(f"{name} {delay} ms: {facts['files'] / wall:.0f} files/s ({wall:.2f} s, RSS {rss:.0f} MiB)")
+            if copy_batch:
+                store = work / "store-latency-lambda"
+                shutil.rmtree(store, ignore_errors=True)
+                wall, cpu, rss, out = timed([str(copy_batch), f"s3://{BUCKET}", str(store), DAY, "2024-03-02"],
+                                            env(endpoint))
+                r = json.loads(out)
+                rows.append({"path": "copy Lambda handler (one item)", "binary": "this tree", "delayMs": delay,
+                             "files": r["files"], "seconds": r["seconds"], "cpuSeconds": cpu, "peakRssMiB": rss,
+                             "filesPerSecond": r["files"] / r["seconds"]})
+                log(f"copy_batch {delay} ms: {r['files'] / r['seconds']:.0f} files/s")
+    finally:
+        s3.close()
+    return rows
+
+
+def print_table(rows):
+    print("\n| path | binary | added delay | files | seconds | files/s | CPU s | peak RSS MiB | vs 0 ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    base = {}
+    for r in rows:
+        key = (r["path"], r["binary"])
+        if r["delayMs"] == 0:
+            base[key] = r["seconds"]
+        ratio = r["seconds"] / base[key] if key in base else float("nan")
+        print(f"| {r['path']} | {r['binary']} | {r['delayMs']:g} ms | {r['files']} | {r['seconds']:.2f} "
+              f"| {r['filesPerSecond']:.0f} | {r['cpuSeconds']:.2f} | {r['peakRssMiB']:.0f} | {ratio:.2f}x |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", default=os.environ.get("TRAILCOPY_BENCH_DIR", "/tmp/trailcopy-bench"))
+    ap.add_argument("--delays", default="0,30,100")
+    ap.add_argument("--binary", action="append", default=[], help="NAME=PATH of a trailcopy binary (repeatable)")
+    ap.add_argument("--copy-batch", default=str(ROOT / "target" / "release" / "examples" / "copy_batch"))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
+    a = ap.parse_args()
+    work = Path(a.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    binaries = dict(b.split("=", 1) for b in a.binary) or {"this tree": str(ROOT / "target" / "release" / "trailcopy")}
+    cb = Path(a.copy_batch) if a.copy_batch and Path(a.copy_batch).exists() else None
+    rows = curve(work, binaries, cb, [float(d) for d in a.delays.split(",")], a.repeat)
+    print_table(rows)
+    (work / "latency.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
