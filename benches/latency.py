@@ -129,7 +129,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                                                 env(endpoint))
                     record = json.loads(out)
                     s = record["statistics"]
-                    assert record["status"] == "COMPLETED" and s["eventsCompleted"] == facts["events"], record
+                    assert record["status"] == "COMPLETED" and s["eventsRead"] == facts["events"] and s["filesCompleted"] == facts["files"], record
                     if best is None or wall < best[0]:
                         best = (wall, cpu, rss)
                 wall, cpu, rss = best
