@@ -93,8 +93,10 @@ class S3Bench:
             p.wait()
 
 
-def env(endpoint: str) -> dict:
+def env(endpoint: str, batch_bytes: int = 0) -> dict:
     e = dict(os.environ)
+    if batch_bytes:
+        e["TRAILCOPY_BATCH_BYTES"] = str(batch_bytes)
     e.update({"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "benchsecret",
               "AWS_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"})
     return e
@@ -112,7 +114,7 @@ def timed(cmd, environ):
     return wall, field("User time") + field("System time"), field("Maximum resident set size") / 1024, p.stdout
 
 
-def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1) -> list[dict]:
+def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1, batch_bytes: int = 0) -> list[dict]:
     trail_dir, facts = trail(work)
     s3 = S3Bench(work, trail_dir)
     rows = []
@@ -126,14 +128,15 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                     shutil.rmtree(store, ignore_errors=True)
                     wall, cpu, rss, out = timed([str(binary), "copy", "--source", f"s3://{BUCKET}", "--store",
                                                  str(store), "--start", DAY, "--end", "2024-03-02", "--json"],
-                                                env(endpoint))
+                                                env(endpoint, batch_bytes))
                     record = json.loads(out)
                     s = record["statistics"]
                     assert record["status"] == "COMPLETED" and s["eventsRead"] == facts["events"] and s["filesCompleted"] == facts["files"], record
                     if best is None or wall < best[0]:
                         best = (wall, cpu, rss)
                 wall, cpu, rss = best
-                rows.append({"path": "CLI S3 -> local", "binary": name, "delayMs": delay, "files": facts["files"],
+                rows.append({"path": "CLI S3 -> local" + (f" ({batch_bytes // 1024} KiB batches)" if batch_bytes else ""),
+                             "binary": name, "delayMs": delay, "files": facts["files"],
                              "seconds": wall, "cpuSeconds": cpu, "peakRssMiB": rss, "filesPerSecond": facts["files"] / wall})
                 log(f"{name} {delay} ms: {facts['files'] / wall:.0f} files/s ({wall:.2f} s, RSS {rss:.0f} MiB)")
             if copy_batch:
@@ -171,12 +174,13 @@ def main():
     ap.add_argument("--binary", action="append", default=[], help="NAME=PATH of a trailcopy binary (repeatable)")
     ap.add_argument("--copy-batch", default=str(ROOT / "target" / "release" / "examples" / "copy_batch"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
+    ap.add_argument("--batch-bytes", type=int, default=0, help="TRAILCOPY_BATCH_BYTES for the CLI runs (0: default)")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     binaries = dict(b.split("=", 1) for b in a.binary) or {"this tree": str(ROOT / "target" / "release" / "trailcopy")}
     cb = Path(a.copy_batch) if a.copy_batch and Path(a.copy_batch).exists() else None
-    rows = curve(work, binaries, cb, [float(d) for d in a.delays.split(",")], a.repeat)
+    rows = curve(work, binaries, cb, [float(d) for d in a.delays.split(",")], a.repeat, a.batch_bytes)
     print_table(rows)
     (work / "latency.json").write_text(json.dumps(rows, indent=1))
 
