@@ -5,6 +5,7 @@
 //! cursor) → [`finalize_copy`].
 
 pub mod copy;
+pub mod digest;
 pub mod error;
 pub mod event;
 pub mod finalize;
