@@ -12,8 +12,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use jiff::Timestamp;
-
 use super::file::{DigestFile, DigestName, awslogs_suffix, source_key};
 use super::keys::KeySet;
 use super::signature::{SIGNATURE_ALGORITHM, string_to_sign, verify};
@@ -183,7 +181,190 @@ fn check_one(d: &Fetched, repeated: Vec<&str>, keys: &KeySet) -> DigestStatus {
     }
 }
 
-/// The end time a digest's body claims, for ordering and messages.
-pub fn end_time(d: &Fetched) -> Timestamp {
-    d.name.end
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::LazyLock;
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::{KeyPair, KeySize};
+    use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+
+    use super::*;
+    use crate::digest::file::parse_digest;
+    use crate::digest::keys::{PublicKey, fingerprint_of};
+    use crate::digest::signature::sha256;
+
+    pub(crate) static KEY: LazyLock<KeyPair> = LazyLock::new(|| KeyPair::generate(KeySize::Rsa2048).unwrap());
+
+    pub(crate) fn keyset() -> KeySet {
+        let der = KEY.public_key().as_ref().to_vec();
+        let k = PublicKey::new(der.clone(), &fingerprint_of(&der), None, None).unwrap();
+        [(k.fingerprint.clone(), k)].into()
+    }
+
+    pub(crate) fn sign(message: &[u8]) -> String {
+        let mut sig = vec![0; KEY.public_modulus_len()];
+        KEY.sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut sig).unwrap();
+        hex::encode(sig)
+    }
+
+    pub(crate) const ROOT: &str = "AWSLogs/o-abc123defg/111122223333/";
+
+    pub(crate) fn digest_key(hour: u32) -> String {
+        format!(
+            "{ROOT}CloudTrail-Digest/us-east-1/2024/03/01/111122223333_CloudTrail-Digest_us-east-1_t_us-east-1_20240301T{hour:02}0131Z.json.gz"
+        )
+    }
+
+    pub(crate) fn log_key(hour: u32) -> String {
+        format!("{ROOT}CloudTrail/us-east-1/2024/03/01/111122223333_CloudTrail_us-east-1_20240301T{hour:02}00Z_abc.json.gz")
+    }
+
+    /// A chain of signed digests for hours 1..=n, each listing one log file (hash of `log_body(h)`),
+    /// as (key, inflated body, signature); `body` of a digest is what CloudTrail would write.
+    pub(crate) fn chain(n: u32) -> Vec<(String, Vec<u8>, String)> {
+        let mut out: Vec<(String, Vec<u8>, String)> = Vec::new();
+        for h in 1..=n {
+            let key = digest_key(h);
+            let prev = out.last();
+            let body = serde_json::json!({
+                "digestStartTime": format!("2024-03-01T{:02}:01:31Z", h - 1),
+                "digestEndTime": format!("2024-03-01T{h:02}:01:31Z"),
+                "digestS3Bucket": "trail-bucket", "digestS3Object": format!("corp/{key}"),
+                "digestPublicKeyFingerprint": keyset().keys().next().unwrap(),
+                "digestSignatureAlgorithm": "SHA256withRSA",
+                "previousDigestS3Bucket": prev.map(|_| "trail-bucket"),
+                "previousDigestS3Object": prev.map(|p| format!("corp/{}", p.0)),
+                "previousDigestHashValue": prev.map(|p| hex::encode(sha256(&p.1))),
+                "previousDigestHashAlgorithm": prev.map(|_| "SHA-256"),
+                "previousDigestSignature": prev.map(|p| p.2.clone()),
+                "logFiles": [{"s3Bucket": "trail-bucket", "s3Object": format!("corp/{}", log_key(h)),
+                              "hashValue": hex::encode(sha256(&log_body(h))), "hashAlgorithm": "SHA-256"}],
+            });
+            let raw = serde_json::to_vec(&body).unwrap();
+            let d = parse_digest(&raw).unwrap();
+            let sig = sign(crate::digest::signature::string_to_sign(&d, &sha256(&raw)).as_bytes());
+            out.push((key, raw, sig));
+        }
+        out
+    }
+
+    pub(crate) fn log_body(h: u32) -> Vec<u8> {
+        format!("{{\"Records\":[{{\"eventName\":\"E{h}\"}}]}}").into_bytes()
+    }
+
+    fn fetched(key: &str, raw: &[u8], signature: Option<&str>) -> Fetched {
+        let name = DigestName::parse(crate::layout::file_name(key)).unwrap();
+        let body = parse_digest(raw).map(|file| Loaded {
+            file,
+            sha256: sha256(raw),
+            signature: signature.map(str::to_string),
+            signature_algorithm: signature.map(|_| "SHA256withRSA".to_string()),
+        });
+        Fetched { key: key.to_string(), name, body }
+    }
+
+    fn check(ds: &[Fetched]) -> (Vec<DigestStatus>, Vec<ChainBreak>) {
+        let keys: HashSet<String> = ds.iter().map(|d| d.key.clone()).collect();
+        let folders: HashSet<String> = ds.iter().map(|d| folder_of(&d.key).to_string()).collect();
+        check_chain(ds, &keyset(), "AWSLogs/", &Listed { keys: &keys, folders: &folders })
+    }
+
+    fn error_types(s: &[DigestStatus]) -> Vec<&'static str> {
+        s.iter()
+            .map(|s| match s {
+                DigestStatus::Verified { .. } => "ok",
+                DigestStatus::Failed { error_type, .. } => error_type,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chain_with_signature_metadata_verifies() {
+        let c = chain(3);
+        let ds: Vec<Fetched> = c.iter().map(|(k, b, s)| fetched(k, b, Some(s))).collect();
+        let (statuses, breaks) = check(&ds);
+        assert_eq!(error_types(&statuses), ["ok", "ok", "ok"]);
+        assert!(breaks.is_empty(), "{breaks:?}");
+    }
+
+    #[test]
+    fn without_metadata_each_digest_is_signed_by_the_next_and_the_newest_has_no_signature() {
+        let c = chain(3);
+        let ds: Vec<Fetched> = c.iter().map(|(k, b, _)| fetched(k, b, None)).collect();
+        let (statuses, breaks) = check(&ds);
+        assert_eq!(error_types(&statuses), ["ok", "ok", "DigestSignatureMissing"]);
+        assert!(breaks.is_empty());
+    }
+
+    #[test]
+    fn an_altered_digest_fails_its_signature_and_only_that() {
+        let c = chain(3);
+        let mut ds: Vec<Fetched> = c.iter().map(|(k, b, s)| fetched(k, b, Some(s))).collect();
+        let altered = String::from_utf8(c[1].1.clone()).unwrap().replace("\"hashValue\":\"", "\"hashValue\":\"00");
+        ds[1] = fetched(&c[1].0, altered.as_bytes(), Some(&c[1].2));
+        let (statuses, breaks) = check(&ds);
+        assert_eq!(error_types(&statuses), ["ok", "DigestSignatureInvalid", "ok"]);
+        assert!(breaks.is_empty(), "the altered digest's own failure is the finding: {breaks:?}");
+        // Offline too: the signature the next digest repeats does not match the altered body.
+        let mut offline: Vec<Fetched> = c.iter().map(|(k, b, _)| fetched(k, b, None)).collect();
+        offline[1] = fetched(&c[1].0, altered.as_bytes(), None);
+        assert_eq!(error_types(&check(&offline).0), ["ok", "DigestSignatureInvalid", "DigestSignatureMissing"]);
+    }
+
+    #[test]
+    fn a_digest_removed_mid_chain_breaks_it_at_the_missing_key() {
+        let c = chain(3);
+        let ds: Vec<Fetched> = [0, 2].iter().map(|&i| fetched(&c[i].0, &c[i].1, Some(&c[i].2))).collect();
+        let (statuses, breaks) = check(&ds);
+        assert_eq!(error_types(&statuses), ["ok", "ok"]);
+        assert_eq!(breaks.len(), 1);
+        assert_eq!(breaks[0].key, c[1].0);
+        assert!(breaks[0].message.contains("missing"), "{}", breaks[0].message);
+    }
+
+    #[test]
+    fn a_previous_digest_outside_the_listed_folders_is_not_checked() {
+        let c = chain(2);
+        let ds = vec![fetched(&c[1].0, &c[1].1, Some(&c[1].2))];
+        let keys = HashSet::new();
+        let folders = HashSet::new();
+        let (statuses, breaks) = check_chain(&ds, &keyset(), "AWSLogs/", &Listed { keys: &keys, folders: &folders });
+        assert_eq!(error_types(&statuses), ["ok"]);
+        assert!(breaks.is_empty());
+    }
+
+    #[test]
+    fn a_genuine_digest_swapped_in_breaks_the_hash_link() {
+        // Digest 2 of another chain (same key, other content, validly signed) replaces ours: both
+        // verify, but digest 3's previousDigestHashValue names the original.
+        let c = chain(3);
+        let mut ds: Vec<Fetched> = c.iter().map(|(k, b, s)| fetched(k, b, Some(s))).collect();
+        let swapped = String::from_utf8(c[1].1.clone()).unwrap().replace("\"digestSignatureAlgorithm\"", "\"x\":1,\"digestSignatureAlgorithm\"");
+        let d = parse_digest(swapped.as_bytes()).unwrap();
+        let sig = sign(string_to_sign(&d, &sha256(swapped.as_bytes())).as_bytes());
+        ds[1] = fetched(&c[1].0, swapped.as_bytes(), Some(&sig));
+        let (statuses, breaks) = check(&ds);
+        assert_eq!(error_types(&statuses), ["ok", "ok", "ok"]);
+        assert_eq!(breaks.len(), 1);
+        assert_eq!(breaks[0].key, c[2].0);
+        assert!(breaks[0].message.contains("previousDigestHashValue"));
+    }
+
+    #[test]
+    fn unknown_keys_moved_digests_and_other_algorithms_are_named() {
+        let c = chain(1);
+        let ds = vec![fetched(&c[0].0, &c[0].1, Some(&c[0].2))];
+        let (s, _) = check_chain(&ds, &KeySet::new(), "AWSLogs/", &Listed { keys: &HashSet::new(), folders: &HashSet::new() });
+        assert_eq!(error_types(&s), ["DigestPublicKeyNotFound"]);
+        let moved = fetched(&c[0].0.replace("111122223333/CloudTrail-Digest", "111122223333/x/CloudTrail-Digest"), &c[0].1, Some(&c[0].2));
+        assert!(matches!(&check(&[moved]).0[0], DigestStatus::Failed { error_type: "DigestInvalid", message } if message.contains("moved")));
+        let mut other = fetched(&c[0].0, &c[0].1, Some(&c[0].2));
+        if let Ok(l) = &mut other.body {
+            l.signature_algorithm = Some("SHA1withRSA".into());
+        }
+        assert!(matches!(&check(&[other]).0[0], DigestStatus::Failed { error_type: "DigestInvalid", message } if message.contains("SHA1withRSA")));
+        let unreadable = Fetched { key: c[0].0.clone(), name: DigestName::parse(crate::layout::file_name(&c[0].0)).unwrap(), body: Err("gzip: bad".into()) };
+        assert_eq!(error_types(&check(&[unreadable]).0), ["DigestInvalid"]);
+    }
 }

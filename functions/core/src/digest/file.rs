@@ -75,7 +75,7 @@ fn parse_compact_time(s: &str) -> Option<Timestamp> {
         0,
     )
     .ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
+    dt.to_zoned_datetime(jiff::tz::TimeZone::UTC).ok().map(|z| z.timestamp())
 }
 
 /// The part of a key from its `AWSLogs/` segment on: digests name keys as delivered (with the

@@ -40,6 +40,12 @@ impl DigestScope {
         (self.from, self.to.saturating_add(DIGEST_SPAN).unwrap_or(Timestamp::MAX))
     }
 
+    /// Is `key` a log file of the scope (its folder, named within `[from, to)`)?
+    pub fn holds(&self, key: &str) -> bool {
+        key.starts_with(&self.log_prefix())
+            && crate::layout::file_timestamp(crate::layout::file_name(key)).is_none_or(|t| t >= self.from && t < self.to)
+    }
+
     /// The log folder prefix of the scope (`…/CloudTrail/<region>/`).
     pub fn log_prefix(&self) -> String {
         format!("{}CloudTrail/{}/", self.account_root, self.region)
@@ -64,10 +70,12 @@ impl Requests {
 pub struct LoadedDigests {
     pub index: DigestIndex,
     pub failures: Vec<FailureEntry>,
+    /// Digests with a failure entry.
+    pub digests_failed: u64,
 }
 
 fn day_folders(account_root: &str, region: &str, from: Timestamp, to: Timestamp) -> Vec<String> {
-    let utc = |t: Timestamp| t.to_zoned(jiff::tz::TimeZone::UTC).date();
+    let utc = |t: Timestamp| t.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
     let (mut d, last) = (utc(from), utc(to));
     let mut out = Vec::new();
     while d <= last {
@@ -205,6 +213,7 @@ pub async fn load_digests(
     let listed = Listed { keys: &listed_keys, folders: &listed_folders };
     let mut index = DigestIndex::default();
     let mut failures = Vec::new();
+    let mut digests_failed = 0;
     let empty = KeySet::new();
     for (id, ds) in by_chain.iter_mut() {
         ds.sort_by(|a, b| (a.name.end, a.name.backfill, &a.key).cmp(&(b.name.end, b.name.backfill, &b.key)));
@@ -214,9 +223,6 @@ pub async fn load_digests(
                 continue; // read for its previousDigestSignature only; its files are past the scopes
             }
             let location = source.location(&d.key);
-            if let super::chain::DigestStatus::Failed { error_type, message } = &status {
-                failures.push(FailureEntry::new(location.clone(), error_type, message.clone()));
-            }
             let listed_files: Vec<(String, String, Option<String>)> = match &d.body {
                 Ok(l) => l
                     .file
@@ -228,6 +234,15 @@ pub async fn load_digests(
                     .collect(),
                 Err(_) => Vec::new(),
             };
+            if let super::chain::DigestStatus::Failed { error_type, message } = &status {
+                // A digest we cannot get a signature for (the newest of a local copy) matters only
+                // if it lists files we read; every other failure is reported (an emptied digest too).
+                let lists_in_scope = listed_files.iter().any(|(k, _, _)| scopes.iter().any(|s| s.holds(k)));
+                if *error_type != "DigestSignatureMissing" || lists_in_scope {
+                    failures.push(FailureEntry::new(location.clone(), error_type, message.clone()));
+                    digests_failed += 1;
+                }
+            }
             index.add(CheckedDigest { key: d.key.clone(), location, status }, listed_files);
         }
         for b in breaks {
@@ -237,5 +252,148 @@ pub async fn load_digests(
             }
         }
     }
-    Ok(LoadedDigests { index, failures })
+    Ok(LoadedDigests { index, failures, digests_failed })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::digest::chain::tests::{ROOT, chain, keyset, log_body, log_key};
+    use crate::digest::index::Verdict;
+    use crate::digest::keys::KeyFile;
+    use crate::storage::{Listing, ObjectHead, ObjectInfo};
+
+    /// Objects with metadata (an S3 bucket) or without (a local folder), at the storage seam.
+    #[derive(Default)]
+    struct MemStore {
+        objects: Mutex<BTreeMap<String, (Bytes, HashMap<String, String>)>>,
+    }
+
+    #[async_trait]
+    impl ObjectStore for MemStore {
+        async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+            let objects = self.objects.lock().unwrap();
+            let objects = objects
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix) && !k[prefix.len()..].contains('/'))
+                .map(|(k, (b, _))| ObjectInfo { key: k.clone(), size: b.len() as u64, storage_class: None })
+                .collect();
+            Ok(Listing { dirs: Vec::new(), objects })
+        }
+        async fn get(&self, key: &str) -> Result<Bytes> {
+            Ok(self.get_with_metadata(key).await?.0)
+        }
+        async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
+            self.objects.lock().unwrap().get(key).cloned().ok_or(CopyError::NotFound { location: key.into() })
+        }
+        async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+            self.objects.lock().unwrap().insert(key.into(), (body, HashMap::new()));
+            Ok(())
+        }
+        async fn head(&self, _key: &str) -> Result<ObjectHead> {
+            Ok(ObjectHead::default())
+        }
+        async fn restore(&self, _: &str, _: &str, _: Option<i32>) -> Result<()> {
+            Ok(())
+        }
+        fn location(&self, key: &str) -> String {
+            format!("s3://b/{key}")
+        }
+    }
+
+    fn gz(b: &[u8]) -> Bytes {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(b).unwrap();
+        e.finish().unwrap().into()
+    }
+
+    fn store(hours: u32, metadata: bool, skip: &[u32]) -> MemStore {
+        let s = MemStore::default();
+        for (i, (key, raw, sig)) in chain(hours).into_iter().enumerate() {
+            if skip.contains(&(i as u32 + 1)) {
+                continue;
+            }
+            let meta = if metadata {
+                [("signature".to_string(), sig), ("signature-algorithm".to_string(), "SHA256withRSA".to_string())].into()
+            } else {
+                HashMap::new()
+            };
+            s.objects.lock().unwrap().insert(key, (gz(&raw), meta));
+        }
+        s
+    }
+
+    fn scope(from_hour: i8, to_hour: i8) -> DigestScope {
+        let t = |h: i8| jiff::civil::date(2024, 3, 1).at(h, 0, 0, 0).to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp();
+        DigestScope { account_root: ROOT.into(), region: "us-east-1".into(), from: t(from_hour), to: t(to_hour) }
+    }
+
+    fn keys() -> KeyFile {
+        KeyFile::new(keyset().into_values().collect(), "test".into())
+    }
+
+    async fn load(s: &MemStore, scopes: &[DigestScope]) -> (LoadedDigests, (u64, u64)) {
+        let requests = Requests::default();
+        let loaded = load_digests(s, "AWSLogs/", &keys(), scopes, &requests).await.unwrap();
+        (loaded, requests.snapshot())
+    }
+
+    #[tokio::test]
+    async fn reads_one_digest_per_hour_of_the_files_and_one_folder_per_day() {
+        let s = store(20, true, &[]);
+        // Files named in [03:00, 06:00): the digests ending in (03:00, 07:15] (03:01:31 .. 07:01:31).
+        let (loaded, (lists, gets)) = load(&s, &[scope(3, 6)]).await;
+        assert_eq!(gets, 5, "one per digest hour");
+        assert_eq!(lists, 1, "one day folder");
+        assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+        for h in 3..=6 {
+            let v = loaded.index.verdict(&log_key(h), Some(&crate::digest::signature::sha256(&log_body(h))));
+            assert!(v.is_verified(), "{h}: {v:?}");
+        }
+        assert_eq!(loaded.index.verdict(&log_key(3), Some(&[0; 32])).clone(), Verdict::Mismatch {
+            digest: format!("s3://b/{}", crate::digest::chain::tests::digest_key(3)),
+            expected: hex::encode(crate::digest::signature::sha256(&log_body(3))),
+            actual: hex::encode([0u8; 32]),
+        });
+    }
+
+    #[tokio::test]
+    async fn without_metadata_the_next_digest_is_read_for_the_last_signature() {
+        let s = store(20, false, &[]);
+        let (loaded, (_, gets)) = load(&s, &[scope(3, 6)]).await;
+        assert_eq!(gets, 6, "five digests and the one after them");
+        assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+        assert_eq!(loaded.index.digests().len(), 5, "the helper is not indexed");
+    }
+
+    #[tokio::test]
+    async fn a_missing_digest_is_one_chain_broken_entry_and_its_files_are_in_no_digest() {
+        let s = store(20, true, &[5]);
+        let (loaded, _) = load(&s, &[scope(3, 6)]).await;
+        let types: Vec<(&str, &str)> =
+            loaded.failures.iter().map(|f| (f.error_type.as_str(), f.location.as_str())).collect();
+        let missing = format!("s3://b/{}", crate::digest::chain::tests::digest_key(5));
+        assert_eq!(types, [("DigestChainBroken", missing.as_str())]);
+        assert_eq!(loaded.index.verdict(&log_key(5), Some(&crate::digest::signature::sha256(&log_body(5)))), Verdict::NotInDigest);
+    }
+
+    #[tokio::test]
+    async fn the_newest_digest_of_a_local_copy_is_reported_only_if_it_lists_files_read() {
+        let s = store(6, false, &[]);
+        // Files 03:00..06:00: the 06:01 digest lists the 06:00 file and has no successor.
+        let (loaded, _) = load(&s, &[scope(3, 7)]).await;
+        let types: Vec<&str> = loaded.failures.iter().map(|f| f.error_type.as_str()).collect();
+        assert_eq!(types, ["DigestSignatureMissing"]);
+        assert!(matches!(loaded.index.verdict(&log_key(6), None), Verdict::Unverified { .. }));
+        // Files up to 05:30 only: the 06:01 digest lists none of them; nothing to report.
+        let (loaded, _) = load(&s, &[scope(3, 5)]).await;
+        assert!(loaded.failures.is_empty(), "{:?}", loaded.failures);
+    }
 }

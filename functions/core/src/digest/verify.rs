@@ -53,6 +53,16 @@ pub struct FileResult {
     pub verdict: Verdict,
 }
 
+/// One digest read, as checked.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DigestResult {
+    pub location: String,
+    pub verified: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyReport {
@@ -63,6 +73,7 @@ pub struct VerifyReport {
     pub statistics: VerifyStatistics,
     pub failures: Vec<FailureEntry>,
     pub files: Vec<FileResult>,
+    pub digests: Vec<DigestResult>,
     /// Wall time, and the CPU time spent inflating and hashing (summed over threads).
     pub elapsed_seconds: f64,
     pub inflate_seconds: f64,
@@ -192,13 +203,8 @@ pub async fn verify_source(
     let index = &loaded.index;
     let mut stats = VerifyStatistics { files_found: files.len() as u64, ..Default::default() };
     let mut failures = loaded.failures.clone();
-    for d in index.digests() {
-        if d.status.is_verified() {
-            stats.digests_verified += 1;
-        } else {
-            stats.digests_failed += 1;
-        }
-    }
+    stats.digests_verified = index.digests().iter().filter(|d| d.status.is_verified()).count() as u64;
+    stats.digests_failed = loaded.digests_failed;
 
     let (mut inflate_time, mut hash_time) = (Duration::ZERO, Duration::ZERO);
     let hashed: Vec<(String, u64, Option<[u8; 32]>, usize, Duration, Duration)> = futures::stream::iter(files)
@@ -287,6 +293,18 @@ pub async fn verify_source(
         statistics: stats,
         failures,
         files: results,
+        digests: index
+            .digests()
+            .iter()
+            .map(|d| DigestResult {
+                location: d.location.clone(),
+                verified: d.status.is_verified(),
+                error_type: match &d.status {
+                    super::chain::DigestStatus::Failed { error_type, .. } => Some((*error_type).to_string()),
+                    super::chain::DigestStatus::Verified { .. } => None,
+                },
+            })
+            .collect(),
         elapsed_seconds: started.elapsed().as_secs_f64(),
         inflate_seconds: inflate_time.as_secs_f64(),
         hash_seconds: hash_time.as_secs_f64(),
