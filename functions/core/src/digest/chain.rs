@@ -187,7 +187,7 @@ pub(crate) mod tests {
 
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::rsa::{KeyPair, KeySize};
-    use aws_lc_rs::signature::RSA_PKCS1_SHA256;
+    use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
 
     use super::*;
     use crate::digest::file::parse_digest;
