@@ -37,10 +37,15 @@ pub struct Fetched {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DigestStatus {
-    Verified { fingerprint: String },
+    Verified {
+        fingerprint: String,
+    },
     /// `error_type` is the failure entry's: DigestInvalid, DigestSignatureInvalid,
     /// DigestSignatureMissing or DigestPublicKeyNotFound.
-    Failed { error_type: &'static str, message: String },
+    Failed {
+        error_type: &'static str,
+        message: String,
+    },
 }
 
 impl DigestStatus {
@@ -70,7 +75,12 @@ fn folder_of(key: &str) -> &str {
 
 /// Checks the digests of one chain; returns each digest's status (in input order) and the
 /// broken links.
-pub fn check_chain(digests: &[Fetched], keys: &KeySet, awslogs_root: &str, listed: &Listed) -> (Vec<DigestStatus>, Vec<ChainBreak>) {
+pub fn check_chain(
+    digests: &[Fetched],
+    keys: &KeySet,
+    awslogs_root: &str,
+    listed: &Listed,
+) -> (Vec<DigestStatus>, Vec<ChainBreak>) {
     let by_key: HashMap<&str, usize> = digests.iter().enumerate().map(|(i, d)| (d.key.as_str(), i)).collect();
     // previous digest's key -> the digests that name it
     let mut named_by: HashMap<String, Vec<usize>> = HashMap::new();
@@ -100,7 +110,10 @@ pub fn check_chain(digests: &[Fetched], keys: &KeySet, awslogs_root: &str, liste
         }
         let Some(prev_named) = l.file.previous_digest_s3_object.as_deref() else { continue };
         let Some(prev) = source_key(awslogs_root, prev_named) else {
-            breaks.push(ChainBreak { key: d.key.clone(), message: format!("previousDigestS3Object `{prev_named}` is not a trail key") });
+            breaks.push(ChainBreak {
+                key: d.key.clone(),
+                message: format!("previousDigestS3Object `{prev_named}` is not a trail key"),
+            });
             continue;
         };
         match by_key.get(prev.as_str()) {
@@ -148,7 +161,10 @@ fn check_one(d: &Fetched, repeated: Vec<&str>, keys: &KeySet) -> DigestStatus {
     if awslogs_suffix(&l.file.digest_s3_object) != awslogs_suffix(&d.key) {
         return failed(
             "DigestInvalid",
-            format!("moved from its original location: it says it is s3://{}/{}", l.file.digest_s3_bucket, l.file.digest_s3_object),
+            format!(
+                "moved from its original location: it says it is s3://{}/{}",
+                l.file.digest_s3_bucket, l.file.digest_s3_object
+            ),
         );
     }
     for alg in [l.signature_algorithm.as_deref(), l.file.digest_signature_algorithm.as_deref()].into_iter().flatten() {
@@ -176,7 +192,9 @@ fn check_one(d: &Fetched, repeated: Vec<&str>, keys: &KeySet) -> DigestStatus {
     } else {
         failed(
             "DigestSignatureInvalid",
-            format!("the signature does not match the digest (key {fingerprint}): it was altered after CloudTrail signed it"),
+            format!(
+                "the signature does not match the digest (key {fingerprint}): it was altered after CloudTrail signed it"
+            ),
         )
     }
 }
@@ -217,7 +235,9 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn log_key(hour: u32) -> String {
-        format!("{ROOT}CloudTrail/us-east-1/2024/03/01/111122223333_CloudTrail_us-east-1_20240301T{hour:02}00Z_abc.json.gz")
+        format!(
+            "{ROOT}CloudTrail/us-east-1/2024/03/01/111122223333_CloudTrail_us-east-1_20240301T{hour:02}00Z_abc.json.gz"
+        )
     }
 
     /// A chain of signed digests for hours 1..=n, each listing one log file (hash of `log_body(h)`),
@@ -340,7 +360,9 @@ pub(crate) mod tests {
         // verify, but digest 3's previousDigestHashValue names the original.
         let c = chain(3);
         let mut ds: Vec<Fetched> = c.iter().map(|(k, b, s)| fetched(k, b, Some(s))).collect();
-        let swapped = String::from_utf8(c[1].1.clone()).unwrap().replace("\"digestSignatureAlgorithm\"", "\"x\":1,\"digestSignatureAlgorithm\"");
+        let swapped = String::from_utf8(c[1].1.clone())
+            .unwrap()
+            .replace("\"digestSignatureAlgorithm\"", "\"x\":1,\"digestSignatureAlgorithm\"");
         let d = parse_digest(swapped.as_bytes()).unwrap();
         let sig = sign(string_to_sign(&d, &sha256(swapped.as_bytes())).as_bytes());
         ds[1] = fetched(&c[1].0, swapped.as_bytes(), Some(&sig));
@@ -355,16 +377,29 @@ pub(crate) mod tests {
     fn unknown_keys_moved_digests_and_other_algorithms_are_named() {
         let c = chain(1);
         let ds = vec![fetched(&c[0].0, &c[0].1, Some(&c[0].2))];
-        let (s, _) = check_chain(&ds, &KeySet::new(), "AWSLogs/", &Listed { keys: &HashSet::new(), folders: &HashSet::new() });
+        let (s, _) =
+            check_chain(&ds, &KeySet::new(), "AWSLogs/", &Listed { keys: &HashSet::new(), folders: &HashSet::new() });
         assert_eq!(error_types(&s), ["DigestPublicKeyNotFound"]);
-        let moved = fetched(&c[0].0.replace("111122223333/CloudTrail-Digest", "111122223333/x/CloudTrail-Digest"), &c[0].1, Some(&c[0].2));
-        assert!(matches!(&check(&[moved]).0[0], DigestStatus::Failed { error_type: "DigestInvalid", message } if message.contains("moved")));
+        let moved = fetched(
+            &c[0].0.replace("111122223333/CloudTrail-Digest", "111122223333/x/CloudTrail-Digest"),
+            &c[0].1,
+            Some(&c[0].2),
+        );
+        assert!(
+            matches!(&check(&[moved]).0[0], DigestStatus::Failed { error_type: "DigestInvalid", message } if message.contains("moved"))
+        );
         let mut other = fetched(&c[0].0, &c[0].1, Some(&c[0].2));
         if let Ok(l) = &mut other.body {
             l.signature_algorithm = Some("SHA1withRSA".into());
         }
-        assert!(matches!(&check(&[other]).0[0], DigestStatus::Failed { error_type: "DigestInvalid", message } if message.contains("SHA1withRSA")));
-        let unreadable = Fetched { key: c[0].0.clone(), name: DigestName::parse(crate::layout::file_name(&c[0].0)).unwrap(), body: Err("gzip: bad".into()) };
+        assert!(
+            matches!(&check(&[other]).0[0], DigestStatus::Failed { error_type: "DigestInvalid", message } if message.contains("SHA1withRSA"))
+        );
+        let unreadable = Fetched {
+            key: c[0].0.clone(),
+            name: DigestName::parse(crate::layout::file_name(&c[0].0)).unwrap(),
+            body: Err("gzip: bad".into()),
+        };
         assert_eq!(error_types(&check(&[unreadable]).0), ["DigestInvalid"]);
     }
 }

@@ -175,7 +175,10 @@ mod tests {
             "111122223333_CloudTrail-Digest_eu-west-1_org_trail_v2_us-east-1_20240301T000131Z_backfill.json.gz",
         )
         .unwrap();
-        assert_eq!((n.region.as_str(), n.trail.as_str(), n.home_region.as_str()), ("eu-west-1", "org_trail_v2", "us-east-1"));
+        assert_eq!(
+            (n.region.as_str(), n.trail.as_str(), n.home_region.as_str()),
+            ("eu-west-1", "org_trail_v2", "us-east-1")
+        );
         assert!(n.backfill);
     }
 
@@ -198,7 +201,10 @@ mod tests {
         assert_eq!(awslogs_suffix("corp/AWSLogs/o-a/1/CloudTrail/x"), Some("AWSLogs/o-a/1/CloudTrail/x"));
         assert_eq!(awslogs_suffix("AWSLogs/1/x"), Some("AWSLogs/1/x"));
         assert_eq!(awslogs_suffix("corp/NotAWSLogs/1/x"), None);
-        assert_eq!(source_key("mirror/AWSLogs/", "corp/AWSLogs/1/CloudTrail/f").as_deref(), Some("mirror/AWSLogs/1/CloudTrail/f"));
+        assert_eq!(
+            source_key("mirror/AWSLogs/", "corp/AWSLogs/1/CloudTrail/f").as_deref(),
+            Some("mirror/AWSLogs/1/CloudTrail/f")
+        );
     }
 
     #[test]

@@ -100,7 +100,9 @@ impl DigestIndex {
     /// Files authentic digests list, with the digest listing each (for LogFileMissing).
     pub fn listed_by_verified(&self) -> impl Iterator<Item = (&str, &CheckedDigest)> {
         self.files.iter().filter_map(|(key, ls)| {
-            ls.iter().find(|l| self.digests[l.digest].status.is_verified()).map(|l| (key.as_str(), &self.digests[l.digest]))
+            ls.iter()
+                .find(|l| self.digests[l.digest].status.is_verified())
+                .map(|l| (key.as_str(), &self.digests[l.digest]))
         })
     }
 

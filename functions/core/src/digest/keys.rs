@@ -30,7 +30,12 @@ pub struct PublicKey {
 impl PublicKey {
     /// A key whose fingerprint is checked against its bytes, so a hand-edited key file cannot
     /// pass one key off as another.
-    pub fn new(der: Vec<u8>, fingerprint: &str, valid_from: Option<Timestamp>, valid_to: Option<Timestamp>) -> Result<Self, String> {
+    pub fn new(
+        der: Vec<u8>,
+        fingerprint: &str,
+        valid_from: Option<Timestamp>,
+        valid_to: Option<Timestamp>,
+    ) -> Result<Self, String> {
         let computed = fingerprint_of(&der);
         if !computed.eq_ignore_ascii_case(fingerprint.trim()) {
             return Err(format!("fingerprint {fingerprint} does not belong to the key (its MD5 is {computed})"));
@@ -79,7 +84,9 @@ pub fn parse_public_keys(json: &[u8]) -> Result<Vec<PublicKey>, String> {
                 .decode(text("Value")?.trim())
                 .map_err(|e| format!("PublicKeyList[{i}]: `Value` is not base64: {e}"))?;
             let time = |name: &str| -> Result<Option<Timestamp>, String> {
-                field(name).map(|v| parse_time(v).ok_or_else(|| format!("PublicKeyList[{i}]: `{name}` is not a time"))).transpose()
+                field(name)
+                    .map(|v| parse_time(v).ok_or_else(|| format!("PublicKeyList[{i}]: `{name}` is not a time")))
+                    .transpose()
             };
             PublicKey::new(der, text("Fingerprint")?, time("ValidityStartTime")?, time("ValidityEndTime")?)
                 .map_err(|e| format!("PublicKeyList[{i}]: {e}"))
@@ -92,7 +99,9 @@ fn parse_time(v: &serde_json::Value) -> Option<Timestamp> {
     let seconds = |s: f64| Timestamp::from_millisecond((s * 1000.0).round() as i64).ok();
     match v {
         serde_json::Value::Number(n) => n.as_f64().and_then(seconds),
-        serde_json::Value::String(s) => s.parse::<Timestamp>().ok().or_else(|| s.trim().parse::<f64>().ok().and_then(seconds)),
+        serde_json::Value::String(s) => {
+            s.parse::<Timestamp>().ok().or_else(|| s.trim().parse::<f64>().ok().and_then(seconds))
+        }
         _ => None,
     }
 }
@@ -113,7 +122,8 @@ impl KeyFile {
     pub fn read(field: &'static str, paths: &[String]) -> Result<Self> {
         let mut keys = Vec::new();
         for path in paths {
-            let bytes = std::fs::read(path).map_err(|e| CopyError::invalid(field, format!("cannot read {path}: {e}")))?;
+            let bytes =
+                std::fs::read(path).map_err(|e| CopyError::invalid(field, format!("cannot read {path}: {e}")))?;
             keys.extend(parse_public_keys(&bytes).map_err(|e| CopyError::invalid(field, format!("{path}: {e}")))?);
         }
         if keys.is_empty() {
@@ -207,7 +217,9 @@ where
                 _ => CopyError::Storage { location, message: format!("{code}: {message}") },
             }
         }
-        _ => CopyError::Retryable { location, message: aws_sdk_cloudtrail::error::DisplayErrorContext(&err).to_string() },
+        _ => {
+            CopyError::Retryable { location, message: aws_sdk_cloudtrail::error::DisplayErrorContext(&err).to_string() }
+        }
     }
 }
 
@@ -252,7 +264,9 @@ mod tests {
         assert!(parse_public_keys(b"{}").unwrap_err().contains("PublicKeyList"));
         assert!(parse_public_keys(b"[{\"Fingerprint\":\"x\"}]").unwrap_err().contains("`Value`"));
         assert!(parse_public_keys(b"[{\"Value\":\"%%%\",\"Fingerprint\":\"x\"}]").unwrap_err().contains("base64"));
-        let json = format!(r#"[{{"Value":"{GUIDE_KEY}","Fingerprint":"7f3f401420072e50a65a141430817ab3","ValidityStartTime":"soon"}}]"#);
+        let json = format!(
+            r#"[{{"Value":"{GUIDE_KEY}","Fingerprint":"7f3f401420072e50a65a141430817ab3","ValidityStartTime":"soon"}}]"#
+        );
         assert!(parse_public_keys(json.as_bytes()).unwrap_err().contains("ValidityStartTime"));
     }
 }

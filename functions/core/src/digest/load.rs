@@ -43,7 +43,8 @@ impl DigestScope {
     /// Is `key` a log file of the scope (its folder, named within `[from, to)`)?
     pub fn holds(&self, key: &str) -> bool {
         key.starts_with(&self.log_prefix())
-            && crate::layout::file_timestamp(crate::layout::file_name(key)).is_none_or(|t| t >= self.from && t < self.to)
+            && crate::layout::file_timestamp(crate::layout::file_name(key))
+                .is_none_or(|t| t >= self.from && t < self.to)
     }
 
     /// The log folder prefix of the scope (`…/CloudTrail/<region>/`).
@@ -321,7 +322,8 @@ mod tests {
                 continue;
             }
             let meta = if metadata {
-                [("signature".to_string(), sig), ("signature-algorithm".to_string(), "SHA256withRSA".to_string())].into()
+                [("signature".to_string(), sig), ("signature-algorithm".to_string(), "SHA256withRSA".to_string())]
+                    .into()
             } else {
                 HashMap::new()
             };
@@ -331,7 +333,9 @@ mod tests {
     }
 
     fn scope(from_hour: i8, to_hour: i8) -> DigestScope {
-        let t = |h: i8| jiff::civil::date(2024, 3, 1).at(h, 0, 0, 0).to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp();
+        let t = |h: i8| {
+            jiff::civil::date(2024, 3, 1).at(h, 0, 0, 0).to_zoned_datetime(jiff::tz::TimeZone::UTC).unwrap().timestamp()
+        };
         DigestScope { account_root: ROOT.into(), region: "us-east-1".into(), from: t(from_hour), to: t(to_hour) }
     }
 
@@ -357,11 +361,14 @@ mod tests {
             let v = loaded.index.verdict(&log_key(h), Some(&crate::digest::signature::sha256(&log_body(h))));
             assert!(v.is_verified(), "{h}: {v:?}");
         }
-        assert_eq!(loaded.index.verdict(&log_key(3), Some(&[0; 32])).clone(), Verdict::Mismatch {
-            digest: format!("s3://b/{}", crate::digest::chain::tests::digest_key(3)),
-            expected: hex::encode(crate::digest::signature::sha256(&log_body(3))),
-            actual: hex::encode([0u8; 32]),
-        });
+        assert_eq!(
+            loaded.index.verdict(&log_key(3), Some(&[0; 32])).clone(),
+            Verdict::Mismatch {
+                digest: format!("s3://b/{}", crate::digest::chain::tests::digest_key(3)),
+                expected: hex::encode(crate::digest::signature::sha256(&log_body(3))),
+                actual: hex::encode([0u8; 32]),
+            }
+        );
     }
 
     #[tokio::test]
@@ -381,7 +388,10 @@ mod tests {
             loaded.failures.iter().map(|f| (f.error_type.as_str(), f.location.as_str())).collect();
         let missing = format!("s3://b/{}", crate::digest::chain::tests::digest_key(5));
         assert_eq!(types, [("DigestChainBroken", missing.as_str())]);
-        assert_eq!(loaded.index.verdict(&log_key(5), Some(&crate::digest::signature::sha256(&log_body(5)))), Verdict::NotInDigest);
+        assert_eq!(
+            loaded.index.verdict(&log_key(5), Some(&crate::digest::signature::sha256(&log_body(5)))),
+            Verdict::NotInDigest
+        );
     }
 
     #[tokio::test]

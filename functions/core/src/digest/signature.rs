@@ -108,7 +108,10 @@ mod tests {
         let sig = String::from_utf8(sig).unwrap();
         assert_eq!(verify(&v.key_der, v.string_to_sign.as_bytes(), &sig), Err(SignatureError::BadKeyOrMismatch));
         assert_eq!(verify(&v.key_der, v.string_to_sign.as_bytes(), "zz"), Err(SignatureError::NotHex));
-        assert_eq!(verify(b"not a key", v.string_to_sign.as_bytes(), &v.signature), Err(SignatureError::BadKeyOrMismatch));
+        assert_eq!(
+            verify(b"not a key", v.string_to_sign.as_bytes(), &v.signature),
+            Err(SignatureError::BadKeyOrMismatch)
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::load::{DigestScope, Requests, load_digests};
 use super::signature::sha256;
 use crate::error::{CopyError, Result};
 use crate::layout::{self, TrailRoot};
-use crate::range::{START_SLACK, DELIVERY_SLACK, Window};
+use crate::range::{DELIVERY_SLACK, START_SLACK, Window};
 use crate::record::FailureEntry;
 use crate::storage::ObjectStore;
 
@@ -89,7 +89,11 @@ async fn dirs(source: &dyn ObjectStore, prefix: &str, requests: &Requests) -> Re
 /// `(account root, region)` of every region folder under an account's `CloudTrail/` or
 /// `CloudTrail-Digest/` (a day whose log files are all gone still has its digests). Levels the
 /// source prefix fixes are built, not listed.
-async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot, requests: &Requests) -> Result<Vec<(String, String)>> {
+async fn account_regions(
+    source: &dyn ObjectStore,
+    root: &TrailRoot,
+    requests: &Requests,
+) -> Result<Vec<(String, String)>> {
     let narrow = &root.narrowing;
     let fixed = |pos: usize| narrow.get(pos).cloned();
     let mut accounts: Vec<(String, usize)> = Vec::new();
@@ -126,14 +130,22 @@ async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot, requests: &
             && n != "CloudTrail"
             && n != "CloudTrail-Digest"
         {
-            return Err(CopyError::invalid("source", format!("`{n}` folders are not verified: only CloudTrail/ log files have digests")));
+            return Err(CopyError::invalid(
+                "source",
+                format!("`{n}` folders are not verified: only CloudTrail/ log files have digests"),
+            ));
         }
         let mut regions: Vec<String> = match fixed(pos + 1) {
             Some(r) => vec![r],
             None => {
                 let mut rs = Vec::new();
                 for folder in ["CloudTrail/", "CloudTrail-Digest/"] {
-                    rs.extend(dirs(source, &format!("{acct}{folder}"), requests).await?.iter().map(|d| layout::last_segment(d).to_string()));
+                    rs.extend(
+                        dirs(source, &format!("{acct}{folder}"), requests)
+                            .await?
+                            .iter()
+                            .map(|d| layout::last_segment(d).to_string()),
+                    );
                 }
                 rs
             }
@@ -166,7 +178,8 @@ pub async fn verify_source(
         .map(|(account_root, region)| DigestScope { account_root, region, from, to })
         .collect();
     // A prefix narrowed below the region folder narrows the files too.
-    let narrowed_below_region = root.narrowing.len() > 3 || root.narrowing.len() > 2 && layout::is_org_id(&root.narrowing[0]);
+    let narrowed_below_region =
+        root.narrowing.len() > 3 || root.narrowing.len() > 2 && layout::is_org_id(&root.narrowing[0]);
     let in_source = |key: &str| !narrowed_below_region || key.starts_with(source_prefix);
     let in_scope = |key: &str| layout::file_timestamp(layout::file_name(key)).is_none_or(|t| window.file_in_scope(t));
 
@@ -192,11 +205,8 @@ pub async fn verify_source(
         .try_collect()
         .await?;
     let present: HashSet<String> = listings.iter().flatten().map(|(k, _)| k.clone()).collect();
-    let mut files: Vec<(String, u64)> = listings
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| layout::is_gzip_log(k) && in_scope(k) && in_source(k))
-        .collect();
+    let mut files: Vec<(String, u64)> =
+        listings.into_iter().flatten().filter(|(k, _)| layout::is_gzip_log(k) && in_scope(k) && in_source(k)).collect();
     files.sort();
 
     let loaded = load_digests(source, &root.awslogs, keys, &scopes, &requests).await?;
@@ -242,7 +252,11 @@ pub async fn verify_source(
             Verdict::NotInDigest => {
                 stats.files_not_in_digest += 1;
                 if require_verified {
-                    failures.push(FailureEntry::new(location.clone(), "FileNotInDigest", "no digest lists this log file".into()));
+                    failures.push(FailureEntry::new(
+                        location.clone(),
+                        "FileNotInDigest",
+                        "no digest lists this log file".into(),
+                    ));
                 }
             }
             Verdict::Unverified { digest, reason } => {
@@ -257,7 +271,11 @@ pub async fn verify_source(
             }
             Verdict::Mismatch { digest, expected, actual } => {
                 stats.files_mismatched += 1;
-                failures.push(FailureEntry::new(location.clone(), "DigestMismatch", mismatch_message(digest, expected, actual)));
+                failures.push(FailureEntry::new(
+                    location.clone(),
+                    "DigestMismatch",
+                    mismatch_message(digest, expected, actual),
+                ));
             }
         }
         results.push(FileResult { location, verdict });
