@@ -270,10 +270,13 @@ mod tests {
     use crate::digest::keys::KeyFile;
     use crate::storage::{Listing, ObjectHead, ObjectInfo};
 
+    /// An object's body and user metadata.
+    type Object = (Bytes, HashMap<String, String>);
+
     /// Objects with metadata (an S3 bucket) or without (a local folder), at the storage seam.
     #[derive(Default)]
     struct MemStore {
-        objects: Mutex<BTreeMap<String, (Bytes, HashMap<String, String>)>>,
+        objects: Mutex<BTreeMap<String, Object>>,
     }
 
     #[async_trait]

@@ -217,32 +217,15 @@ pub async fn verify_source(
     stats.digests_failed = loaded.digests_failed;
 
     let (mut inflate_time, mut hash_time) = (Duration::ZERO, Duration::ZERO);
-    let hashed: Vec<(String, u64, Option<[u8; 32]>, usize, Duration, Duration)> = futures::stream::iter(files)
-        .map(|(key, size)| {
-            let requests = &requests;
-            async move {
-                requests.gets.fetch_add(1, Ordering::Relaxed);
-                let bytes = source.get(&key).await?;
-                let location = source.location(&key);
-                let (hash, len, t_inflate, t_hash) = tokio::task::spawn_blocking(move || {
-                    let t0 = Instant::now();
-                    let (text, damage) = crate::event::gunzip_partial(&bytes);
-                    let t1 = Instant::now();
-                    let hash = damage.is_none().then(|| sha256(&text));
-                    (hash, text.len(), t1 - t0, t1.elapsed())
-                })
-                .await
-                .map_err(|e| CopyError::Storage { location, message: format!("hash task failed: {e}") })?;
-                Ok::<_, CopyError>((key, size, hash, len, t_inflate, t_hash))
-            }
-        })
+    let hashed: Vec<HashedFile> = futures::stream::iter(files)
+        .map(|(key, size)| hash_file(source, &requests, key, size))
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
     let mut results = Vec::with_capacity(hashed.len());
-    for (key, size, hash, len, t_inflate, t_hash) in hashed {
+    for HashedFile { key, size, sha256: hash, inflated_len, inflate_time: t_inflate, hash_time: t_hash } in hashed {
         stats.bytes_read += size;
-        stats.bytes_hashed += if hash.is_some() { len as u64 } else { 0 };
+        stats.bytes_hashed += if hash.is_some() { inflated_len as u64 } else { 0 };
         inflate_time += t_inflate;
         hash_time += t_hash;
         let location = source.location(&key);
@@ -327,6 +310,33 @@ pub async fn verify_source(
         inflate_seconds: inflate_time.as_secs_f64(),
         hash_seconds: hash_time.as_secs_f64(),
     })
+}
+
+/// A log file read and hashed, with the CPU time its inflating and hashing took.
+struct HashedFile {
+    key: String,
+    size: u64,
+    /// `None`: not a complete gzip stream.
+    sha256: Option<[u8; 32]>,
+    inflated_len: usize,
+    inflate_time: Duration,
+    hash_time: Duration,
+}
+
+async fn hash_file(source: &dyn ObjectStore, requests: &Requests, key: String, size: u64) -> Result<HashedFile> {
+    requests.gets.fetch_add(1, Ordering::Relaxed);
+    let bytes = source.get(&key).await?;
+    let location = source.location(&key);
+    let (sha256, inflated_len, inflate_time, hash_time) = tokio::task::spawn_blocking(move || {
+        let t0 = Instant::now();
+        let (text, damage) = crate::event::gunzip_partial(&bytes);
+        let t1 = Instant::now();
+        let hash = damage.is_none().then(|| sha256(&text));
+        (hash, text.len(), t1 - t0, t1.elapsed())
+    })
+    .await
+    .map_err(|e| CopyError::Storage { location, message: format!("hash task failed: {e}") })?;
+    Ok(HashedFile { key, size, sha256, inflated_len, inflate_time, hash_time })
 }
 
 /// The DigestMismatch message (the copy uses it too).
