@@ -388,10 +388,17 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             ));
         }
     };
-    let store = source.open(aws).await?;
+    // A local folder inside AWSLogs/ narrows the way an s3:// prefix does.
+    let (root, prefix) = match &source {
+        Location::Local { root } => match local_narrowing(root) {
+            Some((above, prefix)) => (Location::Local { root: above }, prefix),
+            None => (source.clone(), String::new()),
+        },
+        Location::S3 { .. } => (source.clone(), source.prefix().to_string()),
+    };
+    let store = root.open(aws).await?;
     let report =
-        trailcopy::digest::verify_source(store.as_ref(), source.prefix(), &window, keys.as_ref(), a.require_verified)
-            .await?;
+        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.require_verified).await?;
     let ok = report.failures.is_empty();
     if a.json {
         print_json(&report);
@@ -412,6 +419,16 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `(the folder above AWSLogs/, the key prefix from AWSLogs/ on)` of a local folder inside a trail.
+fn local_narrowing(root: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
+    let parts: Vec<std::path::Component> = root.components().collect();
+    let i = parts.iter().rposition(|c| c.as_os_str() == "AWSLogs")?;
+    let above: std::path::PathBuf = parts[..i].iter().collect();
+    let rest: Vec<String> = parts[i..].iter().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let above = if above.as_os_str().is_empty() { std::path::PathBuf::from(".") } else { above };
+    Some((above, format!("{}/", rest.join("/"))))
 }
 
 fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
