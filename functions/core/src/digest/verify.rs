@@ -204,7 +204,7 @@ pub async fn verify_source(
         .buffered(CONCURRENCY)
         .try_collect()
         .await?;
-    let present: HashSet<String> = listings.iter().flatten().map(|(k, _)| k.clone()).collect();
+    let mut present: HashSet<String> = listings.iter().flatten().map(|(k, _)| k.clone()).collect();
     let mut files: Vec<(String, u64)> =
         listings.into_iter().flatten().filter(|(k, _)| layout::is_gzip_log(k) && in_scope(k) && in_source(k)).collect();
     files.sort();
@@ -217,11 +217,26 @@ pub async fn verify_source(
     stats.digests_failed = loaded.digests_failed;
 
     let (mut inflate_time, mut hash_time) = (Duration::ZERO, Duration::ZERO);
-    let hashed: Vec<HashedFile> = futures::stream::iter(files)
-        .map(|(key, size)| hash_file(source, &requests, key, size))
-        .buffered(CONCURRENCY)
-        .try_collect()
-        .await?;
+    let counted = &requests;
+    let read: Vec<(String, Option<HashedFile>)> =
+        futures::stream::iter(files)
+            .map(|(key, size)| async move {
+                Ok::<_, CopyError>((key.clone(), hash_file(source, counted, key, size).await?))
+            })
+            .buffered(CONCURRENCY)
+            .try_collect()
+            .await?;
+    // A file deleted since the listing is not in the source: LogFileMissing if a digest lists it.
+    let mut hashed = Vec::with_capacity(read.len());
+    for (key, h) in read {
+        match h {
+            Some(h) => hashed.push(h),
+            None => {
+                present.remove(&key);
+                stats.files_found -= 1;
+            }
+        }
+    }
     let mut results = Vec::with_capacity(hashed.len());
     for HashedFile { key, size, sha256: hash, inflated_len, inflate_time: t_inflate, hash_time: t_hash } in hashed {
         stats.bytes_read += size;
@@ -323,9 +338,19 @@ struct HashedFile {
     hash_time: Duration,
 }
 
-async fn hash_file(source: &dyn ObjectStore, requests: &Requests, key: String, size: u64) -> Result<HashedFile> {
+/// `None`: deleted since it was listed.
+async fn hash_file(
+    source: &dyn ObjectStore,
+    requests: &Requests,
+    key: String,
+    size: u64,
+) -> Result<Option<HashedFile>> {
     requests.gets.fetch_add(1, Ordering::Relaxed);
-    let bytes = source.get(&key).await?;
+    let bytes = match source.get(&key).await {
+        Ok(b) => b,
+        Err(CopyError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let location = source.location(&key);
     let (sha256, inflated_len, inflate_time, hash_time) = tokio::task::spawn_blocking(move || {
         let t0 = Instant::now();
@@ -336,7 +361,7 @@ async fn hash_file(source: &dyn ObjectStore, requests: &Requests, key: String, s
     })
     .await
     .map_err(|e| CopyError::Storage { location, message: format!("hash task failed: {e}") })?;
-    Ok(HashedFile { key, size, sha256, inflated_len, inflate_time, hash_time })
+    Ok(Some(HashedFile { key, size, sha256, inflated_len, inflate_time, hash_time }))
 }
 
 /// The DigestMismatch message (the copy uses it too).
