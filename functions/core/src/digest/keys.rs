@@ -3,10 +3,12 @@
 //!
 //! <https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_ListPublicKeys.html>: the keys
 //! whose private keys signed digests in a time range, per region (a digest is signed with its
-//! region's key). `Value` is the DER PKCS#1 RSA public key (base64 in the CLI's JSON); its
-//! `Fingerprint` is the hex MD5 of those DER bytes (checked against the three keys the user guide
-//! shows, <https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-log-file-custom-validation.html>),
-//! which is how a digest's `digestPublicKeyFingerprint` picks its key.
+//! region's key, so keys are asked for in the digest's region, as aws-cli does with the CLI's
+//! region). `Value` is "the DER encoded public key value in PKCS#1 format"
+//! (<https://docs.aws.amazon.com/awscloudtrail/latest/APIReference/API_PublicKey.html>; base64 in
+//! the CLI's JSON). Its `Fingerprint` is the hex MD5 of those DER bytes: not documented, but true of
+//! the key in aws-cli's `list-public-keys` example (awscli/examples/cloudtrail/list-public-keys.rst,
+//! the `GUIDE_KEY` test below), and it is how a digest's `digestPublicKeyFingerprint` picks its key.
 
 use std::collections::HashMap;
 
@@ -227,7 +229,7 @@ where
 mod tests {
     use super::*;
 
-    /// From the user guide's `list-public-keys` sample: the fingerprint is the MD5 of the DER value.
+    /// From aws-cli's `list-public-keys` example (a real CloudTrail key): the fingerprint is the MD5 of the DER value.
     const GUIDE_KEY: &str = "MIIBCgKCAQEAlSS3cl92HDycr/MTj0moOhas8habjrraXw+KzlWF0axSI2tcF+3iJ9BKQAVSKxGwxwu3m0wG3J+kUl1xboEcEPHYoIYMbgfSw7KGnuDKwkLzsQWhUJ0cIbOHASox1vv/5fNXkrHhGbDCHeVXm804c83nvHUEFYThr1PfyP/8HwrCtR3FX5OANtQCP61C1nJtSSkC8JSQUOrIP4CuwJjc+4WGDk+BGH5m9iuiAKkipEHWmUl8/P7XpfpWQuk4h8g3pXZOrNXr08lbh4d39svj7UqdhvOXoBISp9t/EXYuePGEtBdrKD9Dz+VHwyUPtBQvYr9BnkF88qBnaPNhS44rzwIDAQAB";
 
     #[test]
