@@ -143,6 +143,21 @@ def test_log_file_altered_after_signing_is_a_digest_mismatch(trailcopy, signed, 
     assert ref["logs"][victim] == "INVALID: hash value doesn't match"
 
 
+def test_records_appended_as_a_second_gzip_member_are_caught(trailcopy, signed, tmp_path):
+    """aws-cli hashes only a file's first gzip member; trailcopy copies the events of every member,
+    so it hashes them all: events smuggled in after the signed member are a DigestMismatch. The one
+    place trailcopy and the reference disagree, on purpose."""
+    m, digests, keys = case(signed, tmp_path)
+    digest, _ = listing_digests(digests)[0]
+    victim = digest["logFiles"][0]
+    gen_digests.append_gzip_member(m["root"], victim, [{"eventVersion": "1.08", "eventName": "Smuggled"}])
+    rep = verify(trailcopy, src(m), keys)
+    assert [(f["errorType"], awslogs(f["location"])) for f in rep["failures"]] == [("DigestMismatch", awslogs(victim))]
+    with open(keys) as f:
+        ref = gen_digests.reference_validate(m["root"], json.load(f), None, T0, T1)
+    assert ref["logs"][victim] == "valid"
+
+
 def test_altered_digest_fails_its_signature(trailcopy, signed, tmp_path):
     m, digests, keys = case(signed, tmp_path)
     digest, _ = listing_digests(digests)[1]
