@@ -227,6 +227,15 @@ def test_organization_trail_all_accounts_and_regions(trailcopy, signed, tmp_path
     assert one["failures"] == [] and all(f"/{acct}/" in f["location"] for f in one["files"] + one["digests"])
     assert one["statistics"]["filesVerified"] == sum(len(d["logFiles"]) for d in digests["digests"]
                                                      if d["key"].startswith(acct + "/"))
+    # Narrowed to one account-region, and to one day of it (an s3:// prefix narrows the same way).
+    region = os.path.join(m["root"], acct, "CloudTrail", "eu-west-1")
+    day = os.path.join(region, "2024", "03", "01")
+    for narrowed in (region, day):
+        r = verify(trailcopy, narrowed, keys)
+        assert r["failures"] == [] and r["files"]
+        assert all(f"{acct}/CloudTrail/eu-west-1/2024/03/01/" in f["location"] for f in r["files"])
+        assert r["statistics"]["filesVerified"] == sum(
+            len(d["logFiles"]) for d in digests["digests"] if d["key"].startswith(acct + "/") and d["region"] == "eu-west-1")
 
 
 def test_local_folder_without_keys_is_refused(trailcopy, signed, tmp_path):

@@ -177,9 +177,9 @@ pub async fn verify_source(
         .into_iter()
         .map(|(account_root, region)| DigestScope { account_root, region, from, to })
         .collect();
-    // A prefix narrowed below the region folder narrows the files too.
-    let narrowed_below_region =
-        root.narrowing.len() > 3 || root.narrowing.len() > 2 && layout::is_org_id(&root.narrowing[0]);
+    // A prefix narrowed below the region folder ([o-org/]acct/CloudTrail/region/) narrows the files too.
+    let org = root.narrowing.first().is_some_and(|s| layout::is_org_id(s));
+    let narrowed_below_region = root.narrowing.len() > if org { 4 } else { 3 };
     let in_source = |key: &str| !narrowed_below_region || key.starts_with(source_prefix);
     let in_scope = |key: &str| layout::file_timestamp(layout::file_name(key)).is_none_or(|t| window.file_in_scope(t));
 
