@@ -6,6 +6,7 @@
 
 pub mod aws_error;
 pub mod copy;
+pub mod digest;
 pub mod error;
 pub mod event;
 pub mod export;
