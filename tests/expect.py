@@ -5,7 +5,8 @@ Selection rules (contracts.md):
   * a file in such a prefix is read iff its name timestamp is in [start - 15 min, end + 60 min)
     (unparseable timestamp: read); a read file that is not .json.gz is an UnsupportedFileType failure;
   * an event is copied iff it is valid, max(start, retentionCutoff) <= eventTime < end, and its dedup key
-    (eventID, else the record's hash) was not already copied within the same day prefix.
+    (eventID, else the record's hash) was not already copied within the same account-region-day, from
+    any trail (an organization trail's AWSLogs/o-x/<acct>/... and an account trail's AWSLogs/<acct>/...).
 Every event read is counted once: invalid, out of range, duplicate or copied. Events of a file that
 fails as a whole (corrupt gzip, not JSON, not {"Records":[...]}) are not read.
 """
@@ -25,6 +26,11 @@ def ts(s: str) -> dt.datetime:
     if len(s) == 10:
         return dt.datetime.fromisoformat(s).replace(tzinfo=dt.timezone.utc)
     return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.timezone.utc)
+
+
+def day_group(day_prefix: str) -> str:
+    """The account-region-day of a day prefix, whatever trail delivered it: <acct>/CloudTrail/<region>/Y/M/D."""
+    return "/".join(day_prefix.rstrip("/").split("/")[-6:])
 
 
 def expected(manifest: dict, start, end, retention_cutoff=None) -> dict:
@@ -76,10 +82,11 @@ def expected(manifest: dict, start, end, retention_cutoff=None) -> dict:
                 out["eventsOutOfRange"] += 1
                 continue
             key = e["eventID"] if e["eventID"] is not None else e["json"]
-            if key in seen[f["dayPrefix"]]:
+            group = day_group(f["dayPrefix"])
+            if key in seen[group]:
                 out["eventsDuplicate"] += 1
                 continue
-            seen[f["dayPrefix"]].add(key)
+            seen[group].add(key)
             out["eventsCompleted"] += 1
             copied.append(e["json"])
     out["failures"] = sorted(failures)

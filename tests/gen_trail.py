@@ -125,6 +125,8 @@ class Gen:
         self.bytes_written = 0
         self.detail = args.manifest_detail
         self.principals = {acct: self._principals(acct) for acct in self.accounts}
+        # Accounts whose logs an account trail delivers too (AWSLogs/<acct>/...), besides the org trail.
+        self.account_trail = set(self.accounts[:args.account_trail_accounts]) if args.org_id else set()
 
     # ------------------------------------------------------------------ random helpers
     def uuid(self) -> str:
@@ -440,15 +442,39 @@ class Gen:
                   "fileTime": fmt_time(ts) if ts else None, "errorType": error_type, "fatal": fatal,
                   "events": 0 if fatal else len(values), "size": len(data), **meta}
         self.files.append(fentry)
-        if fatal or self.detail == "summary":
+        if not fatal and self.detail != "summary":
+            for i, (v, info) in enumerate(records):
+                ent = {"seq": info.get("seq"), "file": key, "index": i,
+                       "eventID": v.get("eventID") if isinstance(v, dict) else None,
+                       "eventTime": v.get("eventTime") if isinstance(v, dict) else None,
+                       "valid": info.get("valid", True), "invalidReason": info.get("invalidReason"),
+                       "duplicateOf": info.get("duplicateOf"), "json": canon(v)}
+                self.events.append(ent)
+        acct = key[len(self.prefix):].split("/")[2] if self.org else None
+        if acct in self.account_trail and not fatal and raw_override is None:
+            self.emit_account_trail_copy(key, dayp, data, fentry, records)
+
+    def emit_account_trail_copy(self, key, dayp, data, fentry, records):
+        """The same file as an account trail delivers it too (AWSLogs/<acct>/..., another unique
+        name part): every event in it is a cross-trail duplicate of the organization trail's."""
+        rel = key[len(self.prefix) + len("AWSLogs/") + len(self.org) + 1:]
+        name = rel.rsplit("/", 1)[1]
+        unique = "%016x" % (zlib.crc32(key.encode()) * 2654435761 % 2**64)
+        stem, ext = name.split(".", 1)
+        parts = stem.split("_")
+        parts[-1] = unique[:16]
+        key2 = f"{self.prefix}AWSLogs/{rel.rsplit('/', 1)[0]}/{'_'.join(parts)}.{ext}"
+        dayp2 = key2.rsplit("/", 1)[0] + "/"
+        self.write(key2, data)
+        self.files.append({**fentry, "key": key2, "dayPrefix": dayp2, "trail": "account"})
+        if self.detail == "summary":
             return
         for i, (v, info) in enumerate(records):
-            ent = {"seq": info.get("seq"), "file": key, "index": i,
-                   "eventID": v.get("eventID") if isinstance(v, dict) else None,
-                   "eventTime": v.get("eventTime") if isinstance(v, dict) else None,
-                   "valid": info.get("valid", True), "invalidReason": info.get("invalidReason"),
-                   "duplicateOf": info.get("duplicateOf"), "json": canon(v)}
-            self.events.append(ent)
+            self.events.append({"seq": self.next_seq(), "file": key2, "index": i,
+                                "eventID": v.get("eventID") if isinstance(v, dict) else None,
+                                "eventTime": v.get("eventTime") if isinstance(v, dict) else None,
+                                "valid": info.get("valid", True), "invalidReason": info.get("invalidReason"),
+                                "duplicateOf": info.get("seq"), "crossTrail": True, "json": canon(v)})
 
     def next_seq(self):
         self.seq += 1
@@ -665,6 +691,9 @@ def parse_args(argv=None):
     p.add_argument("--events-per-file", type=int, default=20, help="mean; each file holds 50%%-150%% of it")
     p.add_argument("--org-id", default=None, help="organization trail layout: AWSLogs/<org-id>/<acct>/...")
     p.add_argument("--prefix", default="", help="key prefix before AWSLogs/")
+    p.add_argument("--account-trail-accounts", type=int, default=0,
+                   help="with --org-id: the first N accounts are also delivered by an account trail "
+                        "(AWSLogs/<acct>/..., the same events in files of other names: cross-trail duplicates)")
     p.add_argument("--target-mb", type=int, default=0, help="size the trail by uncompressed MiB (overrides --files-per-day)")
     p.add_argument("--gzip-level", type=int, default=6)
     g = p.add_argument_group("defects (all on the middle day, in files named 10:00-14:00 UTC)")

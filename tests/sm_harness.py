@@ -506,29 +506,44 @@ class ContractFakes:
         restore = req.get("restore") or {}
         src_bucket, src_prefix = self._split(req["source"])
         days = sorted({o["Key"].rsplit("/", 1)[0] + "/" for o in self._files(req["source"], src_prefix)})
-        items = [{"copyId": copy_id, "store": store, "index": f"{i:05d}", "prefix": p}
-                 for i, p in enumerate(days, 1)]
+        # Packed as the engine packs (docs/contracts.md): one date's day prefixes in one item (the
+        # fake has no byte target); each item's prefixes kept in the store, as its frozen list.
+        by_date: dict[str, list[str]] = {}
+        for p in days:
+            by_date.setdefault("-".join(p.rstrip("/").split("/")[-3:]), []).append(p)
+        items = []
+        for i, (date, prefixes) in enumerate(sorted(by_date.items()), 1):
+            items.append({"copyId": copy_id, "store": store, "index": f"{i:05d}", "date": date,
+                          "prefixes": len(prefixes), "files": 0, "bytes": 0, "tag": "0",
+                          "first": prefixes[0], "last": prefixes[-1]})
+            self._put(store, f"copies/{copy_id}/items/{i:05d}/listing.json", prefixes)
         self._put(store, f"copies/{copy_id}/workitems.json", items)
         self._put(store, f"copies/{copy_id}/record.json",
                   {"copyId": copy_id, "status": "IN_PROGRESS", "request": {**req, "store": store},
-                   "statistics": {"prefixesFound": len(items)}})
+                   "statistics": {"prefixesFound": len(days)}})
         bucket, prefix = self._split(store)
         return {"copyId": copy_id, "store": store, "storeBucket": bucket,
-                "workItemsKey": f"{prefix}copies/{copy_id}/workitems.json",
-                "prefixesFound": len(items), "pollSeconds": restore.get("pollSeconds", 1),
+                "workItemsKey": f"{prefix}copies/{copy_id}/workitems.json", "workItems": len(items),
+                "prefixesFound": len(days), "pollSeconds": restore.get("pollSeconds", 1),
                 "maxWaitSeconds": restore.get("maxWaitSeconds", 30), "status": "IN_PROGRESS"}
 
-    def _item(self, req: dict) -> tuple[dict, dict]:
-        record = self._get(req["store"], f"copies/{req['copyId']}/record.json")
-        items = self._get(req["store"], f"copies/{req['copyId']}/workitems.json")
-        return record, next(i for i in items if i["index"] == req["index"])
+    ITEM_FIELDS = {"copyId", "store", "index", "date", "prefixes", "files", "bytes", "tag", "first", "last"}
+
+    def _item(self, req: dict) -> tuple[dict, dict, list[dict]]:
+        """(record, the work item as the Map passed it, the objects of its day prefixes)."""
+        item = req["item"]
+        if set(item) != self.ITEM_FIELDS:
+            raise FunctionError("InvalidRequest", f"work item fields {sorted(item)}")
+        record = self._get(item["store"], f"copies/{item['copyId']}/record.json")
+        prefixes = self._get(item["store"], f"copies/{item['copyId']}/items/{item['index']}/listing.json")
+        files = [o for p in prefixes for o in self._files(record["request"]["source"], p)]
+        return record, item, files
 
     def prepare(self, req: dict) -> dict:
-        if set(req) != {"copyId", "store", "index", "prefix", "waitedSeconds"}:
+        if set(req) != {"item", "waitedSeconds"}:
             raise FunctionError("InvalidRequest", f"prepare input fields {sorted(req)}")
-        record, item = self._item(req)
+        record, item, files = self._item(req)
         src_bucket, _ = self._split(record["request"]["source"])
-        files = self._files(record["request"]["source"], item["prefix"])
         pending = 0
         for o in files:
             if o.get("StorageClass", "STANDARD") in ("GLACIER", "DEEP_ARCHIVE"):
@@ -542,19 +557,19 @@ class ContractFakes:
                     pending += 1
         max_wait = record["request"].get("restore", {}).get("maxWaitSeconds", 30)
         return {"pendingRestores": pending, "filesFound": len(files),
-                "restoreWaitExceeded": pending > 0 and req["waitedSeconds"] >= max_wait}
+                "restoreWaitExceeded": pending > 0 and req["waitedSeconds"] >= max_wait,
+                "waitSeconds": record["request"].get("restore", {}).get("pollSeconds", 1)}
 
     def copy(self, req: dict) -> dict:
-        if set(req) != {"copyId", "store", "index", "prefix", "cursor"}:
+        if set(req) != {"item", "cursor"}:
             raise FunctionError("InvalidRequest", f"copy input fields {sorted(req)}")
-        record, item = self._item(req)
-        if "corrupt" in item["prefix"] or "/2020/10/09/" in item["prefix"]:
-            raise FunctionError("ItemFailed", f"injected failure for {item['prefix']}")
-        files = self._files(record["request"]["source"], item["prefix"])
+        record, item, files = self._item(req)
+        if "/2020/10/09/" in item["first"]:
+            raise FunctionError("ItemFailed", f"injected failure for {item['first']}")
         nxt = (req["cursor"] or {}).get("next", 0) + 1  # one file per call: exercises the loop
         done = nxt >= len(files)
         if done:
-            self._put(req["store"], f"copies/{req['copyId']}/items/{req['index']}/state.json",
+            self._put(item["store"], f"copies/{item['copyId']}/items/{item['index']}/state.json",
                       {"done": True, "files": len(files)})
         return {"done": done, "cursor": {"next": nxt}, "filesCompleted": 1, "eventsCompleted": 0}
 
@@ -567,11 +582,12 @@ class ContractFakes:
             try:
                 self._get(req["store"], f"copies/{req['copyId']}/items/{it['index']}/state.json")
             except Exception:  # noqa: BLE001 - no checkpoint: the item failed
-                failed.append({"location": it["prefix"], "status": "FAILED",
+                failed.append({"location": it["first"], "status": "FAILED",
                                "errorType": "WorkItemFailed", "errorMessage": "item failed"})
         status = "FAILED" if failed or req["mapError"] else "COMPLETED"
-        stats = {"prefixesFound": len(items), "prefixesCompleted": len(items) - len(failed),
-                 "failedEntries": len(failed)}
+        stats = {"prefixesFound": sum(i["prefixes"] for i in items),
+                 "prefixesCompleted": sum(i["prefixes"] for i in items if i["first"] not in [f["location"] for f in failed]),
+                 "workItemsFound": len(items), "failedEntries": len(failed)}
         record = self._get(req["store"], f"copies/{req['copyId']}/record.json")
         record.update(status=status, statistics=stats)
         self._put(req["store"], f"copies/{req['copyId']}/record.json", record)

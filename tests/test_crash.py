@@ -24,7 +24,9 @@ from conftest import base_env, duck, duplicate_report, parquet_files, read_store
 from expect import canon, expected, stats_diff
 
 START, END = "2024-05-01T00:00:00Z", "2024-05-03T00:00:00Z"
-BATCH = {"TRAILCOPY_BATCH_BYTES": "6000"}  # ~1 log file per batch: many commit points to die at
+# ~1 log file per batch: many commit points to die at; items of 2 day prefixes (30 files each), so
+# 4 packed work items run at once.
+BATCH = {"TRAILCOPY_BATCH_BYTES": "6000", "TRAILCOPY_ITEM_FILES": "70"}
 SEEDS = (1, 2, 3, 4)
 
 @pytest.fixture(scope="module")
@@ -86,8 +88,14 @@ def clean_run(trail, trailcopy_bin, tmp_path_factory):
 
 
 def committed(store: Path, copy_id: str) -> int:
-    """Batches committed so far (each commit writes its dedup keys, seen-<batch>.bin)."""
-    return len(list((store / "copies" / copy_id / "items").glob("*/seen-*.bin")))
+    """Batches committed so far: the items' checkpoints (a completed item keeps only its state.json)."""
+    total = 0
+    for p in (store / "copies" / copy_id / "items").glob("*/state.json"):
+        try:
+            total += json.loads(p.read_text())["cursor"]["batch"]
+        except (ValueError, KeyError):
+            pass
+    return total
 
 
 # seed -> batches committed when the first kill landed, and the total (for test_zz_kills_landed_mid_copy)
@@ -197,7 +205,7 @@ def test_abort_at_every_early_batch(trail, trailcopy_bin, tmp_path):
 
 
 def test_crash_while_other_items_write(trail, trailcopy_bin, tmp_path):
-    """Eight work items copied at once: an injected abort in one lands while others are between
+    """Four packed work items copied at once: an injected abort in one lands while others are between
     writing a Parquet file and renaming it into place. Whatever a crash leaves behind, after the retry
     the dataset readers see (events/**/*.parquet) must hold exactly the expected events, and no
     temporary file (a `.tmp-*.parquet` matches that glob: DuckDB reads dot-files)."""

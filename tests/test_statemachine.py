@@ -143,12 +143,16 @@ def test_fakes_copy_succeeds_and_payloads_follow_the_contract(fake):
     calls = {name: [b for n, b in fakes.calls if n == name] for name in h.FUNCTIONS.values()}
     assert len(calls["enumerate"]) == 1 and len(calls["finalize"]) == 1
     assert calls["finalize"][0] == {"copyId": out["copyId"], "store": STORE, "mapError": None}
-    assert {p["index"] for p in calls["prepare"]} == {"00001", "00002", "00003"}
+    # One item per date (the fake packs a date's day prefixes together); each step gets the item
+    # exactly as workitems.json holds it.
+    items = store_json(s3, out["copyId"], "workitems.json")
+    assert {p["item"]["index"] for p in calls["prepare"]} == {"00001", "00002", "00003"}
+    assert all(p["item"] in items for p in calls["prepare"] + calls["copy"])
     assert all(p["waitedSeconds"] == 0 for p in calls["prepare"])
     # The copy loop passes each answer's cursor to the next call, starting from null.
-    item1 = [c for c in calls["copy"] if c["index"] == "00001"]
+    item1 = [c for c in calls["copy"] if c["item"]["index"] == "00001"]
     assert [c["cursor"] for c in item1] == [None, {"next": 1}]
-    assert all(set(c) == {"copyId", "store", "index", "prefix", "cursor"} for c in calls["copy"])
+    assert all(set(c) == {"item", "cursor"} for c in calls["copy"])
     # ResultWriter keeps the children's outputs out of the state: they go to <store>map-runs/.
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=STORE_BUCKET, Prefix=f"{STORE_PREFIX}map-runs/")
             .get("Contents", [])]
@@ -180,10 +184,10 @@ def test_fakes_pending_restore_waits_then_copies(fake):
     trail.file("2020-10-02T16:00Z", ["2020-10-02T15:50:00Z"], storage_class="GLACIER")
     d = h.run_execution(moto, sm, request())
     assert d["status"] == "SUCCEEDED", d
-    day2 = [b for n, b in fakes.calls if n == "prepare" and b["index"] == "00002"]
+    day2 = [b for n, b in fakes.calls if n == "prepare" and b["item"]["index"] == "00002"]
     waited = [b["waitedSeconds"] for b in day2]
     assert len(waited) >= 3 and waited == sorted(waited) and waited[-1] >= 3, waited
-    assert any(b["index"] == "00002" for n, b in fakes.calls if n == "copy")
+    assert any(b["item"]["index"] == "00002" for n, b in fakes.calls if n == "copy")
 
 
 def test_fakes_restore_that_never_finishes_hits_the_max_wait(fake):
@@ -195,8 +199,8 @@ def test_fakes_restore_that_never_finishes_hits_the_max_wait(fake):
     d = h.run_execution(moto, sm, request(restore={"pollSeconds": 1, "maxWaitSeconds": 2}))
     assert d["status"] == "FAILED", d
     assert "1 failure entries" in d["cause"]
-    assert not any(b["index"] == "00002" for n, b in fakes.calls if n == "copy")
-    assert {b["index"] for n, b in fakes.calls if n == "copy"} == {"00001", "00003"}
+    assert not any(b["item"]["index"] == "00002" for n, b in fakes.calls if n == "copy")
+    assert {b["item"]["index"] for n, b in fakes.calls if n == "copy"} == {"00001", "00003"}
 
 
 def test_fakes_invalid_request_fails_at_once(fake):
@@ -336,7 +340,7 @@ def test_lambdas_copy_succeeds_with_exactly_the_expected_events(real, tmp_path):
     assert record["statistics"]["failedEntries"] == 0
     # Every Copy call after the first continues from the cursor the previous one returned.
     for i in invokes_of(moto, "copy"):
-        assert set(i["request"]) == {"copyId", "store", "index", "prefix", "cursor"}
+        assert set(i["request"]) == {"item", "cursor"}
 
 
 @needs_lambdas
@@ -372,8 +376,8 @@ def test_lambdas_pending_restore_makes_the_item_wait_then_copy(real, tmp_path):
     prepares = [i for i in invokes_of(moto, "prepare") if i["status"] == 200]
     pending = [i for i in prepares if i["response"]["pendingRestores"] > 0]
     assert pending, f"no prepare reported a pending restore: {prepares}"
-    index = pending[0]["request"]["index"]
-    waited = [i["request"]["waitedSeconds"] for i in prepares if i["request"]["index"] == index]
+    index = pending[0]["request"]["item"]["index"]
+    waited = [i["request"]["waitedSeconds"] for i in prepares if i["request"]["item"]["index"] == index]
     # The item waited (Wait states between prepares) until moto finished the restore: the waits add
     # up while the restore is held (~4 s of wall time, which includes the invocations themselves).
     assert waited[0] == 0 and len(waited) >= 2 and waited == sorted(waited) and waited[-1] >= 2, waited

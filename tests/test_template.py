@@ -172,6 +172,9 @@ def test_functions_runtime_build_memory_and_timeout():
         p = f["Properties"]
         if name == "CopyFunction":
             assert (p["MemorySize"], p["Timeout"]) == (1024, 900)
+        elif name == "EnumerateFunction":
+            # Planning an organization's year: up to 3 M buffered listed files, minutes of listing.
+            assert (p["MemorySize"], p["Timeout"]) == (2048, 900)
         else:
             assert p["MemorySize"] == 256 and 60 <= p["Timeout"] <= 300
     # A Task's TimeoutSeconds outlasts its function's timeout (a Lambda timeout is the function's error).
@@ -237,12 +240,18 @@ def test_source_access_is_read_only_under_the_prefix_and_kms_only_via_s3():
 
 def test_store_access_is_limited_to_the_store_prefix():
     rw = statement("StorePolicy", "ReadWriteStoreObjects")
-    # Nothing deletes: no code path calls DeleteObject (grep the Rust sources to keep it so).
     assert set(as_list(rw["Action"])) == {"s3:GetObject", "s3:PutObject"}
-    sources = "".join(p.read_text() for p in (ROOT / "functions").glob("*/src/**/*.rs"))
-    assert "delete_object" not in sources and "delete_objects" not in sources
     for branch in rw["Resource"]["Fn::If"][1:]:
         assert branch["Fn::Sub"].endswith("/${StorePrefix}*")
+    # Deletes reach only a completed item's resume-only objects (copy.rs tidies them); the one
+    # DeleteObject call in the sources is the storage seam's (grep to keep it so).
+    rm = statement("StorePolicy", "DeleteResumeOnlyObjects")
+    assert as_list(rm["Action"]) == ["s3:DeleteObject"]
+    for branch in rm["Resource"]["Fn::If"][1:]:
+        assert branch["Fn::Sub"].endswith("/${StorePrefix}copies/*/items/*")
+    callers = [p.name for p in (ROOT / "functions").glob("*/src/**/*.rs") if ".delete_object()" in p.read_text()]
+    assert callers == ["storage.rs"], callers
+    assert not any("delete_objects" in p.read_text() for p in (ROOT / "functions").glob("*/src/**/*.rs"))
     kms = statement("StorePolicy", "EncryptStoreObjectsThroughS3")
     assert set(kms["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
     assert kms["Resource"] == {"Ref": "StoreKmsKeyArn"}
@@ -377,8 +386,9 @@ def test_payloads_match_the_function_contract():
     tasks = lambda_tasks()
     assert tasks["Enumerate"]["Parameters"]["Payload"] == {"input.$": "$", "executionArn.$": "$$.Execution.Id"}
     keys = lambda n: {k.removesuffix(".$") for k in tasks[n]["Parameters"]["Payload"]}
-    assert keys("Prepare") == {"copyId", "store", "index", "prefix", "waitedSeconds"}
-    assert keys("Copy") == {"copyId", "store", "index", "prefix", "cursor"}
+    # Prepare and Copy get the work item as workitems.json holds it (the ItemSelector passes it whole).
+    assert keys("Prepare") == {"item", "waitedSeconds"}
+    assert keys("Copy") == {"item", "cursor"}
     assert keys("Finalize") == {"copyId", "store", "mapError"}
 
 

@@ -158,7 +158,7 @@ struct CopyArgs {
     /// and storage class, above S3's documented restore times (Deep Archive Bulk: 48 h, so 60 h).
     #[arg(long)]
     restore_max_wait_seconds: Option<u64>,
-    /// Work items (day prefixes) copied at once.
+    /// Work items copied at once (an item packs a date's day prefixes by bytes).
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
     /// Encrypt the store's new objects with this KMS key (SSE-KMS; s3:// stores only).
@@ -622,7 +622,14 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
         writeln!(t, "  range      {} .. {} (events before {} are past retention)", r.start, r.end, r.retention_cutoff);
     let _ = writeln!(t, "  source     {}", r.source);
     let _ = writeln!(t, "  store      {}", r.store);
-    let _ = writeln!(t, "  prefixes   {}/{} completed", n(s.prefixes_completed), n(s.prefixes_found));
+    let _ = writeln!(
+        t,
+        "  prefixes   {}/{} completed ({}/{} work items)",
+        n(s.prefixes_completed),
+        n(s.prefixes_found),
+        n(s.work_items_completed),
+        n(s.work_items_found)
+    );
     let _ = writeln!(
         t,
         "  files      {} found, {} skipped by name, {} copied, {} failed; {} read",

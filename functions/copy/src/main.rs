@@ -9,9 +9,8 @@ use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic, item_resul
 
 async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<CopyOutcome, Diagnostic> {
     let deadline = batch_deadline(event.context.deadline());
-    let input = event.payload;
-    let item = input.work_item();
-    let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
+    let item = event.payload.item;
+    let ctx = CopyContext::open(aws, &item.store, &item.copy_id).await.map_err(diagnostic)?;
     let never = AtomicBool::new(false);
     let limits = CopyLimits { deadline: Some(deadline), cancel: &never, on_commit: &|_| {} };
     item_result(&ctx, &item, trailcopy::copy_item(&ctx, &item, &limits).await).await

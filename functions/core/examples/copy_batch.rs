@@ -58,7 +58,7 @@ async fn main() {
     let s = &state.statistics;
     println!(
         "{{\"item\":{:?},\"batches\":{},\"files\":{},\"events\":{},\"bytesRead\":{},\"seconds\":{seconds:.4},\"eventsPerSecond\":{:.0},\"compressedMbPerSecond\":{:.2},\"vmHwmKbBeforeCopy\":{before_kb},\"vmHwmKb\":{}}}",
-        item.prefix,
+        item.first,
         outcome.cursor.batch,
         s.files_completed,
         s.events_completed,

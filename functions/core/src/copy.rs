@@ -17,12 +17,23 @@ use crate::event::{self, ParsedFile};
 use crate::plan::CopyContext;
 use crate::prepare::{load_item_state, save_item_state};
 use crate::record::{Cursor, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json};
+use crate::rollup;
 use crate::store::{BatchWriter, event_file_key};
 
 /// Compressed input per batch: sized so a batch's Parquet files suit query engines.
 pub const DEFAULT_BATCH_BYTES: u64 = 64 << 20;
-/// Files fetched and parsed at once within a batch.
-const FILE_CONCURRENCY: usize = 4;
+/// Files fetched and parsed at once within a batch: sized by a memory budget of fetched bytes,
+/// so a batch of tiny files (a quiet organization) keeps many GETs in flight and one of large
+/// files a few.
+const FETCH_BUDGET_BYTES: u64 = 64 << 20;
+const MIN_FILES_IN_FLIGHT: usize = 4;
+const MAX_FILES_IN_FLIGHT: usize = 64;
+
+fn files_in_flight(batch: &[FileToCopy]) -> usize {
+    let total: u64 = batch.iter().map(|f| f.size).sum();
+    let mean = (total / batch.len().max(1) as u64).max(1);
+    ((FETCH_BUDGET_BYTES / mean) as usize).clamp(MIN_FILES_IN_FLIGHT, MAX_FILES_IN_FLIGHT)
+}
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,20 +132,21 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
     let mut outcome = CopyOutcome { cursor: state.cursor, ..Default::default() };
     match state.status {
         ItemStatus::Completed => {
+            // A crash may have come between the checkpoint and the roll-up: record it (a no-op
+            // when the roll-up already has it) and tidy again.
+            rollup::record_item(ctx, &state).await?;
+            tidy_item(ctx, item, state.cursor.batch).await;
             outcome.done = true;
             return Ok(outcome);
         }
         ItemStatus::Pending | ItemStatus::Restoring | ItemStatus::Failed => {
-            return Err(CopyError::State(format!(
-                "work item {} is not ready to copy ({:?})",
-                item.index, state.status
-            )));
+            return Err(CopyError::State(format!("{} is not ready to copy ({:?})", item.describe(), state.status)));
         }
         ItemStatus::Copying => {}
     }
     let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&item.index))
         .await?
-        .ok_or_else(|| CopyError::State(format!("work item {} has no file list", item.index)))?;
+        .ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
     let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
     let limit = batch_bytes();
     let source_name = ctx.source_location.display();
@@ -154,10 +166,12 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
         let mut new_keys: Vec<u128> = Vec::new();
         let mut results = futures::stream::iter(&files[start..end])
             .map(|f| async move { (f, read_file(ctx, f).await) })
-            .buffered(FILE_CONCURRENCY);
+            .buffered(files_in_flight(&files[start..end]));
         while let Some((file, result)) = results.next().await {
             if limits.cancel.load(Ordering::Relaxed) {
                 outcome.stopped = true;
+                drop(results);
+                rollup::record_item(ctx, &state).await?;
                 return Ok(outcome);
             }
             delta.bytes_read += file.size;
@@ -220,8 +234,7 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
         }
         // Commit: data, then dedup keys, then the checkpoint.
         for (date, body) in writer.finish()? {
-            let key =
-                event_file_key(ctx.store_location.prefix(), date, &ctx.window, &source_name, &item.prefix, batch_no);
+            let key = event_file_key(ctx.store_location.prefix(), date, &ctx.window, &source_name, item, batch_no);
             ctx.store.put(&key, body.into()).await?;
         }
         if let Some(n) = *ABORT_AFTER
@@ -245,17 +258,39 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
         outcome.files_completed += delta.files_completed;
         outcome.events_completed += delta.events_completed;
         if limits.deadline.is_some_and(|d| Instant::now() >= d) && state.cursor.next_file < files.len() {
+            // The invocation ends here: `status` sees the item's progress in the roll-up.
+            rollup::record_item(ctx, &state).await?;
             return Ok(outcome);
         }
     }
     state.status = ItemStatus::Completed;
-    state.statistics.prefixes_completed = 1;
+    state.statistics.prefixes_completed = item.prefixes;
+    state.statistics.work_items_completed = 1;
     state.error = None;
     save_item_state(ctx, &state).await?;
+    rollup::record_item(ctx, &state).await?;
     (limits.on_commit)(&state);
+    tidy_item(ctx, item, state.cursor.batch).await;
     outcome.done = true;
     outcome.cursor = state.cursor;
     Ok(outcome)
+}
+
+/// A completed item never runs again: its file lists and dedup keys are only needed to resume,
+/// so they go (its checkpoint, with statistics and failures, stays). Best effort: an object
+/// left by a crash here is only clutter.
+async fn tidy_item(ctx: &CopyContext, item: &WorkItem, batches: u32) {
+    let keys = [ctx.keys.item_listing(&item.index), ctx.keys.item_files(&item.index)]
+        .into_iter()
+        .chain((0..batches).map(|b| ctx.keys.item_seen(&item.index, b)));
+    let deletes = futures::stream::iter(keys)
+        .map(|k| async move {
+            if let Err(e) = ctx.store.delete(&k).await {
+                tracing::warn!(key = %k, error = %e, "could not remove a resume-only object");
+            }
+        })
+        .buffer_unordered(16);
+    deletes.collect::<Vec<()>>().await;
 }
 
 /// Records an error that stopped an item; it resumes from its cursor on retry.
@@ -268,11 +303,12 @@ pub async fn fail_item(ctx: &CopyContext, item: &WorkItem, error: &CopyError) ->
     state.error = Some(match error {
         CopyError::Blocked(entry) => (**entry).clone(),
         _ => FailureEntry::new(
-            ctx.source.location(&item.prefix),
+            ctx.source.location(&item.first),
             if error.is_retryable() { "Retryable" } else { "WorkItemFailed" },
-            error.to_string(),
+            format!("{}: {error}", item.describe()),
         ),
     });
     save_item_state(ctx, &state).await?;
+    rollup::record_item(ctx, &state).await?;
     Ok(state)
 }

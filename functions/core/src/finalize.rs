@@ -1,13 +1,12 @@
-//! Roll the items' checkpoints up into the copy record and its failure list.
+//! Roll the items' summaries (rollup.rs shards) up into the copy record and its failure list:
+//! a bounded number of reads, whatever the number of items.
 
-use futures::{StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
 
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;
-use crate::prepare::load_item_state;
-use crate::record::{CopyRecord, CopyStatus, FailureEntry, ItemState, ItemStatus, Statistics, write_json};
-
-const READ_CONCURRENCY: usize = 32;
+use crate::record::{CopyRecord, CopyStatus, FailureEntry, ItemStatus, Statistics, WorkItem, write_json};
+use crate::rollup::{ItemSummary, read_summaries};
 
 /// Everything the items report, summed.
 pub struct Rollup {
@@ -16,53 +15,65 @@ pub struct Rollup {
     pub all_completed: bool,
 }
 
-pub async fn read_item_states(ctx: &CopyContext) -> Result<Vec<ItemState>> {
-    let items = ctx.work_items().await?;
-    futures::stream::iter(items)
-        .map(|item| async move { load_item_state(ctx, &item).await })
-        .buffered(READ_CONCURRENCY)
-        .try_collect()
-        .await
-}
-
-pub fn rollup(states: &[ItemState]) -> Rollup {
+/// Sums the summaries of `items`; an item without a completed summary is a failure entry.
+pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> Rollup {
     let mut statistics = Statistics::default();
     let mut failures = Vec::new();
-    for s in states {
-        statistics += s.statistics;
-        failures.extend(s.failures.iter().cloned());
-        if s.status != ItemStatus::Completed {
-            // One entry per blocking cause (e.g. a disabled KMS key shared by many prefixes).
-            if let Some(e) = &s.error
-                && failures.iter().any(|f: &FailureEntry| f.location == e.location && f.error_type == e.error_type)
-            {
-                continue;
-            }
-            failures.push(s.error.clone().unwrap_or_else(|| {
-                FailureEntry::new(
-                    s.prefix.clone(),
-                    "WorkItemFailed",
-                    format!("work item {} did not complete (last status {:?}); retry resumes it", s.index, s.status),
-                )
-            }));
+    let mut completed = 0;
+    for item in items {
+        let s = summaries.get(&item.index);
+        if let Some(s) = s {
+            statistics += s.statistics;
+            failures.extend(s.failures.iter().cloned());
         }
+        if s.is_some_and(|s| s.status == ItemStatus::Completed) {
+            completed += 1;
+            continue;
+        }
+        let error = s.and_then(|s| s.error.clone());
+        // One entry per blocking cause (e.g. a disabled KMS key shared by many items).
+        if let Some(e) = &error
+            && failures.iter().any(|f: &FailureEntry| f.location == e.location && f.error_type == e.error_type)
+        {
+            continue;
+        }
+        failures.push(error.unwrap_or_else(|| {
+            FailureEntry::new(
+                item.first.clone(),
+                "WorkItemFailed",
+                format!(
+                    "{} did not complete (last status {}); retry resumes it",
+                    item.describe(),
+                    s.map_or("PENDING".to_string(), |s| format!("{:?}", s.status).to_uppercase())
+                ),
+            )
+        }));
     }
-    statistics.prefixes_found = states.len() as u64;
-    statistics.prefixes_completed = states.iter().filter(|s| s.status == ItemStatus::Completed).count() as u64;
+    statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
+    statistics.prefixes_completed = items
+        .iter()
+        .filter(|i| summaries.get(&i.index).is_some_and(|s| s.status == ItemStatus::Completed))
+        .map(|i| i.prefixes)
+        .sum();
+    statistics.work_items_found = items.len() as u64;
+    statistics.work_items_completed = completed;
     statistics.failed_entries = failures.len() as u64;
-    let all_completed = states.iter().all(|s| s.status == ItemStatus::Completed);
-    Rollup { statistics, failures, all_completed }
+    Rollup { statistics, failures, all_completed: completed == items.len() as u64 }
+}
+
+async fn read_rollup(ctx: &CopyContext) -> Result<Rollup> {
+    let items = ctx.work_items().await?;
+    Ok(rollup(&items, &read_summaries(ctx).await?))
 }
 
 /// Final status: COMPLETED only when every item completed without a failure entry.
 pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<String>) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
-    let states = match ctx.work_items().await {
-        Ok(_) => read_item_states(ctx).await?,
-        Err(CopyError::State(_)) if stopped => Vec::new(),
+    let r = match read_rollup(ctx).await {
+        Ok(r) => r,
+        Err(CopyError::State(_)) if stopped => rollup(&[], &BTreeMap::new()),
         Err(e) => return Err(e),
     };
-    let r = rollup(&states);
     write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
     record.statistics = r.statistics;
     record.status = if stopped {
@@ -76,9 +87,11 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
     let s = &r.statistics;
     record.message = message.or_else(|| match record.status {
         CopyStatus::Failed if !r.all_completed => Some(format!(
-            "{} of {} did not complete; resume with `{retry}`",
+            "{} of {} ({} of {}) did not complete; resume with `{retry}`",
+            s.work_items_found - s.work_items_completed,
+            count(s.work_items_found, "work item", "work items"),
             s.prefixes_found - s.prefixes_completed,
-            count(s.prefixes_found, "prefix", "prefixes"),
+            count(s.prefixes_found, "day prefix", "day prefixes"),
         )),
         CopyStatus::Failed => {
             Some(format!("finished with {}", count(r.failures.len() as u64, "failure entry", "failure entries")))
@@ -113,16 +126,14 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 /// never stays IN_PROGRESS after its execution ended.
 pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
-    let states = read_item_states(ctx).await.unwrap_or_else(|e| {
+    let mut r = read_rollup(ctx).await.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the work items cannot be read; finalizing without them");
-        Vec::new()
+        let mut r = rollup(&[], &BTreeMap::new());
+        r.statistics.prefixes_found = record.statistics.prefixes_found;
+        r
     });
-    let mut r = rollup(&states);
     r.failures.push(failure.clone());
     r.statistics.failed_entries = r.failures.len() as u64;
-    if states.is_empty() {
-        r.statistics.prefixes_found = record.statistics.prefixes_found;
-    }
     write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
     record.statistics = r.statistics;
     record.status = CopyStatus::Failed;
@@ -137,13 +148,13 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
     Ok(record)
 }
 
-/// The record with live statistics while a copy runs (items checkpoint faster than the record).
+/// The record with live statistics while a copy runs (items report faster than the record).
 pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
     if record.status == CopyStatus::InProgress
-        && let Ok(states) = read_item_states(ctx).await
+        && let Ok(r) = read_rollup(ctx).await
     {
-        record.statistics = rollup(&states).statistics;
+        record.statistics = r.statistics;
     }
     Ok(record)
 }
@@ -151,7 +162,7 @@ pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
 pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
     let record = ctx.read_record().await?;
     if record.status == CopyStatus::InProgress || record.status == CopyStatus::Initializing {
-        return Ok(rollup(&read_item_states(ctx).await.unwrap_or_default()).failures);
+        return Ok(read_rollup(ctx).await.map(|r| r.failures).unwrap_or_default());
     }
     Ok(crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures()).await?.unwrap_or_default())
 }

@@ -71,6 +71,19 @@ pub fn file_timestamp(name: &str) -> Option<Timestamp> {
     })
 }
 
+/// The trail a log file key belongs to: everything before its account folder
+/// (`[prefix/]AWSLogs/` or `[prefix/]AWSLogs/o-org/`).
+pub fn trail_of_key(key: &str) -> &str {
+    let mut end = 0;
+    for seg in key.split('/') {
+        if is_account_id(seg) {
+            break;
+        }
+        end += seg.len() + 1;
+    }
+    &key[..end.min(key.len())]
+}
+
 /// The date of a day prefix `.../YYYY/MM/DD/`.
 pub fn day_of_prefix(prefix: &str) -> Option<Date> {
     let segs: Vec<&str> = prefix.trim_end_matches('/').rsplit('/').take(3).collect();
@@ -133,6 +146,12 @@ mod tests {
         assert!(is_gzip_log("a/b/x.json.gz"));
         assert!(!is_gzip_log("a/b/x.json"));
         assert!(!is_gzip_log("a/b/x.gz"));
+    }
+
+    #[test]
+    fn trails_of_keys() {
+        assert_eq!(trail_of_key("p/AWSLogs/o-abc/111122223333/CloudTrail/r/2024/01/01/x"), "p/AWSLogs/o-abc/");
+        assert_eq!(trail_of_key("AWSLogs/111122223333/CloudTrail/r/2024/01/01/x"), "AWSLogs/");
     }
 
     #[test]

@@ -1,19 +1,22 @@
 //! Plan a copy: validate the request, resolve its window once, find the day prefixes in scope
-//! by delimiter listing (never the whole bucket), and write them as work items.
+//! (discover.rs: bounded listing, never the whole bucket) and pack them into work items
+//! (pack.rs).
 
 use std::sync::Arc;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::discover;
 use crate::error::{CopyError, Result};
 use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
-use crate::layout::{self, TrailRoot};
+use crate::layout;
+use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
 use crate::record::{
     CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id, read_json,
-    validate_copy_id, write_json,
+    validate_copy_id, write_json, write_json_compact,
 };
 use crate::storage::{AwsClients, Location, ObjectStore};
 use crate::storage_class::check_tier;
@@ -377,123 +380,72 @@ async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &Resolv
     Ok(())
 }
 
-/// Finds the day prefixes in scope, writes `workitems.json` and marks the record IN_PROGRESS.
-/// Safe to run again on a copy left INITIALIZING by a crash.
+/// Finds the day prefixes in scope, packs them into work items (freezing each item's file
+/// list as it seals), writes `workitems.json` and marks the record IN_PROGRESS. Safe to run
+/// again on a copy left INITIALIZING by a crash.
 pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
     let root = layout::trail_root(ctx.source_location.prefix());
-    let prefixes = discover_day_prefixes(ctx.source.as_ref(), &root, &ctx.window).await?;
     let store_uri = ctx.store_location.display();
-    let items: Vec<WorkItem> = prefixes
-        .into_iter()
-        .enumerate()
-        .map(|(i, prefix)| WorkItem {
-            copy_id: ctx.copy_id.clone(),
-            store: store_uri.clone(),
-            index: format!("{i:06}"),
-            prefix,
-        })
-        .collect();
+    let mut items = Vec::new();
+    if !ctx.window.is_empty() {
+        let (first, last) = ctx.window.day_span();
+        let units = discover::account_regions(ctx.source.as_ref(), &root).await?;
+        let source = ctx.source.as_ref();
+        let mut listings = futures::stream::iter(units)
+            .map(|u| async move { discover::day_groups(source, &u, first, last).await })
+            .buffered(RANGE_LIST_CONCURRENCY);
+        let mut packer = Packer::new(PackLimits::from_env(), ctx.window);
+        let mut writes = futures::stream::FuturesUnordered::new();
+        let mut seal = |sealed: SealedItem, writes: &mut futures::stream::FuturesUnordered<_>| {
+            let item = WorkItem {
+                copy_id: ctx.copy_id.clone(),
+                store: store_uri.clone(),
+                index: format!("{:06}", sealed.seq),
+                date: sealed.date.to_string(),
+                prefixes: sealed.prefixes.len() as u64,
+                files: sealed.files.len() as u64,
+                bytes: sealed.bytes,
+                tag: sealed.tag(),
+                first: sealed.prefixes.iter().min().cloned().unwrap_or_default(),
+                last: sealed.prefixes.iter().max().cloned().unwrap_or_default(),
+            };
+            let key = ctx.keys.item_listing(&item.index);
+            items.push(item);
+            writes.push(async move { write_json_compact(ctx.store.as_ref(), &key, &sealed.files).await });
+        };
+        while let Some(groups) = listings.next().await {
+            for g in groups? {
+                for sealed in packer.add(g) {
+                    seal(sealed, &mut writes);
+                }
+            }
+            // A bounded number of file lists in flight (and in memory).
+            while writes.len() >= WRITE_CONCURRENCY {
+                if let Some(r) = writes.next().await {
+                    r?;
+                }
+            }
+        }
+        for sealed in packer.finish() {
+            seal(sealed, &mut writes);
+        }
+        while let Some(r) = writes.next().await {
+            r?;
+        }
+    }
+    items.sort_by(|a, b| a.index.cmp(&b.index));
     write_json(ctx.store.as_ref(), &ctx.keys.work_items(), &items).await?;
     let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
-    record.statistics.prefixes_found = items.len() as u64;
+    record.statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
+    record.statistics.work_items_found = items.len() as u64;
     record.message = None;
     record.touch();
     ctx.write_record(&record).await?;
     Ok(items)
 }
 
-const LIST_CONCURRENCY: usize = 16;
-
-/// The next level under each prefix, kept where `keep` accepts the segment. A level the source
-/// prefix fixes (`fixed` has a segment at that position) is built, not listed: a narrowed source
-/// never lists above its prefix, so a role whose `s3:prefix` condition names that prefix is
-/// enough (https://docs.aws.amazon.com/AmazonS3/latest/userguide/amazon-s3-policy-keys.html).
-async fn next_level(
-    source: &dyn ObjectStore,
-    fixed: &[String],
-    prefixes: Vec<(String, usize)>,
-    keep: impl Fn(&str, &str, usize) -> Option<usize> + Copy,
-) -> Result<Vec<(String, usize)>> {
-    let lists: Vec<Vec<(String, usize)>> = futures::stream::iter(prefixes)
-        .map(|(prefix, pos)| async move {
-            if let Some(seg) = fixed.get(pos) {
-                return Ok(keep(&prefix, seg, pos).map(|p| (format!("{prefix}{seg}/"), p)).into_iter().collect());
-            }
-            let listing = source.list_dir(&prefix).await?;
-            Ok::<_, CopyError>(
-                listing
-                    .dirs
-                    .into_iter()
-                    .filter_map(|d| keep(&prefix, layout::last_segment(&d), pos).map(|p| (d, p)))
-                    .collect(),
-            )
-        })
-        .buffered(LIST_CONCURRENCY)
-        .try_collect()
-        .await?;
-    Ok(lists.into_iter().flatten().collect())
-}
-
-/// `AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/` prefixes whose day is in scope.
-pub async fn discover_day_prefixes(source: &dyn ObjectStore, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
-    if window.is_empty() {
-        return Ok(Vec::new());
-    }
-    let narrow = root.narrowing.as_slice();
-    if let Some(first) = narrow.first()
-        && !layout::is_org_id(first)
-        && !layout::is_account_id(first)
-    {
-        return Err(CopyError::invalid(
-            "source",
-            format!("`{first}` after AWSLogs/ is neither an organization id (o-...) nor a 12-digit account id"),
-        ));
-    }
-    let (first, last) = window.day_span();
-
-    // Level 1: organizations and accounts.
-    let top = next_level(source, narrow, vec![(root.awslogs.clone(), 0)], |_, seg, pos| {
-        (layout::is_org_id(seg) || layout::is_account_id(seg)).then_some(pos + 1)
-    })
-    .await?;
-    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
-        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
-    accounts
-        .extend(next_level(source, narrow, orgs, |_, seg, pos| layout::is_account_id(seg).then_some(pos + 1)).await?);
-    // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
-    let mut trails = Vec::new();
-    for (acct, pos) in accounts {
-        if let Some(n) = narrow.get(pos)
-            && n != "CloudTrail"
-        {
-            return Err(CopyError::invalid(
-                "source",
-                format!("`{n}` folders are not read: only CloudTrail/ holds trail events"),
-            ));
-        }
-        trails.push((format!("{acct}CloudTrail/"), pos + 1));
-    }
-    let regions = next_level(source, narrow, trails, |_, _, pos| Some(pos + 1)).await?;
-    let years = next_level(source, narrow, regions, move |_, seg, pos| {
-        let y: i16 = seg.parse().ok()?;
-        (first.year()..=last.year()).contains(&y).then_some(pos + 1)
-    })
-    .await?;
-    let months = next_level(source, narrow, years, move |parent, seg, pos| {
-        let y: i16 = layout::last_segment(parent).parse().ok()?;
-        let m: i8 = seg.parse().ok()?;
-        let ym = (y, m);
-        ((1..=12).contains(&m) && ym >= (first.year(), first.month()) && ym <= (last.year(), last.month()))
-            .then_some(pos + 1)
-    })
-    .await?;
-    let days = next_level(source, narrow, months, move |parent, seg, pos| {
-        let d = layout::day_of_prefix(&format!("{parent}{seg}/"))?;
-        (d >= first && d <= last).then_some(pos + 1)
-    })
-    .await?;
-    let mut prefixes: Vec<String> = days.into_iter().map(|(p, _)| p).collect();
-    prefixes.sort();
-    Ok(prefixes)
-}
+/// Account-regions listed at once (each one un-delimited listing per trail).
+const RANGE_LIST_CONCURRENCY: usize = 32;
+/// Sealed items' file lists written at once.
+const WRITE_CONCURRENCY: usize = 16;

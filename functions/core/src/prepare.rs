@@ -1,5 +1,6 @@
-//! Prepare a work item: list its files, keep the gzip logs in scope, check storage classes,
-//! and restore archived objects. Run again, it polls the restores until all are readable.
+//! Prepare a work item: read its file list (frozen at plan time), keep the gzip logs in scope,
+//! check storage classes, and restore archived objects. Run again, it polls the restores until
+//! all are readable.
 
 use futures::{StreamExt, TryStreamExt};
 use jiff::Timestamp;
@@ -9,7 +10,10 @@ use crate::error::{CopyError, Result};
 use crate::kms::check_key;
 use crate::layout;
 use crate::plan::CopyContext;
-use crate::record::{FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json};
+use crate::record::{
+    FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json, write_json_compact,
+};
+use crate::rollup;
 use crate::storage::ObjectInfo;
 use crate::storage_class::{Readability, check_tier, classify, default_max_wait, needs_head};
 
@@ -20,7 +24,14 @@ pub struct PrepareOutcome {
     pub pending_restores: u64,
     pub files_found: u64,
     pub restore_wait_exceeded: bool,
+    /// How long to wait before asking again: as long as the restores have taken so far (at least
+    /// the poll interval, at most [`MAX_POLL_SECONDS`]), so an item's wait costs a few polls
+    /// (state transitions) however long the archive tier takes.
+    pub wait_seconds: u64,
 }
+
+/// The longest wait between two restore polls.
+pub const MAX_POLL_SECONDS: u64 = 4 * 3600;
 
 const HEAD_CONCURRENCY: usize = 16;
 
@@ -47,32 +58,40 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
         && state.restore_started_time.is_some_and(|t| Timestamp::now().duration_since(t).as_secs() as u64 > max_wait);
     if exceeded {
         return Err(CopyError::Blocked(Box::new(FailureEntry::new(
-            ctx.source.location(&item.prefix),
+            ctx.source.location(&item.first),
             "RestoreTimeout",
             format!(
-                "{pending} archived objects were still restoring after {max_wait} s (the maximum wait); \
-                 retry the copy later: it resumes waiting"
+                "{}: {pending} archived objects were still restoring after {max_wait} s (the maximum wait); \
+                 retry the copy later: it resumes waiting",
+                item.describe()
             ),
         ))));
     }
+    let poll = ctx.request.restore.poll_seconds.max(1);
+    let waited = state.restore_started_time.map_or(0, |t| Timestamp::now().duration_since(t).as_secs().max(0) as u64);
+    let left = max_wait.saturating_sub(waited).max(poll);
     Ok(PrepareOutcome {
         pending_restores: pending,
         files_found: state.statistics.files_found,
         restore_wait_exceeded: exceeded,
+        wait_seconds: waited.clamp(poll, MAX_POLL_SECONDS.max(poll)).min(left),
     })
 }
 
 async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
-    let listing = ctx.source.list_dir(&item.prefix).await?;
+    let listing: Vec<ObjectInfo> = read_json(ctx.store.as_ref(), &ctx.keys.item_listing(&item.index))
+        .await?
+        .ok_or_else(|| CopyError::State(format!("{} has no frozen file list", item.describe())))?;
     // Every failure entry made here is one file's.
     let entries_before = state.failures.len();
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
     let mut to_restore: Vec<(ObjectInfo, bool)> = Vec::new();
     let stats = &mut state.statistics;
-    stats.files_found = listing.objects.len() as u64;
+    stats.files_found = listing.len() as u64;
+    stats.prefixes_found = item.prefixes;
+    stats.work_items_found = 1;
     let candidates: Vec<ObjectInfo> = listing
-        .objects
         .into_iter()
         .filter(|o| {
             let name = layout::file_name(&o.key);
@@ -94,12 +113,15 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
         })
         .collect();
     // HeadObject only where the listing cannot tell (Intelligent-Tiering, archived classes).
-    // The first file is always headed: a sample of the prefix's SSE-KMS key.
+    // The first file of each trail in the item is always headed: a sample of its SSE-KMS key
+    // (one trail, one key; an organization and an account trail may have two).
+    let mut trails = std::collections::BTreeSet::new();
+    let sampled: Vec<bool> = candidates.iter().map(|o| trails.insert(layout::trail_of_key(&o.key))).collect();
     let tier_ref = tier.as_str();
     let heads: Vec<(ObjectInfo, Readability, Option<String>, u64)> =
-        futures::stream::iter(candidates.into_iter().enumerate())
-            .map(|(i, o)| async move {
-                if i > 0 && !needs_head(o.storage_class.as_deref()) {
+        futures::stream::iter(candidates.into_iter().zip(sampled))
+            .map(|(o, sample)| async move {
+                if !sample && !needs_head(o.storage_class.as_deref()) {
                     let r = classify(o.storage_class.as_deref(), None, None);
                     return Ok::<_, CopyError>((o, r, None, 0));
                 }
@@ -170,14 +192,15 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     state.statistics.restores_pending = restoring.len() as u64;
     state.restoring = restoring;
     state.restore_max_wait_seconds = (max_wait > 0).then_some(max_wait);
-    write_json(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
+    write_json_compact(ctx.store.as_ref(), &ctx.keys.item_files(&state.index), &files).await?;
     if state.statistics.restores_pending > 0 {
         state.status = ItemStatus::Restoring;
         state.restore_started_time = Some(Timestamp::now());
     } else {
         state.status = ItemStatus::Copying;
     }
-    save_item_state(ctx, state).await
+    save_item_state(ctx, state).await?;
+    rollup::record_item(ctx, state).await
 }
 
 /// A key that cannot decrypt blocks the whole item with one entry naming the key.
@@ -218,5 +241,6 @@ async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
     if still == 0 {
         state.status = ItemStatus::Copying;
     }
-    save_item_state(ctx, state).await
+    save_item_state(ctx, state).await?;
+    rollup::record_item(ctx, state).await
 }

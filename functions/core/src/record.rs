@@ -106,6 +106,9 @@ pub struct Statistics {
     pub restores_started: u64,
     pub restores_pending: u64,
     pub restores_finished: u64,
+    /// Work items: day prefixes packed by bytes (the Distributed Map's items).
+    pub work_items_found: u64,
+    pub work_items_completed: u64,
 }
 
 impl AddAssign for Statistics {
@@ -127,6 +130,8 @@ impl AddAssign for Statistics {
         self.restores_started += o.restores_started;
         self.restores_pending += o.restores_pending;
         self.restores_finished += o.restores_finished;
+        self.work_items_found += o.work_items_found;
+        self.work_items_completed += o.work_items_completed;
     }
 }
 
@@ -175,14 +180,42 @@ impl CopyRecord {
     }
 }
 
-/// A work item: one day prefix. This is also the Distributed Map's item.
+/// A work item: day prefixes of one date packed up to a size target (every trail's prefix of
+/// an account-region-day in the same item). Its file list is frozen at plan time in
+/// `items/<index>/listing.json`; this summary is the Distributed Map's item, so it stays small.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkItem {
     pub copy_id: String,
     pub store: String,
     pub index: String,
-    pub prefix: String,
+    /// The UTC day (`YYYY-MM-DD`) of the item's day folders.
+    pub date: String,
+    /// Day prefixes in the item (one per trail and account-region).
+    pub prefixes: u64,
+    /// Objects listed in its day prefixes.
+    pub files: u64,
+    /// Bytes of the log files in scope.
+    pub bytes: u64,
+    /// A hash of the frozen file list: output names follow the work, not only its position.
+    pub tag: String,
+    /// First and last day prefix, for messages and failure locations.
+    pub first: String,
+    pub last: String,
+}
+
+impl WorkItem {
+    /// What a failure of the whole item points at: its day prefix, or the first of several.
+    pub fn describe(&self) -> String {
+        if self.prefixes <= 1 {
+            format!("work item {} ({})", self.index, self.first)
+        } else {
+            format!(
+                "work item {} ({} day prefixes of {}: {} .. {})",
+                self.index, self.prefixes, self.date, self.first, self.last
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -210,6 +243,7 @@ pub struct Cursor {
 #[serde(rename_all = "camelCase")]
 pub struct ItemState {
     pub index: String,
+    /// The item's first day prefix (failure locations).
     pub prefix: String,
     pub status: ItemStatus,
     pub cursor: Cursor,
@@ -235,7 +269,7 @@ impl ItemState {
     pub fn new(item: &WorkItem) -> Self {
         ItemState {
             index: item.index.clone(),
-            prefix: item.prefix.clone(),
+            prefix: item.first.clone(),
             status: ItemStatus::Pending,
             cursor: Cursor::default(),
             statistics: Statistics::default(),
@@ -273,14 +307,27 @@ impl RecordKeys {
     pub fn work_items(&self) -> String {
         format!("{}workitems.json", self.base)
     }
+    /// The items a retry execution's Map runs (those not completed).
+    pub fn pending_work_items(&self) -> String {
+        format!("{}workitems-pending.json", self.base)
+    }
     pub fn failures(&self) -> String {
         format!("{}failures.json", self.base)
     }
     pub fn item_state(&self, index: &str) -> String {
         format!("{}items/{index}/state.json", self.base)
     }
+    /// The objects of the item's day prefixes, frozen at plan time.
+    pub fn item_listing(&self, index: &str) -> String {
+        format!("{}items/{index}/listing.json", self.base)
+    }
+    /// The files the item copies (in scope, readable or restoring), frozen by prepare.
     pub fn item_files(&self, index: &str) -> String {
         format!("{}items/{index}/files.json", self.base)
+    }
+    /// Roll-up shard `n`: the final (or latest) summary of the items that hash to it.
+    pub fn rollup_shard(&self, n: usize) -> String {
+        format!("{}rollup/{n:02}.json", self.base)
     }
     /// `s3://bucket/<prefix>copies/<id>/workitems.json` (or the path), for messages.
     pub fn work_items_location(&self, store: &crate::storage::Location) -> String {
@@ -291,6 +338,10 @@ impl RecordKeys {
     }
     pub fn item_seen(&self, index: &str, batch: u32) -> String {
         format!("{}items/{index}/seen-{batch:06}.bin", self.base)
+    }
+    /// Everything of one item (listing, files, dedup keys, checkpoint).
+    pub fn item_dir(&self, index: &str) -> String {
+        format!("{}items/{index}/", self.base)
     }
 }
 
@@ -306,6 +357,13 @@ pub async fn read_json<T: for<'de> Deserialize<'de>>(store: &dyn ObjectStore, ke
 
 pub async fn write_json<T: Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<()> {
     let body = serde_json::to_vec_pretty(value)
+        .map_err(|e| CopyError::Storage { location: store.location(key), message: e.to_string() })?;
+    store.put(key, body.into()).await
+}
+
+/// `write_json` without the indentation, for machine-only objects (frozen file lists).
+pub async fn write_json_compact<T: Serialize>(store: &dyn ObjectStore, key: &str, value: &T) -> Result<()> {
+    let body = serde_json::to_vec(value)
         .map_err(|e| CopyError::Storage { location: store.location(key), message: e.to_string() })?;
     store.put(key, body.into()).await
 }

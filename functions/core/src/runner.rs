@@ -11,20 +11,22 @@ use jiff::Timestamp;
 
 use crate::copy::{CopyLimits, copy_item, fail_item};
 use crate::error::Result;
-use crate::finalize::{finalize_copy, read_item_states, rollup};
+use crate::finalize::{finalize_copy, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{load_item_state, prepare_item, save_item_state};
 use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem, read_json};
+use crate::rollup::{self, ItemSummary, read_summaries};
 use crate::storage::AwsClients;
 
 /// What a progress display shows, from the engine's own counters. Totals only grow and never
-/// fall behind what is done: the prefixes are known when planning ends, the files and bytes of
-/// each prefix when it is listed.
+/// fall behind what is done: the work items are known when planning ends, the files and bytes of
+/// each item when it is listed (its file list is frozen at planning, so an item's totals are
+/// final once it is prepared).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
     /// The copy's statistics so far (those of a retried copy include its earlier runs).
     pub statistics: Statistics,
-    /// False while the copy is planned (its day prefixes listed).
+    /// False while the copy is planned.
     pub planned: bool,
     /// Day prefixes whose files are listed: the file and byte totals are final once this
     /// reaches `statistics.prefixes_found`.
@@ -46,7 +48,7 @@ impl Progress {
 pub struct RunOptions {
     pub concurrency: usize,
     pub cancel: Arc<AtomicBool>,
-    /// Called as the copy is planned, as each prefix is listed and as batches commit.
+    /// Called as the copy is planned, as each item is listed and as batches commit.
     pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
 }
 
@@ -77,8 +79,19 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
 
 /// Makes a copy ready to run again (the local retry and the state machine's retry execution):
 /// plans it if planning never finished, puts failed items back in the state they failed in,
-/// and marks the record IN_PROGRESS. Completed items stay completed.
+/// and marks the record IN_PROGRESS. Completed items stay completed. Returns every item and
+/// the ones still to run.
 pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>)> {
+    let (ctx, items, _) = reopen(aws, store, copy_id).await?;
+    Ok((ctx, items))
+}
+
+/// [`reopen_copy`], with the items that are not completed yet (what a retry runs).
+pub async fn reopen(
+    aws: &AwsClients,
+    store: &str,
+    copy_id: &str,
+) -> Result<(CopyContext, Vec<WorkItem>, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     // The source folder may have moved since: say so, rather than fail every file.
     ctx.source_location.check_local_source()?;
@@ -87,7 +100,15 @@ pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result
         Some(items) => items,
         None => discover_work_items(&ctx).await?,
     };
-    for item in &items {
+    let summaries = read_summaries(&ctx).await?;
+    let pending: Vec<WorkItem> = items
+        .iter()
+        .filter(|i| summaries.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed))
+        .cloned()
+        .collect();
+    // Only the unfinished items' checkpoints are read (a crash can leave a checkpoint FAILED whose
+    // roll-up entry does not say so yet).
+    for item in &pending {
         let mut state = load_item_state(&ctx, item).await?;
         if state.status == ItemStatus::Failed {
             state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
@@ -97,6 +118,7 @@ pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result
                 state.restore_started_time = Some(Timestamp::now());
             }
             save_item_state(&ctx, &state).await?;
+            rollup::record_item(&ctx, &state).await?;
         }
     }
     let mut record = ctx.read_record().await?;
@@ -104,85 +126,74 @@ pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result
     record.message = None;
     record.touch();
     ctx.write_record(&record).await?;
-    Ok((ctx, items))
+    Ok((ctx, items, pending))
 }
 
 async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {
-    // Live statistics per item, seeded from checkpoints (a retry starts from what is done).
-    let live: Arc<Mutex<BTreeMap<String, ItemState>>> =
-        Arc::new(Mutex::new(read_item_states(ctx).await?.into_iter().map(|s| (s.index.clone(), s)).collect()));
+    // Live summaries per item, seeded from the roll-up (a retry starts from what is done).
+    let live: Arc<Mutex<BTreeMap<String, ItemSummary>>> = Arc::new(Mutex::new(read_summaries(ctx).await?));
+    let statistics = {
+        let live = live.clone();
+        let items = items.clone();
+        move || rollup(&items, &live.lock().unwrap_or_else(|p| p.into_inner())).statistics
+    };
+    let now = {
+        let live = live.clone();
+        let items = items.clone();
+        move || {
+            let live = live.lock().unwrap_or_else(|p| p.into_inner());
+            let listed = items.iter().filter(|i| live.get(&i.index).is_some_and(is_listed)).map(|i| i.prefixes).sum();
+            Progress { statistics: rollup(&items, &live).statistics, planned: true, prefixes_listed: listed }
+        }
+    };
     let report = {
         let live = live.clone();
         let progress = opts.progress.clone();
+        let now = now.clone();
         move |s: &ItemState| {
-            let now = {
-                let mut map = live.lock().unwrap_or_else(|p| p.into_inner());
-                map.insert(s.index.clone(), s.clone());
-                let states: Vec<ItemState> = map.values().cloned().collect();
-                Progress {
-                    statistics: rollup(&states).statistics,
-                    planned: true,
-                    prefixes_listed: states.iter().filter(|s| is_listed(s)).count() as u64,
-                }
-            };
-            progress(&now);
+            live.lock().unwrap_or_else(|p| p.into_inner()).insert(s.index.clone(), ItemSummary::from(s));
+            progress(&now());
         }
     };
-    let first = live.lock().unwrap_or_else(|p| p.into_inner()).values().next().cloned();
-    if let Some(any) = first {
-        report(&any);
-    }
+    (opts.progress)(&now());
 
     // The record follows the copy every few seconds, not only at the end.
-    let done = Arc::new(AtomicBool::new(false));
-    let ticker = {
-        let done = done.clone();
-        let live = live.clone();
-        async move {
-            while !done.load(Ordering::Relaxed) {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                let stats = {
-                    let map = live.lock().unwrap_or_else(|p| p.into_inner());
-                    let states: Vec<ItemState> = map.values().cloned().collect();
-                    rollup(&states).statistics
-                };
-                if let Ok(mut record) = ctx.read_record().await {
-                    record.statistics = Statistics { prefixes_found: record.statistics.prefixes_found, ..stats };
-                    record.touch();
-                    let _ = ctx.write_record(&record).await;
-                }
+    let (done, mut finished) = tokio::sync::watch::channel(false);
+    let ticker = async {
+        loop {
+            tokio::select! {
+                _ = finished.changed() => break,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            if let Ok(mut record) = ctx.read_record().await {
+                record.statistics = statistics();
+                record.touch();
+                let _ = ctx.write_record(&record).await;
             }
         }
     };
+    let pending: Vec<WorkItem> = {
+        let live = live.lock().unwrap_or_else(|p| p.into_inner());
+        items.iter().filter(|i| live.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed)).cloned().collect()
+    };
     let work = async {
-        futures::stream::iter(items)
+        futures::stream::iter(pending)
             .map(|item| run_item(ctx, item, opts, &report))
             .buffer_unordered(opts.concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
-        done.store(true, Ordering::Relaxed);
+        let _ = done.send(true);
     };
-    tokio::join!(work, async {
-        tokio::select! {
-            _ = ticker => {}
-            _ = wait_for(&done) => {}
-        }
-    });
+    tokio::join!(work, ticker);
     finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
 }
 
 /// Whether an item's files are listed (its file and byte counts are in the statistics).
-fn is_listed(s: &ItemState) -> bool {
+fn is_listed(s: &ItemSummary) -> bool {
     match s.status {
         ItemStatus::Pending => false,
-        ItemStatus::Failed => s.resume_status.is_some_and(|r| r != ItemStatus::Pending),
+        ItemStatus::Failed => s.statistics.files_found > 0 || s.statistics.prefixes_found > 0,
         _ => true,
-    }
-}
-
-async fn wait_for(flag: &AtomicBool) {
-    while !flag.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -205,14 +216,14 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
             if opts.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_secs(ctx.request.restore.poll_seconds.max(1))).await;
+            tokio::time::sleep(Duration::from_secs(p.wait_seconds.max(1))).await;
         }
         let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report };
         copy_item(ctx, &item, &limits).await.map(|_| ())
     }
     .await;
     if let Err(e) = result {
-        tracing::warn!(item = %item.prefix, error = %e, "work item failed");
+        tracing::warn!(item = %item.describe(), error = %e, "work item failed");
         if let Ok(state) = fail_item(ctx, &item, &e).await {
             report(&state);
         }

@@ -13,10 +13,12 @@ use bytes::Bytes;
 use crate::error::{CopyError, Result};
 
 /// An object seen in a listing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
 }
 
@@ -38,22 +40,64 @@ pub struct ObjectHead {
     pub kms_key_id: Option<String>,
 }
 
+/// The precondition of a compare-and-swap write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutCondition {
+    /// Only if no object has the key (S3 `If-None-Match: *`).
+    Absent,
+    /// Only if the object still has this version tag (S3 `If-Match: <ETag>`).
+    Matches(String),
+}
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// Lists one level under `prefix` (empty or ending in `/`), all pages.
     async fn list_dir(&self, prefix: &str) -> Result<Listing>;
+    /// Every object under `prefix` (no delimiter) whose key lies in `(start_after, end_before)`,
+    /// in key order. On S3 one un-delimited ListObjectsV2 from `StartAfter` that stops at the
+    /// first page reaching `end_before`; this default walks [`list_dir`](Self::list_dir) and
+    /// never opens a folder outside the range.
+    async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+        let mut out = Vec::new();
+        let mut dirs = vec![prefix.to_string()];
+        while let Some(dir) = dirs.pop() {
+            let listing = self.list_dir(&dir).await?;
+            out.extend(listing.objects.into_iter().filter(|o| in_range(&o.key, start_after, end_before)));
+            // Reversed: the stack pops folders in key order.
+            dirs.extend(listing.dirs.into_iter().rev().filter(|d| folder_in_range(d, start_after, end_before)));
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// `get`, with the object's user metadata (`x-amz-meta-<name>` as `<name>`): CloudTrail puts a
     /// digest's signature there. A local folder keeps none.
     async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
         Ok((self.get(key).await?, HashMap::new()))
     }
+    /// `get` with the object's version tag for [`put_if`](Self::put_if); `None` when missing.
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>>;
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+    /// Compare-and-swap: writes only if `condition` holds; `Ok(false)` when it did not.
+    async fn put_if(&self, key: &str, body: Bytes, condition: &PutCondition) -> Result<bool>;
+    /// Removes an object; a missing one is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
     async fn head(&self, key: &str) -> Result<ObjectHead>;
     /// Starts a restore of an archived object; `days: None` for Intelligent-Tiering archive tiers.
     async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()>;
     /// Where `key` is, for messages and failure entries (`s3://bucket/key` or a path).
     fn location(&self, key: &str) -> String;
+}
+
+fn in_range(key: &str, start_after: &str, end_before: &str) -> bool {
+    key > start_after && key < end_before
+}
+
+/// Can a key under folder `dir` (ending in `/`) lie in `(start_after, end_before)`?
+fn folder_in_range(dir: &str, start_after: &str, end_before: &str) -> bool {
+    // Every key under `dir` starts with it: all are >= dir, and all are < start_after when dir
+    // sorts before start_after without being its prefix.
+    dir < end_before && (dir >= start_after || start_after.starts_with(dir))
 }
 
 /// `get`, but a missing object is `None`.
@@ -478,6 +522,40 @@ impl ObjectStore for LocalStore {
         tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
     }
 
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        match self.get(key).await {
+            Ok(b) => {
+                let tag = content_tag(&b);
+                Ok(Some((b, tag)))
+            }
+            Err(CopyError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_if(&self, key: &str, body: Bytes, condition: &PutCondition) -> Result<bool> {
+        // The lock makes check-then-write atomic for every process sharing the folder.
+        let _lock = FolderLock::acquire(&self.root, key).await?;
+        let current = self.get_versioned(key).await?;
+        let holds = match (condition, &current) {
+            (PutCondition::Absent, None) => true,
+            (PutCondition::Matches(tag), Some((_, now))) => tag == now,
+            _ => false,
+        };
+        if holds {
+            self.put(key, body).await?;
+        }
+        Ok(holds)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        match tokio::fs::remove_file(self.path(key)?).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_error(self.location(key), e)),
+        }
+    }
+
     async fn head(&self, key: &str) -> Result<ObjectHead> {
         let path = self.path(key)?;
         tokio::fs::metadata(&path).await.map_err(|e| io_error(self.location(key), e))?;
@@ -490,6 +568,55 @@ impl ObjectStore for LocalStore {
 
     fn location(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
+    }
+}
+
+/// A local object's version tag: a hash of its content.
+fn content_tag(body: &[u8]) -> String {
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(body))
+}
+
+/// An exclusive lock on one key of a local folder: a lock file created with `create_new`
+/// (atomic on every local file system), removed on drop. A lock older than
+/// [`STALE_LOCK`] was left by a crashed process and is broken.
+struct FolderLock {
+    path: PathBuf,
+}
+
+const STALE_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl FolderLock {
+    async fn acquire(root: &Path, key: &str) -> Result<FolderLock> {
+        let dir = root.join(".trailcopy-tmp").join("locks");
+        let loc = || root.join(key).display().to_string();
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io_error(loc(), e))?;
+        let path = dir.join(format!("{:016x}.lock", xxhash_rust::xxh3::xxh3_64(key.as_bytes())));
+        let mut wait = std::time::Duration::from_millis(1);
+        let started = std::time::Instant::now();
+        loop {
+            match tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await {
+                Ok(_) => return Ok(FolderLock { path }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let age = std::fs::metadata(&path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                    if age.is_some_and(|a| a > STALE_LOCK) {
+                        let _ = std::fs::remove_file(&path);
+                        continue;
+                    }
+                    if started.elapsed() > 2 * STALE_LOCK {
+                        return Err(CopyError::Retryable { location: loc(), message: "lock held too long".into() });
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(io_error(loc(), e)),
+            }
+        }
+    }
+}
+
+impl Drop for FolderLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -544,6 +671,86 @@ impl ObjectStore for S3Store {
             }
         }
         Ok(listing)
+    }
+
+    async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+        // Keys come in UTF-8 binary order, 1,000 a page; StartAfter skips everything before the
+        // range, and the listing stops at the first page that reaches its end.
+        // https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+        let mut out = Vec::new();
+        let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        if !start_after.is_empty() {
+            req = req.start_after(start_after);
+        }
+        let mut pages = req.into_paginator().send();
+        'pages: while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                if key >= end_before {
+                    break 'pages;
+                }
+                out.push(ObjectInfo {
+                    key: key.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                return match self.error(key, "s3:GetObject", e) {
+                    CopyError::NotFound { .. } => Ok(None),
+                    e => Err(e),
+                };
+            }
+        };
+        let tag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(|e| CopyError::Retryable {
+            location: self.location(key),
+            message: format!("reading the body failed: {e}"),
+        })?;
+        Ok(Some((body.into_bytes(), tag)))
+    }
+
+    async fn put_if(&self, key: &str, body: Bytes, condition: &PutCondition) -> Result<bool> {
+        // Conditional writes: 412 PreconditionFailed when the condition does not hold, 409
+        // ConditionalRequestConflict when a concurrent write raced this one (try again).
+        // https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
+        let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
+        req = match condition {
+            PutCondition::Absent => req.if_none_match("*"),
+            PutCondition::Matches(tag) => req.if_match(tag),
+        };
+        if let Some(k) = &self.kms_key {
+            req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms).ssekms_key_id(k);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se))
+                if matches!(se.err().code(), Some("PreconditionFailed" | "ConditionalRequestConflict"))
+                    || matches!(se.raw().status().as_u16(), 409 | 412) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.error(key, "s3:PutObject", e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error(key, "s3:DeleteObject", e))?;
+        Ok(())
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
@@ -629,5 +836,83 @@ impl ObjectStore for S3Store {
 
     fn location(&self, key: &str) -> String {
         format!("s3://{}/{}", self.bucket, key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_store(name: &str) -> LocalStore {
+        let dir = std::env::temp_dir().join(format!("trailcopy-storage-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        LocalStore::new(dir)
+    }
+
+    #[tokio::test]
+    async fn local_compare_and_swap() {
+        let s = temp_store("cas");
+        assert!(s.put_if("r/0.json", Bytes::from_static(b"a"), &PutCondition::Absent).await.unwrap());
+        assert!(!s.put_if("r/0.json", Bytes::from_static(b"b"), &PutCondition::Absent).await.unwrap(), "exists");
+        let (body, tag) = s.get_versioned("r/0.json").await.unwrap().unwrap();
+        assert_eq!(&body[..], b"a");
+        assert!(!s.put_if("r/0.json", Bytes::from_static(b"c"), &PutCondition::Matches("stale".into())).await.unwrap());
+        assert!(s.put_if("r/0.json", Bytes::from_static(b"d"), &PutCondition::Matches(tag.clone())).await.unwrap());
+        assert!(
+            !s.put_if("r/0.json", Bytes::from_static(b"e"), &PutCondition::Matches(tag)).await.unwrap(),
+            "moved on"
+        );
+        assert_eq!(&s.get("r/0.json").await.unwrap()[..], b"d");
+        assert!(s.get_versioned("r/none.json").await.unwrap().is_none());
+        s.delete("r/0.json").await.unwrap();
+        s.delete("r/0.json").await.unwrap();
+        assert!(s.get_versioned("r/0.json").await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn concurrent_swaps_lose_no_update() {
+        let s = Arc::new(temp_store("cas-race"));
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    loop {
+                        let (list, cond) = match s.get_versioned("n.json").await.unwrap() {
+                            Some((b, tag)) => {
+                                (serde_json::from_slice::<Vec<u32>>(&b).unwrap(), PutCondition::Matches(tag))
+                            }
+                            None => (Vec::new(), PutCondition::Absent),
+                        };
+                        let mut list = list;
+                        list.push(i);
+                        if s.put_if("n.json", serde_json::to_vec(&list).unwrap().into(), &cond).await.unwrap() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let mut got: Vec<u32> = serde_json::from_slice(&s.get("n.json").await.unwrap()).unwrap();
+        got.sort();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn local_range_listing_opens_only_folders_in_range() {
+        let s = temp_store("range");
+        let r = "AWSLogs/1/CloudTrail/us-east-1/";
+        for d in ["2024/02/28", "2024/03/01", "2024/03/02", "2024/03/03", "2025/01/01"] {
+            s.put(&format!("{r}{d}/f.json.gz"), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let got = s.list_range(r, &format!("{r}2024/03/01"), &format!("{r}2024/03/03")).await.unwrap();
+        let keys: Vec<&str> = got.iter().map(|o| o.key.as_str()).collect();
+        assert_eq!(keys, vec![format!("{r}2024/03/01/f.json.gz"), format!("{r}2024/03/02/f.json.gz")]);
+        assert!(folder_in_range(&format!("{r}2024/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+        assert!(!folder_in_range(&format!("{r}2025/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+        assert!(!folder_in_range(&format!("{r}2024/02/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
+        assert!(!folder_in_range(&format!("{r}2024/03/03/"), &format!("{r}2024/03/01"), &format!("{r}2024/03/03")));
     }
 }

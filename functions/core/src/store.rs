@@ -14,6 +14,7 @@ use parquet::schema::types::ColumnPath;
 use crate::error::{CopyError, Result};
 use crate::event::STORE_SCHEMA;
 use crate::range::Window;
+use crate::record::WorkItem;
 
 /// Rows per row group: large enough for engines to skip well, small enough to bound memory.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -120,25 +121,21 @@ fn parquet_error(e: parquet::errors::ParquetError) -> CopyError {
     CopyError::Storage { location: "parquet writer".into(), message: e.to_string() }
 }
 
-/// `events/date=YYYY-MM-DD/<account>_<region>_<YYYYMMDD>_<tag>_<batch>.parquet`, where the tag
-/// hashes (window, source, day prefix): the same work always gets the same name.
+/// `events/date=YYYY-MM-DD/<item day>_<tag>_<item>_<batch>.parquet`, where the tag hashes
+/// (window, source, the item's frozen file list): the same work always gets the same name, and
+/// different work never does.
 pub fn event_file_key(
     store_prefix: &str,
     date: Date,
     window: &Window,
     source: &str,
-    item_prefix: &str,
+    item: &WorkItem,
     batch: u32,
 ) -> String {
-    let seed = format!("{}|{}|{}|{}", window.start, window.end, source, item_prefix);
+    let seed = format!("{}|{}|{}|{}|{}", window.start, window.end, source, item.date, item.tag);
     let tag = xxhash_rust::xxh3::xxh3_128(seed.as_bytes());
-    let segs: Vec<&str> = item_prefix.trim_end_matches('/').rsplit('/').collect();
-    // .../<account>/CloudTrail/<region>/YYYY/MM/DD
-    let readable = match segs.as_slice() {
-        [d, m, y, region, _, account, ..] => format!("{account}_{region}_{y}{m}{d}_"),
-        _ => String::new(),
-    };
-    format!("{store_prefix}events/date={date}/{readable}{:020x}_{batch:06}.parquet", tag >> 48)
+    let day = item.date.replace('-', "");
+    format!("{store_prefix}events/date={date}/{day}_{:020x}_{}_{batch:06}.parquet", tag >> 48, item.index)
 }
 
 #[cfg(test)]
@@ -152,14 +149,28 @@ mod tests {
             end: "2020-10-02T00:00:00Z".parse().unwrap(),
             retention_cutoff: "2019-01-01T00:00:00Z".parse().unwrap(),
         };
-        let p = "AWSLogs/o-x/111122223333/CloudTrail/us-east-1/2020/10/01/";
+        let item = WorkItem {
+            copy_id: "c".into(),
+            store: "s".into(),
+            index: "000003".into(),
+            date: "2020-10-01".into(),
+            prefixes: 2,
+            files: 2,
+            bytes: 10,
+            tag: "00ff".into(),
+            first: String::new(),
+            last: String::new(),
+        };
         let d = Date::constant(2020, 10, 1);
-        let a = event_file_key("s/", d, &w, "s3://b/", p, 0);
-        assert_eq!(a, event_file_key("s/", d, &w, "s3://b/", p, 0));
-        assert!(a.starts_with("s/events/date=2020-10-01/111122223333_us-east-1_20201001_"), "{a}");
-        assert_ne!(a, event_file_key("s/", d, &w, "s3://b/", p, 1));
-        assert_ne!(a, event_file_key("s/", d, &w, "s3://other/", p, 0));
+        let a = event_file_key("s/", d, &w, "s3://b/", &item, 0);
+        assert_eq!(a, event_file_key("s/", d, &w, "s3://b/", &item, 0));
+        assert!(a.starts_with("s/events/date=2020-10-01/20201001_"), "{a}");
+        assert!(a.ends_with("_000003_000000.parquet"), "{a}");
+        assert_ne!(a, event_file_key("s/", d, &w, "s3://b/", &item, 1));
+        assert_ne!(a, event_file_key("s/", d, &w, "s3://other/", &item, 0));
+        let other_files = WorkItem { tag: "0100".into(), ..item.clone() };
+        assert_ne!(a, event_file_key("s/", d, &w, "s3://b/", &other_files, 0), "different work, different name");
         let w2 = Window { end: "2020-10-03T00:00:00Z".parse().unwrap(), ..w };
-        assert_ne!(a, event_file_key("s/", d, &w2, "s3://b/", p, 0));
+        assert_ne!(a, event_file_key("s/", d, &w2, "s3://b/", &item, 0));
     }
 }

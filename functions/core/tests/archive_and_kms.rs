@@ -12,9 +12,9 @@ use bytes::Bytes;
 use trailcopy::error::{CopyError, Result};
 use trailcopy::kms::{KeyChecker, KeyState};
 use trailcopy::range::Window;
-use trailcopy::record::{RecordKeys, ResolvedRequest, RestoreOptions, WorkItem};
-use trailcopy::storage::{Listing, LocalStore, Location, ObjectHead, ObjectInfo, ObjectStore};
-use trailcopy::{CopyContext, CopyLimits, copy_item, prepare_item};
+use trailcopy::record::{CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem};
+use trailcopy::storage::{Listing, LocalStore, Location, ObjectHead, ObjectInfo, ObjectStore, PutCondition};
+use trailcopy::{CopyContext, CopyLimits, PrepareOutcome, copy_item, prepare_item};
 
 #[derive(Clone, Default)]
 struct FakeObject {
@@ -53,9 +53,30 @@ impl ObjectStore for FakeSource {
         let objects = self.objects.lock().unwrap();
         let mut l = Listing::default();
         for (k, o) in objects.iter().filter(|(k, _)| k.starts_with(prefix)) {
-            l.objects.push(ObjectInfo { key: k.clone(), size: o.body.len() as u64, storage_class: o.class.clone() });
+            match k[prefix.len()..].split_once('/') {
+                Some((dir, _)) => {
+                    let d = format!("{prefix}{dir}/");
+                    if l.dirs.last() != Some(&d) {
+                        l.dirs.push(d);
+                    }
+                }
+                None => l.objects.push(ObjectInfo {
+                    key: k.clone(),
+                    size: o.body.len() as u64,
+                    storage_class: o.class.clone(),
+                }),
+            }
         }
         Ok(l)
+    }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        Ok(self.get(key).await.ok().map(|b| (b, String::new())))
+    }
+    async fn put_if(&self, _key: &str, _body: Bytes, _c: &PutCondition) -> Result<bool> {
+        unreachable!("the source is read-only")
+    }
+    async fn delete(&self, _key: &str) -> Result<()> {
+        unreachable!("the source is read-only")
     }
     async fn get(&self, key: &str) -> Result<Bytes> {
         let o = self.objects.lock().unwrap().get(key).cloned().ok_or(CopyError::NotFound { location: key.into() })?;
@@ -126,8 +147,36 @@ fn name(i: usize) -> String {
 
 struct Setup {
     ctx: CopyContext,
-    item: WorkItem,
+    /// Planned (the file list frozen) on first use, after the test put its objects.
+    item: tokio::sync::OnceCell<WorkItem>,
     source: Arc<FakeSource>,
+}
+
+impl Setup {
+    async fn item(&self) -> &WorkItem {
+        self.item
+            .get_or_init(|| async {
+                let record = CopyRecord {
+                    copy_id: self.ctx.copy_id.clone(),
+                    status: CopyStatus::Initializing,
+                    request: self.ctx.request.clone(),
+                    statistics: Statistics::default(),
+                    created_time: jiff::Timestamp::now(),
+                    updated_time: jiff::Timestamp::now(),
+                    message: None,
+                    executions: Vec::new(),
+                };
+                self.ctx.write_record(&record).await.unwrap();
+                let items = trailcopy::plan::discover_work_items(&self.ctx).await.unwrap();
+                assert_eq!(items.len(), 1, "one day prefix, one item: {items:?}");
+                items.into_iter().next().unwrap()
+            })
+            .await
+    }
+}
+
+async fn prepare(s: &Setup) -> Result<PrepareOutcome> {
+    prepare_item(&s.ctx, s.item().await).await
 }
 
 fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
@@ -162,18 +211,17 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         keys: RecordKeys::new("", "c1"),
         kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
     };
-    let item = WorkItem { copy_id: "c1".into(), store: String::new(), index: "000000".into(), prefix: PREFIX.into() };
-    Setup { ctx, item, source }
+    Setup { ctx, item: tokio::sync::OnceCell::new(), source }
 }
 
 async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
     let never = AtomicBool::new(false);
     let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
-    copy_item(&s.ctx, &s.item, &limits).await.unwrap()
+    copy_item(&s.ctx, s.item().await, &limits).await.unwrap()
 }
 
 async fn item_failures(s: &Setup) -> Vec<trailcopy::FailureEntry> {
-    let state = trailcopy::prepare::load_item_state(&s.ctx, &s.item).await.unwrap();
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
     state.failures
 }
 
@@ -190,14 +238,14 @@ async fn intelligent_tiering_archive_is_restored_without_days_then_copied() {
             ..Default::default()
         },
     );
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 1);
     assert_eq!(*s.source.restores.lock().unwrap(), vec![(name(2), "Bulk".to_string(), None)], "no Days for IT tiers");
     // Still restoring: the poll keeps it pending and starts nothing new.
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 1);
+    assert_eq!(prepare(&s).await.unwrap().pending_restores, 1);
     assert_eq!(s.source.restores.lock().unwrap().len(), 1);
     s.source.finish_restores();
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 0);
+    assert_eq!(prepare(&s).await.unwrap().pending_restores, 0);
     let out = copy_all(&s).await;
     assert!(out.done);
     assert_eq!(out.events_completed, 5);
@@ -209,7 +257,7 @@ async fn glacier_restore_uses_days_and_tier() {
     s.source.put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("GLACIER".into()), ..Default::default() });
     s.source
         .put(&name(2), FakeObject { body: log_file(1, "b"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 2);
     let calls = s.source.restores.lock().unwrap().clone();
     assert!(calls.iter().all(|(_, tier, days)| tier == "Standard" && *days == Some(7)), "{calls:?}");
@@ -227,7 +275,7 @@ async fn a_restore_already_in_progress_is_waited_for_not_requested_again() {
             ..Default::default()
         },
     );
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 1);
     assert!(s.source.restores.lock().unwrap().is_empty());
 }
@@ -239,7 +287,7 @@ async fn expedited_is_refused_for_deep_archive_and_outposts_cannot_be_read() {
         .put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
     s.source.put(&name(2), FakeObject { body: log_file(1, "b"), class: Some("OUTPOSTS".into()), ..Default::default() });
     s.source.put(&name(3), FakeObject { body: log_file(1, "c"), ..Default::default() });
-    prepare_item(&s.ctx, &s.item).await.unwrap();
+    prepare(&s).await.unwrap();
     let f = item_failures(&s).await;
     let types: Vec<&str> = f.iter().map(|e| e.error_type.as_str()).collect();
     assert_eq!(types, ["RestoreTierInvalid", "UnsupportedStorageClass"]);
@@ -252,7 +300,7 @@ async fn expedited_is_refused_for_deep_archive_and_outposts_cannot_be_read() {
 async fn without_restore_archived_files_say_how_to_restore() {
     let s = setup("norestore", "None", &[]);
     s.source.put(&name(1), FakeObject { body: log_file(1, "a"), class: Some("GLACIER".into()), ..Default::default() });
-    let p = prepare_item(&s.ctx, &s.item).await.unwrap();
+    let p = prepare(&s).await.unwrap();
     assert_eq!(p.pending_restores, 0);
     let f = item_failures(&s).await;
     assert_eq!(f[0].error_type, "ArchivedObject");
@@ -273,7 +321,7 @@ async fn disabled_and_pending_deletion_keys_block_the_item_once() {
             s.source
                 .put(&name(i), FakeObject { body: log_file(1, "a"), kms_key: Some(key.into()), ..Default::default() });
         }
-        match prepare_item(&s.ctx, &s.item).await {
+        match prepare(&s).await {
             Err(CopyError::Blocked(entry)) => {
                 assert_eq!(entry.error_type, expected);
                 assert_eq!(entry.location, key);
@@ -298,7 +346,7 @@ async fn describe_key_denied_or_not_found_does_not_block_the_copy() {
                 FakeObject { body: log_file(2, &format!("{tag}{i}")), kms_key: Some(key.into()), ..Default::default() },
             );
         }
-        let p = prepare_item(&s.ctx, &s.item).await.unwrap_or_else(|e| panic!("{tag}: prepare blocked: {e}"));
+        let p = prepare_item(&s.ctx, s.item().await).await.unwrap_or_else(|e| panic!("{tag}: prepare blocked: {e}"));
         assert_eq!(p.files_found, 3);
         let out = copy_all(&s).await;
         assert!(out.done, "{tag}");
@@ -325,10 +373,10 @@ async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resu
             },
         );
     }
-    prepare_item(&s.ctx, &s.item).await.unwrap();
+    prepare_item(&s.ctx, s.item().await).await.unwrap();
     let never = AtomicBool::new(false);
     let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {} };
-    match copy_item(&s.ctx, &s.item, &limits).await {
+    match copy_item(&s.ctx, s.item().await, &limits).await {
         Err(CopyError::Blocked(entry)) => {
             assert_eq!(entry.error_type, "KmsAccessDenied");
             assert_eq!(entry.location, key, "one entry per key: its location is the key");
@@ -344,7 +392,7 @@ async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resu
     }
     let out = copy_all(&s).await;
     assert!(out.done);
-    let state = trailcopy::prepare::load_item_state(&s.ctx, &s.item).await.unwrap();
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
     assert_eq!(state.statistics.events_completed, 8);
     assert_eq!(state.statistics.events_duplicate, 0);
 }
@@ -357,13 +405,13 @@ async fn restore_polls_head_only_the_pending_objects() {
         s.source.put(&name(i), FakeObject { body: log_file(1, &format!("r{i}")), ..Default::default() });
     }
     s.source.put(&name(7), FakeObject { body: log_file(1, "g"), class: Some("GLACIER".into()), ..Default::default() });
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 1);
+    assert_eq!(prepare_item(&s.ctx, s.item().await).await.unwrap().pending_restores, 1);
     let before = s.source.heads.lock().unwrap().len();
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 1);
+    assert_eq!(prepare_item(&s.ctx, s.item().await).await.unwrap().pending_restores, 1);
     let polled: Vec<String> = s.source.heads.lock().unwrap()[before..].to_vec();
     assert_eq!(polled, vec![name(7)], "the poll asked about the archived object only");
     s.source.finish_restores();
-    assert_eq!(prepare_item(&s.ctx, &s.item).await.unwrap().pending_restores, 0);
+    assert_eq!(prepare_item(&s.ctx, s.item().await).await.unwrap().pending_restores, 0);
     assert_eq!(copy_all(&s).await.events_completed, 7);
 }
 
@@ -375,15 +423,16 @@ async fn default_restore_wait_follows_the_storage_class() {
     s.ctx.request.restore.max_wait_seconds = None;
     s.source
         .put(&name(1), FakeObject { body: log_file(1, "d"), class: Some("DEEP_ARCHIVE".into()), ..Default::default() });
-    prepare_item(&s.ctx, &s.item).await.unwrap();
-    let state = trailcopy::prepare::load_item_state(&s.ctx, &s.item).await.unwrap();
+    prepare_item(&s.ctx, s.item().await).await.unwrap();
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
     let wait = state.restore_max_wait_seconds.unwrap();
     assert!(wait > 48 * 3600, "{wait}");
     let g = setup("autowait-glacier", "Bulk", &[]);
     g.source.put(&name(1), FakeObject { body: log_file(1, "g"), class: Some("GLACIER".into()), ..Default::default() });
     let mut g = g;
     g.ctx.request.restore.max_wait_seconds = None;
-    prepare_item(&g.ctx, &g.item).await.unwrap();
-    let gw = trailcopy::prepare::load_item_state(&g.ctx, &g.item).await.unwrap().restore_max_wait_seconds.unwrap();
+    prepare_item(&g.ctx, g.item().await).await.unwrap();
+    let gw =
+        trailcopy::prepare::load_item_state(&g.ctx, g.item().await).await.unwrap().restore_max_wait_seconds.unwrap();
     assert!(gw > 12 * 3600 && gw < wait, "{gw}");
 }

@@ -9,16 +9,30 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use trailcopy::discover::{account_regions, day_groups};
 use trailcopy::error::{CopyError, Result};
+use trailcopy::layout::TrailRoot;
 use trailcopy::layout::trail_root;
-use trailcopy::plan::discover_day_prefixes;
 use trailcopy::range::Window;
-use trailcopy::storage::{Listing, ObjectHead, ObjectInfo, ObjectStore};
+use trailcopy::storage::{Listing, ObjectHead, ObjectInfo, ObjectStore, PutCondition};
 
-/// A bucket of keys that answers delimiter listings and records their prefixes.
+/// A bucket of keys that answers delimiter and range listings and records their prefixes.
 struct RecordingBucket {
     keys: BTreeSet<String>,
     lists: Mutex<Vec<String>>,
+    ranges: Mutex<Vec<String>>,
+}
+
+/// The day prefixes discovery finds: the account-regions, then each one's days in the window.
+async fn discover_day_prefixes(store: &RecordingBucket, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
+    let (first, last) = window.day_span();
+    let mut prefixes = BTreeSet::new();
+    for unit in account_regions(store, root).await? {
+        for g in day_groups(store, &unit, first, last).await? {
+            prefixes.extend(g.prefixes);
+        }
+    }
+    Ok(prefixes.into_iter().collect())
 }
 
 #[async_trait]
@@ -38,10 +52,28 @@ impl ObjectStore for RecordingBucket {
         listing.dirs = dirs.into_iter().collect();
         Ok(listing)
     }
+    async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+        self.ranges.lock().unwrap().push(prefix.to_string());
+        Ok(self
+            .keys
+            .iter()
+            .filter(|k| k.starts_with(prefix) && k.as_str() > start_after && k.as_str() < end_before)
+            .map(|k| ObjectInfo { key: k.clone(), size: 1, storage_class: None })
+            .collect())
+    }
     async fn get(&self, key: &str) -> Result<Bytes> {
         Err(CopyError::NotFound { location: key.into() })
     }
+    async fn get_versioned(&self, _key: &str) -> Result<Option<(Bytes, String)>> {
+        Ok(None)
+    }
     async fn put(&self, _key: &str, _body: Bytes) -> Result<()> {
+        unreachable!("discovery only lists")
+    }
+    async fn put_if(&self, _key: &str, _body: Bytes, _condition: &PutCondition) -> Result<bool> {
+        unreachable!("discovery only lists")
+    }
+    async fn delete(&self, _key: &str) -> Result<()> {
         unreachable!("discovery only lists")
     }
     async fn head(&self, key: &str) -> Result<ObjectHead> {
@@ -74,7 +106,7 @@ fn bucket(root: &str) -> RecordingBucket {
         }
         keys.insert(format!("{trail}elasticloadbalancing/us-east-1/2026/11/01/x.log.gz"));
     }
-    RecordingBucket { keys, lists: Mutex::new(Vec::new()) }
+    RecordingBucket { keys, lists: Mutex::new(Vec::new()), ranges: Mutex::new(Vec::new()) }
 }
 
 fn window() -> Window {
@@ -111,7 +143,8 @@ async fn a_narrowed_source_never_lists_above_its_prefix() {
         assert!(trails.iter().all(|t| t.starts_with(root)));
         let store = bucket(root);
         let found = discover_day_prefixes(&store, &trail_root(&source_prefix), &window()).await.unwrap();
-        let lists = store.lists.lock().unwrap().clone();
+        let mut lists = store.lists.lock().unwrap().clone();
+        lists.extend(store.ranges.lock().unwrap().iter().cloned());
         let above: Vec<&String> = lists.iter().filter(|p| !p.starts_with(&source_prefix)).collect();
         assert!(above.is_empty(), "source `{source_prefix}` listed above its prefix: {above:?}");
         assert!(!found.is_empty(), "source `{source_prefix}` found nothing");
@@ -136,16 +169,22 @@ async fn a_narrowed_source_never_lists_above_its_prefix() {
 
 #[tokio::test]
 async fn fixed_levels_cost_no_listing() {
-    // Narrowed to a region: only the years, months and days below it are listed.
+    // Narrowed to a region: no delimiter listing at all (every level down to the region is fixed),
+    // and one range listing of the region's days.
     let source_prefix = format!("AWSLogs/{ORG}/{A}/CloudTrail/us-east-1/");
     let store = bucket("");
     discover_day_prefixes(&store, &trail_root(&source_prefix), &window()).await.unwrap();
     let lists = store.lists.lock().unwrap().clone();
-    assert_eq!(lists.first().map(String::as_str), Some(source_prefix.as_str()), "{lists:?}");
-    // The region (its years), 2026 (its months), and the months in scope: November, and October for
-    // its 31st (the window reaches back 15 minutes for late delivery). Nothing above the region.
-    assert_eq!(lists.len(), 1 + 1 + 2, "{lists:?}");
-    assert!(lists.iter().all(|l| l.starts_with(&source_prefix)), "{lists:?}");
+    assert!(lists.is_empty(), "{lists:?}");
+    let ranges = store.ranges.lock().unwrap().clone();
+    assert_eq!(ranges, vec![source_prefix.clone()]);
+    // Narrowed to an organization's account: the regions are listed, nothing above the account.
+    let source_prefix = format!("AWSLogs/{ORG}/{A}/");
+    let store = bucket("");
+    discover_day_prefixes(&store, &trail_root(&source_prefix), &window()).await.unwrap();
+    let lists = store.lists.lock().unwrap().clone();
+    assert_eq!(lists, vec![format!("{source_prefix}CloudTrail/")]);
+    assert_eq!(store.ranges.lock().unwrap().len(), 2, "one range listing per region");
 }
 
 #[tokio::test]
@@ -164,4 +203,5 @@ async fn a_source_naming_something_else_after_awslogs_is_refused() {
         other => panic!("digest folder: {other:?}"),
     }
     assert!(store.lists.lock().unwrap().is_empty(), "refused before listing");
+    assert!(store.ranges.lock().unwrap().is_empty(), "refused before listing");
 }

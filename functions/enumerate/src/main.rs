@@ -49,8 +49,10 @@ struct Output {
     copy_id: String,
     store: String,
     store_bucket: String,
+    /// What the Map reads: every work item, or on a retry only those not completed.
     work_items_key: String,
-    prefixes_found: usize,
+    work_items: usize,
+    prefixes_found: u64,
     poll_seconds: u64,
     max_wait_seconds: u64,
     status: &'static str,
@@ -120,14 +122,20 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Invoca
     let bucket_region = aws.bucket_region(&bucket).await;
     serverless::check_store_region(&bucket, bucket_region.as_deref(), aws.region().await.as_deref())
         .map_err(diagnostic)?;
-    let (ctx, items) = if retry {
+    let (ctx, items, work_items_key) = if retry {
         let id = req
             .copy_id
             .as_deref()
             .ok_or_else(|| diagnostic_of("InvalidRequest", "invalid copyId: retry needs the copyId".into()))?;
-        trailcopy::reopen_copy(aws, &store_uri, id).await.map_err(diagnostic)?
+        let (ctx, _all, pending) = trailcopy::runner::reopen(aws, &store_uri, id).await.map_err(diagnostic)?;
+        // Completed items cost nothing on a retry: the Map reads only the others.
+        let key = ctx.keys.pending_work_items();
+        trailcopy::record::write_json(ctx.store.as_ref(), &key, &pending).await.map_err(diagnostic)?;
+        (ctx, pending, key)
     } else {
-        trailcopy::plan_copy(aws, &req, Timestamp::now()).await.map_err(diagnostic)?
+        let (ctx, items) = trailcopy::plan_copy(aws, &req, Timestamp::now()).await.map_err(diagnostic)?;
+        let key = ctx.keys.work_items();
+        (ctx, items, key)
     };
     if let Some(arn) = &execution_arn {
         serverless::record_execution(&ctx, arn).await.map_err(diagnostic)?;
@@ -136,8 +144,9 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Invoca
         copy_id: ctx.copy_id.clone(),
         store: ctx.store_location.display(),
         store_bucket: bucket,
-        work_items_key: ctx.keys.work_items(),
-        prefixes_found: items.len(),
+        work_items_key,
+        work_items: items.len(),
+        prefixes_found: items.iter().map(|i| i.prefixes).sum(),
         poll_seconds: ctx.request.restore.poll_seconds,
         max_wait_seconds: ctx.request.restore.max_wait_limit(),
         status: "IN_PROGRESS",

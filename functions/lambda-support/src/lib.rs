@@ -1,5 +1,5 @@
 //! Shared by the four Lambda adapters: stable `errorType` names for the state machine's
-//! Retry/Catch, the work-item input, and the invocation's time budget.
+//! Retry/Catch, the work-item input and result, and the invocation's time budget.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,25 +24,12 @@ pub fn diagnostic_of(error_type: &str, message: String) -> Diagnostic {
     Diagnostic { error_type: error_type.into(), error_message: message }
 }
 
-/// One Distributed Map item, as prepare and copy receive it (extra fields are ignored).
+/// Prepare's and Copy's payload: the work item's summary as workitems.json holds it (the
+/// ItemSelector passes `$$.Map.Item.Value`); the state machine's own fields (cursor, waited
+/// seconds) are ignored, the checkpoint in the store is what counts.
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct ItemInput {
-    pub copy_id: String,
-    pub store: String,
-    pub index: String,
-    pub prefix: String,
-}
-
-impl ItemInput {
-    pub fn work_item(&self) -> WorkItem {
-        WorkItem {
-            copy_id: self.copy_id.clone(),
-            store: self.store.clone(),
-            index: self.index.clone(),
-            prefix: self.prefix.clone(),
-        }
-    }
+    pub item: WorkItem,
 }
 
 /// An item step's result for Step Functions: a retryable error goes back as is (Retry);

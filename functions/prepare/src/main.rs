@@ -6,9 +6,8 @@ use trailcopy::{AwsClients, CopyContext, PrepareOutcome};
 use trailcopy_lambda_support::{ItemInput, diagnostic, item_result};
 
 async fn handle(aws: &AwsClients, event: LambdaEvent<ItemInput>) -> Result<PrepareOutcome, Diagnostic> {
-    let input = event.payload;
-    let item = input.work_item();
-    let ctx = CopyContext::open(aws, &input.store, &input.copy_id).await.map_err(diagnostic)?;
+    let item = event.payload.item;
+    let ctx = CopyContext::open(aws, &item.store, &item.copy_id).await.map_err(diagnostic)?;
     item_result(&ctx, &item, trailcopy::prepare_item(&ctx, &item).await).await
 }
 

@@ -268,7 +268,7 @@ mod tests {
     use crate::digest::chain::tests::{ROOT, chain, keyset, log_body, log_key};
     use crate::digest::index::Verdict;
     use crate::digest::keys::KeyFile;
-    use crate::storage::{Listing, ObjectHead, ObjectInfo};
+    use crate::storage::{Listing, ObjectHead, ObjectInfo, PutCondition};
 
     /// An object's body and user metadata.
     type Object = (Bytes, HashMap<String, String>);
@@ -299,6 +299,15 @@ mod tests {
         async fn put(&self, key: &str, body: Bytes) -> Result<()> {
             self.objects.lock().unwrap().insert(key.into(), (body, HashMap::new()));
             Ok(())
+        }
+        async fn get_versioned(&self, _key: &str) -> Result<Option<(Bytes, String)>> {
+            unreachable!("verification only reads")
+        }
+        async fn put_if(&self, _key: &str, _body: Bytes, _condition: &PutCondition) -> Result<bool> {
+            unreachable!("verification only reads")
+        }
+        async fn delete(&self, _key: &str) -> Result<()> {
+            unreachable!("verification only reads")
         }
         async fn head(&self, _key: &str) -> Result<ObjectHead> {
             Ok(ObjectHead::default())

@@ -1,0 +1,278 @@
+//! Discovery: the account-regions of a source by delimiter listing (`AWSLogs/` → `[o-org/]` →
+//! accounts → `CloudTrail/` → regions; levels a narrowed source fixes are built, never listed),
+//! then per account-region one un-delimited listing of the range's day folders, with every
+//! trail's copy of an account-region-day (organization and account trails) in one group.
+
+use std::collections::BTreeMap;
+
+use futures::{StreamExt, TryStreamExt};
+use jiff::civil::Date;
+
+use crate::error::{CopyError, Result};
+use crate::layout::{self, TrailRoot};
+use crate::storage::{ObjectInfo, ObjectStore};
+
+/// Delimiter listings in flight while discovering account-regions.
+const LIST_CONCURRENCY: usize = 16;
+
+/// One account and region, with the `.../CloudTrail/<region>/` folder of every trail that
+/// delivers it (an organization trail and an account trail both count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRegion {
+    pub account: String,
+    pub region: String,
+    /// `(region folder, listing prefix)`: the listing prefix adds what a narrowed source fixes
+    /// below the region (`YYYY/`, `YYYY/MM/`, `YYYY/MM/DD/`).
+    pub roots: Vec<(String, String)>,
+}
+
+/// The files of one account-region-day from every trail: they always share a work item, so
+/// the item's dedup (by eventID) catches a cross-trail redelivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayGroup {
+    pub date: Date,
+    /// The day prefixes (one per trail that has the day).
+    pub prefixes: Vec<String>,
+    pub files: Vec<ObjectInfo>,
+}
+
+/// A narrowing segment at `pos` must match exactly; past the narrowing anything goes.
+fn fixed(root: &TrailRoot, pos: usize) -> Option<&str> {
+    root.narrowing.get(pos).map(String::as_str)
+}
+
+/// The sub-folders of each prefix that `keep` accepts, or the one the narrowing fixes (built,
+/// not listed: a narrowed source is never listed above its prefix).
+async fn level(
+    source: &dyn ObjectStore,
+    root: &TrailRoot,
+    prefixes: Vec<(String, usize)>,
+    keep: impl Fn(&str) -> bool + Copy,
+) -> Result<Vec<(String, usize)>> {
+    let lists: Vec<Vec<(String, usize)>> = futures::stream::iter(prefixes)
+        .map(|(prefix, pos)| async move {
+            if let Some(seg) = fixed(root, pos) {
+                return Ok::<_, CopyError>(if keep(seg) { vec![(format!("{prefix}{seg}/"), pos + 1)] } else { vec![] });
+            }
+            let listing = source.list_dir(&prefix).await?;
+            Ok(listing.dirs.into_iter().filter(|d| keep(layout::last_segment(d))).map(|d| (d, pos + 1)).collect())
+        })
+        .buffered(LIST_CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// Every account-region under the source, sorted by (account, region).
+pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Result<Vec<AccountRegion>> {
+    if let Some(first) = root.narrowing.first()
+        && !layout::is_org_id(first)
+        && !layout::is_account_id(first)
+    {
+        return Err(CopyError::invalid(
+            "source",
+            format!("`{first}` after AWSLogs/ is neither an organization id (o-...) nor a 12-digit account id"),
+        ));
+    }
+    let top =
+        level(source, root, vec![(root.awslogs.clone(), 0)], |s| layout::is_org_id(s) || layout::is_account_id(s))
+            .await?;
+    let (orgs, mut accounts): (Vec<_>, Vec<_>) =
+        top.into_iter().partition(|(p, _)| layout::is_org_id(layout::last_segment(p)));
+    accounts.extend(level(source, root, orgs, layout::is_account_id).await?);
+    // Only CloudTrail/ (not CloudTrail-Digest, -Insight, other services).
+    let mut trails = Vec::new();
+    for (acct, pos) in accounts {
+        if let Some(n) = fixed(root, pos)
+            && n != "CloudTrail"
+        {
+            return Err(CopyError::invalid(
+                "source",
+                format!("`{n}` folders are not read: only CloudTrail/ holds trail events"),
+            ));
+        }
+        trails.push((format!("{acct}CloudTrail/"), pos + 1));
+    }
+    let regions = level(source, root, trails, |_| true).await?;
+    let mut units: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    for (region_dir, pos) in regions {
+        // .../<account>/CloudTrail/<region>/
+        let segs: Vec<&str> = region_dir.trim_end_matches('/').rsplit('/').take(3).collect();
+        let [region, _, account] = segs.as_slice() else { continue };
+        let below: String = root.narrowing.iter().skip(pos).map(|s| format!("{s}/")).collect();
+        let list_prefix = format!("{region_dir}{below}");
+        units.entry((account.to_string(), region.to_string())).or_default().push((region_dir, list_prefix));
+    }
+    Ok(units.into_iter().map(|((account, region), roots)| AccountRegion { account, region, roots }).collect())
+}
+
+/// `YYYY/MM/DD` of a day, as a key fragment (fixed width: key order is date order).
+fn day_key(d: Date) -> String {
+    format!("{:04}/{:02}/{:02}", d.year(), d.month(), d.day())
+}
+
+/// The day folder a key lies directly in, below its region folder: `YYYY/MM/DD/<name>`.
+fn day_of_key(region_dir: &str, key: &str) -> Option<Date> {
+    let rest = key.strip_prefix(region_dir)?;
+    let mut parts = rest.splitn(4, '/');
+    let (y, m, d, name) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if name.is_empty() || name.contains('/') || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    Date::new(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?).ok()
+}
+
+/// The day groups of one account-region within `[first, last]`: per trail one un-delimited
+/// listing from just before the first day's folder to the day after the last.
+pub async fn day_groups(
+    source: &dyn ObjectStore,
+    unit: &AccountRegion,
+    first: Date,
+    last: Date,
+) -> Result<Vec<DayGroup>> {
+    let mut by_day: BTreeMap<Date, DayGroup> = BTreeMap::new();
+    let after = last.tomorrow().unwrap_or(last);
+    for (region_dir, list_prefix) in &unit.roots {
+        let start_after = format!("{region_dir}{}", day_key(first));
+        let end_before = format!("{region_dir}{}", day_key(after));
+        for o in source.list_range(list_prefix, &start_after, &end_before).await? {
+            let Some(date) = day_of_key(region_dir, &o.key).filter(|d| (first..=last).contains(d)) else { continue };
+            let g = by_day.entry(date).or_insert_with(|| DayGroup { date, prefixes: Vec::new(), files: Vec::new() });
+            let prefix = &o.key[..o.key.rfind('/').map_or(0, |i| i + 1)];
+            if g.prefixes.last().map(String::as_str) != Some(prefix) {
+                g.prefixes.push(prefix.to_string());
+            }
+            g.files.push(o);
+        }
+    }
+    Ok(by_day.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::storage::{Listing, ObjectHead, PutCondition};
+
+    /// An in-memory bucket that records every listing it answers.
+    #[derive(Default)]
+    struct Recorder {
+        keys: Vec<String>,
+        dirs_listed: Mutex<Vec<String>>,
+        ranges_listed: Mutex<Vec<(String, String, String)>>,
+    }
+
+    #[async_trait]
+    impl ObjectStore for Recorder {
+        async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+            self.dirs_listed.lock().unwrap().push(prefix.to_string());
+            let mut l = Listing::default();
+            for k in self.keys.iter().filter(|k| k.starts_with(prefix)) {
+                match k[prefix.len()..].split_once('/') {
+                    Some((d, _)) => {
+                        let d = format!("{prefix}{d}/");
+                        if !l.dirs.contains(&d) {
+                            l.dirs.push(d);
+                        }
+                    }
+                    None => l.objects.push(ObjectInfo { key: k.clone(), size: 1, storage_class: None }),
+                }
+            }
+            Ok(l)
+        }
+        async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+            self.ranges_listed.lock().unwrap().push((prefix.into(), start_after.into(), end_before.into()));
+            Ok(self
+                .keys
+                .iter()
+                .filter(|k| k.starts_with(prefix) && k.as_str() > start_after && k.as_str() < end_before)
+                .map(|k| ObjectInfo { key: k.clone(), size: 1, storage_class: None })
+                .collect())
+        }
+        async fn get(&self, key: &str) -> Result<Bytes> {
+            Err(CopyError::NotFound { location: key.into() })
+        }
+        async fn get_versioned(&self, _key: &str) -> Result<Option<(Bytes, String)>> {
+            Ok(None)
+        }
+        async fn put(&self, _key: &str, _body: Bytes) -> Result<()> {
+            unreachable!()
+        }
+        async fn put_if(&self, _key: &str, _body: Bytes, _c: &PutCondition) -> Result<bool> {
+            unreachable!()
+        }
+        async fn delete(&self, _key: &str) -> Result<()> {
+            unreachable!()
+        }
+        async fn head(&self, _key: &str) -> Result<ObjectHead> {
+            Ok(ObjectHead::default())
+        }
+        async fn restore(&self, _key: &str, _tier: &str, _days: Option<i32>) -> Result<()> {
+            Ok(())
+        }
+        fn location(&self, key: &str) -> String {
+            key.into()
+        }
+    }
+
+    const ORG: &str = "AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/";
+    const ACCT: &str = "AWSLogs/111122223333/CloudTrail/us-east-1/";
+
+    fn bucket() -> Recorder {
+        let mut keys = Vec::new();
+        for root in [ORG, ACCT, "AWSLogs/o-abc123/444455556666/CloudTrail/eu-west-1/"] {
+            for day in 1..=9 {
+                keys.push(format!("{root}2024/03/{day:02}/x_CloudTrail_r_202403{day:02}T1000Z_a.json.gz"));
+            }
+        }
+        keys.push("AWSLogs/o-abc123/111122223333/CloudTrail-Digest/us-east-1/2024/03/02/d.json.gz".into());
+        keys.sort();
+        Recorder { keys, ..Default::default() }
+    }
+
+    #[tokio::test]
+    async fn one_ranged_listing_per_trail_and_account_region_and_trails_share_groups() {
+        let b = bucket();
+        let units = account_regions(&b, &crate::layout::trail_root("")).await.unwrap();
+        assert_eq!(units.len(), 2);
+        assert_eq!(units[0].account, "111122223333");
+        assert_eq!(units[0].roots.len(), 2, "organization and account trail: one account-region");
+        let groups = day_groups(&b, &units[0], Date::constant(2024, 3, 3), Date::constant(2024, 3, 5)).await.unwrap();
+        assert_eq!(groups.iter().map(|g| g.date.day()).collect::<Vec<_>>(), vec![3, 4, 5]);
+        assert!(groups.iter().all(|g| g.prefixes.len() == 2 && g.files.len() == 2), "{groups:?}");
+        let ranges = b.ranges_listed.lock().unwrap().clone();
+        assert_eq!(ranges.len(), 2, "{ranges:?}");
+        assert!(ranges.contains(&(ORG.into(), format!("{ORG}2024/03/03"), format!("{ORG}2024/03/06"))), "{ranges:?}");
+        // Delimiter listings only down to the regions: never a year, month or day folder.
+        let dirs = b.dirs_listed.lock().unwrap().clone();
+        assert!(dirs.iter().all(|d| !d.contains("/2024/")), "{dirs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_narrowed_source_builds_its_fixed_levels() {
+        let b = bucket();
+        let root = crate::layout::trail_root("AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/2024/03/");
+        let units = account_regions(&b, &root).await.unwrap();
+        assert_eq!(units.len(), 1);
+        assert_eq!(units[0].roots, vec![(ORG.to_string(), format!("{ORG}2024/03/"))]);
+        assert!(b.dirs_listed.lock().unwrap().is_empty(), "every level is fixed: nothing listed");
+        let groups = day_groups(&b, &units[0], Date::constant(2024, 3, 8), Date::constant(2024, 4, 2)).await.unwrap();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(b.ranges_listed.lock().unwrap()[0].0, format!("{ORG}2024/03/"), "listed below the narrowing only");
+    }
+
+    #[test]
+    fn keys_in_day_folders() {
+        let r = "AWSLogs/1/CloudTrail/us-east-1/";
+        assert_eq!(day_of_key(r, &format!("{r}2024/03/01/x.json.gz")), Some(Date::constant(2024, 3, 1)));
+        assert_eq!(day_of_key(r, &format!("{r}2024/03/01/sub/x.json.gz")), None, "below a day folder");
+        assert_eq!(day_of_key(r, &format!("{r}2024/03/x.json.gz")), None, "not in a day folder");
+        assert_eq!(day_of_key(r, &format!("{r}2024/3/1/x.json.gz")), None);
+        assert_eq!(day_of_key(r, &format!("{r}2024/02/30/x.json.gz")), None);
+        assert!(day_key(Date::constant(2024, 3, 9)) < day_key(Date::constant(2024, 3, 10)));
+    }
+}
