@@ -123,13 +123,9 @@ struct StoreArgs {
     json: bool,
 }
 
+/// The time range of a copy or a check (`--start/--end`, or `--last`).
 #[derive(Args)]
-struct CopyArgs {
-    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
-    #[arg(long)]
-    source: String,
-    #[command(flatten)]
-    store: StoreArgs,
+struct RangeArgs {
     /// Start of the range (inclusive): RFC 3339 or YYYY-MM-DD (UTC midnight).
     #[arg(long, requires = "end")]
     start: Option<String>,
@@ -139,6 +135,17 @@ struct CopyArgs {
     /// A range ending now: 5m, 30m, 1h, 6h, or any duration (90m, 36h, 7d, PT90M).
     #[arg(long, conflicts_with_all = ["start", "end"])]
     last: Option<String>,
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
+    #[arg(long)]
+    source: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    range: RangeArgs,
     /// Events older than now minus this many days are not copied.
     #[arg(long)]
     retention_days: Option<u32>,
@@ -175,15 +182,8 @@ struct VerifyArgs {
     /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
     #[arg(long)]
     source: String,
-    /// Start of the range (inclusive): RFC 3339 or YYYY-MM-DD (UTC midnight).
-    #[arg(long, requires = "end")]
-    start: Option<String>,
-    /// End of the range (exclusive): RFC 3339 or YYYY-MM-DD.
-    #[arg(long, requires = "start")]
-    end: Option<String>,
-    /// A range ending now: 5m, 30m, 1h, 6h, or any duration (90m, 36h, 7d, PT90M).
-    #[arg(long, conflicts_with_all = ["start", "end"])]
-    last: Option<String>,
+    #[command(flatten)]
+    range: RangeArgs,
     /// CloudTrail's public keys as `aws cloudtrail list-public-keys` prints them (one file per
     /// region, repeatable). Default for s3:// sources: CloudTrail ListPublicKeys.
     #[arg(long = "digest-public-keys")]
@@ -508,9 +508,9 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
     use trailcopy::digest::{CloudTrailKeys, KeyFile, PublicKeySource};
     let source = Location::parse_source(&a.source)?;
     let window = trailcopy::range::resolve_window(
-        a.start.as_deref(),
-        a.end.as_deref(),
-        a.last.as_deref(),
+        a.range.start.as_deref(),
+        a.range.end.as_deref(),
+        a.range.last.as_deref(),
         trailcopy::range::DEFAULT_RETENTION_DAYS,
         jiff::Timestamp::now(),
     )?;
@@ -564,9 +564,9 @@ fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
     CopyRequest {
         source: Some(a.source.clone()),
         store: Some(a.store.store.clone()),
-        start: a.start.clone(),
-        end: a.end.clone(),
-        last: a.last.clone(),
+        start: a.range.start.clone(),
+        end: a.range.end.clone(),
+        last: a.range.last.clone(),
         retention_days: a.retention_days,
         copy_id: a.copy_id.clone(),
         restore: Some(RestoreRequest {
