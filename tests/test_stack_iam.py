@@ -135,8 +135,13 @@ def test_function_roles_deny_what_no_code_path_needs(stack):
         assert not allows(p, "s3:ListBucket", "arn:aws:s3:::trail-src"), fn
         assert not allows(p, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix="AWSLogs/"), fn
         assert not allows(p, "s3:ListBucket", "arn:aws:s3:::trail-store", s3__prefix=""), fn
+    # Only Enumerate lists the source (issue 11 freezes each item's file list at planning).
+    enum = stack.role_policies("EnumerateFunction")
+    assert allows(enum, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix="AWSLogs/o-abc123/", s3__delimiter="/")
     prep = stack.role_policies("PrepareFunction")
-    assert allows(prep, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix="AWSLogs/o-abc123/", s3__delimiter="/")
+    for fn in ("PrepareFunction", "CopyFunction", "FinalizeFunction"):
+        assert not allows(stack.role_policies(fn), "s3:ListBucket", "arn:aws:s3:::trail-src",
+                          s3__prefix="AWSLogs/o-abc123/", s3__delimiter="/"), fn
     assert allows(prep, "s3:RestoreObject", "arn:aws:s3:::trail-src/AWSLogs/o-abc123/1/x.json.gz")
     assert not allows(stack.role_policies("CopyFunction"), "s3:RestoreObject",
                       "arn:aws:s3:::trail-src/AWSLogs/o-abc123/1/x.json.gz")

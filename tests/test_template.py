@@ -240,12 +240,18 @@ def test_source_access_is_read_only_under_the_prefix_and_kms_only_via_s3():
 
 def test_store_access_is_limited_to_the_store_prefix():
     rw = statement("StorePolicy", "ReadWriteStoreObjects")
-    # Nothing deletes: no code path calls DeleteObject (grep the Rust sources to keep it so).
     assert set(as_list(rw["Action"])) == {"s3:GetObject", "s3:PutObject"}
-    sources = "".join(p.read_text() for p in (ROOT / "functions").glob("*/src/**/*.rs"))
-    assert "delete_object" not in sources and "delete_objects" not in sources
     for branch in rw["Resource"]["Fn::If"][1:]:
         assert branch["Fn::Sub"].endswith("/${StorePrefix}*")
+    # Deletes reach only a completed item's resume-only objects (copy.rs tidies them); the one
+    # DeleteObject call in the sources is the storage seam's (grep to keep it so).
+    rm = statement("StorePolicy", "DeleteResumeOnlyObjects")
+    assert as_list(rm["Action"]) == ["s3:DeleteObject"]
+    for branch in rm["Resource"]["Fn::If"][1:]:
+        assert branch["Fn::Sub"].endswith("/${StorePrefix}copies/*/items/*")
+    callers = [p.name for p in (ROOT / "functions").glob("*/src/**/*.rs") if ".delete_object()" in p.read_text()]
+    assert callers == ["storage.rs"], callers
+    assert not any("delete_objects" in p.read_text() for p in (ROOT / "functions").glob("*/src/**/*.rs"))
     kms = statement("StorePolicy", "EncryptStoreObjectsThroughS3")
     assert set(kms["Action"]) == {"kms:GenerateDataKey", "kms:Decrypt"}
     assert kms["Resource"] == {"Ref": "StoreKmsKeyArn"}

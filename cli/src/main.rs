@@ -107,6 +107,9 @@ enum Command {
         #[arg(long)]
         end: Option<String>,
     },
+    /// Check SOURCE's log files against CloudTrail's signed digest files, without copying:
+    /// every file a copy of the range would read, and every file the digests list.
+    Verify(VerifyArgs),
     /// Rows per date and the top event names in a store (read back from its Parquet files).
     Summary {
         #[command(flatten)]
@@ -146,13 +149,9 @@ impl FetchArgs {
     }
 }
 
+/// The time range of a copy or a check (`--start/--end`, or `--last`).
 #[derive(Args)]
-struct CopyArgs {
-    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
-    #[arg(long)]
-    source: String,
-    #[command(flatten)]
-    store: StoreArgs,
+struct RangeArgs {
     /// Start of the range (inclusive): RFC 3339 or YYYY-MM-DD (UTC midnight).
     #[arg(long, requires = "end")]
     start: Option<String>,
@@ -162,6 +161,17 @@ struct CopyArgs {
     /// A range ending now: 5m, 30m, 1h, 6h, or any duration (90m, 36h, 7d, PT90M).
     #[arg(long, conflicts_with_all = ["start", "end"])]
     last: Option<String>,
+}
+
+#[derive(Args)]
+struct CopyArgs {
+    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
+    #[arg(long)]
+    source: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    range: RangeArgs,
     /// Events older than now minus this many days are not copied.
     #[arg(long)]
     retention_days: Option<u32>,
@@ -193,6 +203,25 @@ struct CopyArgs {
     allow_overlap: bool,
 }
 
+#[derive(Args)]
+struct VerifyArgs {
+    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
+    #[arg(long)]
+    source: String,
+    #[command(flatten)]
+    range: RangeArgs,
+    /// CloudTrail's public keys as `aws cloudtrail list-public-keys` prints them (one file per
+    /// region, repeatable). Default for s3:// sources: CloudTrail ListPublicKeys.
+    #[arg(long = "digest-public-keys")]
+    digest_public_keys: Vec<String>,
+    /// Also list every file not verified (not in a digest, or only in one that failed) as a failure.
+    #[arg(long)]
+    require_verified: bool,
+    /// Print one JSON document on stdout (with every file's result).
+    #[arg(long)]
+    json: bool,
+}
+
 fn default_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
 }
@@ -210,6 +239,7 @@ fn flag(field: &str) -> &'static str {
         "restore" => "--restore",
         "storeKmsKey" => "--store-kms-key",
         "stateMachine" => "--state-machine",
+        "digestPublicKeys" => "--digest-public-keys",
         "restore.pollSeconds" => "--restore-poll-seconds (with --restore-max-wait-seconds)",
         _ => "the request",
     }
@@ -440,6 +470,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 }
             }
         }
+        Command::Verify(a) => verify(a, aws).await,
         Command::Summary { store, top } => {
             let location = Location::parse("store", &store.store)?;
             let s = location.open(aws).await?;
@@ -499,13 +530,69 @@ fn counted(n: u64, one: &str, many: &str) -> String {
     format!("{} {}", HumanCount(n), if n == 1 { one } else { many })
 }
 
+async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> {
+    use trailcopy::digest::{CloudTrailKeys, KeyFile, PublicKeySource};
+    let source = Location::parse_source(&a.source)?;
+    let window = trailcopy::range::resolve_window(
+        a.range.start.as_deref(),
+        a.range.end.as_deref(),
+        a.range.last.as_deref(),
+        trailcopy::range::DEFAULT_RETENTION_DAYS,
+        jiff::Timestamp::now(),
+    )?;
+    let keys: Box<dyn PublicKeySource> = match (&source, a.digest_public_keys.is_empty()) {
+        (_, false) => Box::new(KeyFile::read("digestPublicKeys", &a.digest_public_keys)?),
+        (Location::S3 { .. }, true) => Box::new(CloudTrailKeys::new(aws.sdk_config().await.clone())),
+        (Location::Local { .. }, true) => {
+            return Err(CopyError::invalid(
+                "digestPublicKeys",
+                "a local folder needs CloudTrail's public keys: save `aws cloudtrail list-public-keys --start-time ... \
+                 --end-time ... --region R` for each region and pass the files",
+            ));
+        }
+    };
+    // A local folder inside AWSLogs/ narrows the way an s3:// prefix does (Location::parse_source).
+    source.check_local_source()?;
+    let prefix = source.prefix().to_string();
+    let store = source.open(aws).await?;
+    let report =
+        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.require_verified).await?;
+    let ok = report.failures.is_empty();
+    if a.json {
+        print_json(&report);
+    } else {
+        let s = &report.statistics;
+        let mut t = String::new();
+        let _ = writeln!(t, "verify {}: {}", source.display(), if ok { "OK" } else { "FAILED" });
+        let _ = writeln!(t, "  range      {} .. {}", report.start, report.end);
+        let _ = writeln!(
+            t,
+            "  files      {} read: {} verified, {} in no digest, {} only in failed digests, {} altered or damaged",
+            s.files_found, s.files_verified, s.files_not_in_digest, s.files_unverified, s.files_mismatched
+        );
+        let _ = writeln!(t, "  missing    {} log files the digests list", s.log_files_missing);
+        let _ = writeln!(
+            t,
+            "  digests    {} verified, {} failed ({})",
+            s.digests_verified, s.digests_failed, report.public_keys
+        );
+        let _ = writeln!(t, "  keys       {}", report.key_fingerprints.join(", "));
+        let _ = writeln!(t, "  requests   {} LIST, {} GET", s.list_requests, s.get_requests);
+        for f in &report.failures {
+            let _ = writeln!(t, "{}  {}\n    {}", f.error_type, f.location, f.error_message);
+        }
+        print_out(&t);
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
 fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
     CopyRequest {
         source: Some(a.source.clone()),
         store: Some(a.store.store.clone()),
-        start: a.start.clone(),
-        end: a.end.clone(),
-        last: a.last.clone(),
+        start: a.range.start.clone(),
+        end: a.range.end.clone(),
+        last: a.range.last.clone(),
         retention_days: a.retention_days,
         copy_id: a.copy_id.clone(),
         restore: Some(RestoreRequest {

@@ -7,6 +7,7 @@
 pub mod aws_error;
 pub mod budget;
 pub mod copy;
+pub mod digest;
 pub mod discover;
 pub mod error;
 pub mod event;

@@ -1,6 +1,7 @@
 //! Object storage: the one real seam. A trail source and an event data store are each a
 //! (store, prefix) pair on S3 or in a local folder with the same key layout.
 
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -69,6 +70,11 @@ pub trait ObjectStore: Send + Sync {
         Ok(out)
     }
     async fn get(&self, key: &str) -> Result<Bytes>;
+    /// `get`, with the object's user metadata (`x-amz-meta-<name>` as `<name>`): CloudTrail puts a
+    /// digest's signature there. A local folder keeps none.
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
+        Ok((self.get(key).await?, HashMap::new()))
+    }
     /// `get` with the object's version tag for [`put_if`](Self::put_if); `None` when missing.
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>>;
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
@@ -748,6 +754,10 @@ impl ObjectStore for S3Store {
     }
 
     async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.get_with_metadata(key).await?.0)
+    }
+
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
         // The SDK retries requests, but not a body that breaks after the response began:
         // such a read is asked for again, a bounded number of times.
         let mut attempt = 0;
@@ -761,8 +771,9 @@ impl ObjectStore for S3Store {
                 .send()
                 .await
                 .map_err(|e| self.error(key, "s3:GetObject", e))?;
+            let metadata = out.metadata.clone().unwrap_or_default();
             match out.body.collect().await {
-                Ok(body) => return Ok(body.into_bytes()),
+                Ok(body) => return Ok((body.into_bytes(), metadata)),
                 Err(e) if attempt < BODY_ATTEMPTS => {
                     tracing::debug!(key, attempt, error = %e, "body read failed; reading again");
                     tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;

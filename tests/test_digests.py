@@ -1,0 +1,286 @@
+"""End-to-end: `trailcopy verify` checks a trail's log files against CloudTrail's signed digests.
+
+Trails from tests/gen_trail.py get digest files from tests/gen_digests.py (signed by a test RSA key
+per region; the public keys written as `aws cloudtrail list-public-keys` prints them). Every case
+is cross-checked, file by file, against gen_digests.reference_validate, aws-cli's validate-logs
+algorithm re-implemented from its documented string to sign
+(https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-log-file-custom-validation.html).
+
+A local folder keeps no object metadata, so a digest's signature is the previousDigestSignature of
+the digest after it (the user guide's offline method); on S3 it is the object's
+x-amz-meta-signature, which the S3 cases set from the generator's manifest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+
+import pytest
+
+import gen_digests
+from conftest import source_dir
+
+# Wider than the fixtures (one day, 2024-03-01): every digest and log file is in range.
+START, END = "2024-02-29T00:00:00Z", "2024-03-03T00:00:00Z"
+T0, T1 = (dt.datetime.fromisoformat(t.replace("Z", "+00:00")) for t in (START, END))
+TINY = dict(seed=11, accounts=1, regions="us-east-1", days=1, files_per_day=6, events_per_file=3)
+ORG = dict(seed=12, accounts=2, regions="us-east-1,eu-west-1", days=1, files_per_day=3, events_per_file=2,
+           org_id="o-abc123defg", prefix="corp/trails", digest=True)
+
+
+@pytest.fixture(scope="module")
+def signed(make_trail, tmp_path_factory):
+    """signed(name, **gen_trail options) -> (trail folder, digest manifest, public-keys file); cached
+    per name, so a case copies a pristine trail (see `case`)."""
+    made = {}
+
+    def make(name, **opts):
+        if name not in made:
+            m = make_trail(name, **opts)
+            d = gen_digests.generate(m["root"], trail_name="management-events")
+            keys = tmp_path_factory.mktemp(name + "-keys") / "keys.json"
+            gen_digests.write_keys(d, str(keys))
+            made[name] = (m, d.manifest(), str(keys))
+        return made[name]
+
+    return make
+
+
+def case(signed, tmp_path, name="tiny", **opts):
+    """A private copy of the signed trail: (manifest with root pointing at the copy, digests, keys)."""
+    m, digests, keys = signed(name, **(opts or TINY))
+    root = tmp_path / "trail"
+    shutil.copytree(m["root"], root)
+    return {**m, "root": str(root)}, digests, keys
+
+
+def awslogs(location: str) -> str:
+    return location[location.index("AWSLogs/"):]
+
+
+def verify(trailcopy, source, keys, *extra):
+    r = trailcopy("verify", "--source", source, "--start", START, "--end", END, "--digest-public-keys", keys,
+                  "--json", *extra)
+    assert r.returncode in (0, 1), r.describe()
+    rep = r.json
+    assert (r.returncode == 0) == (not rep["failures"]), r.describe()
+    for f in rep["failures"]:
+        assert f["status"] == "FAILED" and f["errorMessage"] and f["location"], f
+    return rep
+
+
+def failures(rep, error_type=None) -> list:
+    return sorted(awslogs(f["location"]) for f in rep["failures"] if error_type in (None, f["errorType"]))
+
+
+def log_outcomes(rep) -> dict:
+    """Per log file (key from AWSLogs/), trailcopy's outcome in aws-cli's words: valid, INVALID: hash
+    value doesn't match, missing; files no authentic digest lists are absent (aws-cli says nothing)."""
+    out = {}
+    for f in rep["files"]:
+        word = {"verified": "valid", "mismatch": "INVALID: hash value doesn't match"}.get(f["result"])
+        if word:
+            out[awslogs(f["location"])] = word
+    for key in failures(rep, "LogFileMissing"):
+        out[key] = "missing"
+    return out
+
+
+def cross_check(rep, m, digests, keys, signatures=None):
+    """trailcopy agrees with the reference on every log file and on which digests are valid."""
+    with open(keys) as f:
+        public = json.load(f)
+    ref = gen_digests.reference_validate(m["root"], public, signatures, T0, T1)
+    ref_logs = {gen_digests._awslogs(k): v for k, v in ref["logs"].items()}
+    assert log_outcomes(rep) == ref_logs
+    ours_valid = sorted(awslogs(d["location"]) for d in rep["digests"] if d["verified"])
+    ref_valid = sorted(gen_digests._awslogs(k) for k, v in ref["digests"].items() if v == "valid")
+    assert ours_valid == ref_valid
+    ref_missing = sorted(gen_digests._awslogs(k) for k, v in ref["digests"].items() if v == "missing")
+    assert failures(rep, "DigestChainBroken") == ref_missing
+    return ref
+
+
+def listing_digests(digests) -> list:
+    """Digests listing log files, oldest first, each with the digest before it."""
+    ds = digests["digests"]
+    return [(d, ds[i - 1] if i else None) for i, d in enumerate(ds) if d["logFiles"]]
+
+
+def src(m) -> str:
+    return source_dir(m)
+
+
+# ============================================================================ cases
+def test_all_files_verified(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path)
+    rep = verify(trailcopy, src(m), keys)
+    listed = sum(len(d["logFiles"]) for d in digests["digests"])
+    s = rep["statistics"]
+    assert listed == s["filesFound"] == s["filesVerified"] == 6 and rep["failures"] == []
+    assert s["filesNotInDigest"] == s["filesUnverified"] == s["filesMismatched"] == s["logFilesMissing"] == 0
+    # Offline, the newest digest has no later one to repeat its signature; it lists no file.
+    assert s["digestsVerified"] == len(digests["digests"]) - 1
+    assert rep["keyFingerprints"] == digests["fingerprints"]
+    cross_check(rep, m, digests, keys)
+
+
+def test_log_file_altered_after_signing_is_a_digest_mismatch(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path)
+    digest, _ = listing_digests(digests)[1]
+    victim = digest["logFiles"][0]
+    gen_digests.alter_log_file(m["root"], victim)
+    rep = verify(trailcopy, src(m), keys)
+    assert failures(rep) == [awslogs(victim)]
+    assert rep["failures"][0]["errorType"] == "DigestMismatch"
+    assert awslogs(digest["key"]) in rep["failures"][0]["errorMessage"]
+    s = rep["statistics"]
+    assert (s["filesMismatched"], s["filesVerified"]) == (1, 5)
+    ref = cross_check(rep, m, digests, keys)
+    assert ref["logs"][victim] == "INVALID: hash value doesn't match"
+
+
+def test_records_appended_as_a_second_gzip_member_are_caught(trailcopy, signed, tmp_path):
+    """aws-cli hashes only a file's first gzip member; trailcopy copies the events of every member,
+    so it hashes them all: events smuggled in after the signed member are a DigestMismatch. The one
+    place trailcopy and the reference disagree, on purpose."""
+    m, digests, keys = case(signed, tmp_path)
+    digest, _ = listing_digests(digests)[0]
+    victim = digest["logFiles"][0]
+    gen_digests.append_gzip_member(m["root"], victim, [{"eventVersion": "1.08", "eventName": "Smuggled"}])
+    rep = verify(trailcopy, src(m), keys)
+    assert [(f["errorType"], awslogs(f["location"])) for f in rep["failures"]] == [("DigestMismatch", awslogs(victim))]
+    with open(keys) as f:
+        ref = gen_digests.reference_validate(m["root"], json.load(f), None, T0, T1)
+    assert ref["logs"][victim] == "valid"
+
+
+def test_altered_digest_fails_its_signature(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path)
+    digest, _ = listing_digests(digests)[1]
+    gen_digests.alter_digest(m["root"], digest["key"])
+    rep = verify(trailcopy, src(m), keys)
+    assert [(f["errorType"], awslogs(f["location"])) for f in rep["failures"]] == \
+        [("DigestSignatureInvalid", awslogs(digest["key"]))]
+    s = rep["statistics"]
+    n = len(digest["logFiles"])
+    # Its files are listed only by a digest that failed: not verified, and not called altered.
+    assert (s["filesUnverified"], s["filesVerified"], s["filesMismatched"]) == (n, 6 - n, 0)
+    assert s["digestsFailed"] == 1
+    # --require-verified names each of them too.
+    strict = verify(trailcopy, src(m), keys, "--require-verified")
+    assert failures(strict, "FileNotVerified") == sorted(awslogs(k) for k in digest["logFiles"])
+    ref = cross_check(rep, m, digests, keys)
+    assert ref["digests"][digest["key"]].startswith("INVALID: signature verification failed")
+
+
+def test_digest_removed_mid_chain_breaks_the_chain(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path)
+    digest, before = listing_digests(digests)[2]
+    gen_digests.remove(m["root"], digest["key"])
+    rep = verify(trailcopy, src(m), keys)
+    assert failures(rep, "DigestChainBroken") == [awslogs(digest["key"])]
+    s = rep["statistics"]
+    n = len(digest["logFiles"])
+    assert s["filesNotInDigest"] == n
+    # Offline, the digest before the removed one lost the only copy of its signature.
+    lost = len(before["logFiles"])
+    assert s["filesUnverified"] == lost and s["filesVerified"] == 6 - n - lost
+    if lost:
+        assert failures(rep, "DigestSignatureMissing") == [awslogs(before["key"])]
+    ref = cross_check(rep, m, digests, keys)
+    assert ref["digests"][digest["key"]] == "missing"
+
+
+def test_listed_log_file_deleted_is_log_file_missing(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path)
+    digest, _ = listing_digests(digests)[-1]
+    victim = digest["logFiles"][-1]
+    gen_digests.remove(m["root"], victim)
+    rep = verify(trailcopy, src(m), keys)
+    assert [(f["errorType"], awslogs(f["location"])) for f in rep["failures"]] == \
+        [("LogFileMissing", awslogs(victim))]
+    s = rep["statistics"]
+    assert (s["logFilesMissing"], s["filesFound"], s["filesVerified"]) == (1, 5, 5)
+    ref = cross_check(rep, m, digests, keys)
+    assert ref["logs"][victim] == "missing"
+
+
+def test_organization_trail_all_accounts_and_regions(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "org", **ORG)
+    chains = {(d["key"].split("/CloudTrail-Digest/")[0], d["region"]) for d in digests["digests"]}
+    assert len(chains) == 4, chains  # 2 accounts x 2 regions under AWSLogs/o-abc123defg/
+    assert len(digests["fingerprints"]) == 2  # a key per region
+    rep = verify(trailcopy, src(m), keys)
+    listed = sum(len(d["logFiles"]) for d in digests["digests"])
+    s = rep["statistics"]
+    assert rep["failures"] == [] and s["filesFound"] == s["filesVerified"] == listed == 12
+    assert s["digestsVerified"] == len(digests["digests"]) - len(chains)
+    assert rep["keyFingerprints"] == digests["fingerprints"]
+    cross_check(rep, m, digests, keys)
+    # Narrowed to one account: only its files and digests.
+    acct = sorted(chains)[0][0]
+    one = verify(trailcopy, os.path.join(m["root"], acct), keys)
+    assert one["failures"] == [] and all(f"/{acct}/" in f["location"] for f in one["files"] + one["digests"])
+    assert one["statistics"]["filesVerified"] == sum(len(d["logFiles"]) for d in digests["digests"]
+                                                     if d["key"].startswith(acct + "/"))
+    # Narrowed to one account-region, and to one day of it (an s3:// prefix narrows the same way).
+    region = os.path.join(m["root"], acct, "CloudTrail", "eu-west-1")
+    day = os.path.join(region, "2024", "03", "01")
+    for narrowed in (region, day):
+        r = verify(trailcopy, narrowed, keys)
+        assert r["failures"] == [] and r["files"]
+        assert all(f"{acct}/CloudTrail/eu-west-1/2024/03/01/" in f["location"] for f in r["files"])
+        assert r["statistics"]["filesVerified"] == sum(
+            len(d["logFiles"]) for d in digests["digests"] if d["key"].startswith(acct + "/") and d["region"] == "eu-west-1")
+
+
+def test_local_folder_without_keys_is_refused(trailcopy, signed, tmp_path):
+    m, _, _ = case(signed, tmp_path)
+    r = trailcopy("verify", "--source", src(m), "--start", START, "--end", END)
+    assert r.returncode == 2 and "--digest-public-keys" in r.stderr, r.describe()
+    bad = tmp_path / "keys.json"
+    bad.write_text('{"PublicKeyList": [{"Value": "AAAA", "Fingerprint": "00"}]}')
+    r = trailcopy("verify", "--source", src(m), "--start", START, "--end", END, "--digest-public-keys", bad)
+    assert r.returncode == 2 and "PublicKeyList[0]" in r.stderr and "fingerprint" in r.stderr, r.describe()
+
+
+# ============================================================================ S3 (signatures in object metadata)
+def upload_signed(moto_s3, bucket, m, digests):
+    s3 = moto_s3.client()
+    s3.create_bucket(Bucket=bucket)
+    sigs = {d["key"]: d for d in digests["digests"]}
+    for dirpath, _, files in os.walk(m["root"]):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            key = os.path.relpath(p, m["root"]).replace(os.sep, "/")
+            extra = {}
+            if key in sigs:
+                extra = {"Metadata": {"signature": sigs[key]["signature"],
+                                      "signature-algorithm": sigs[key]["signatureAlgorithm"]}}
+            s3.upload_file(p, bucket, "mirror/" + key, ExtraArgs=extra)
+    return f"s3://{bucket}/mirror"
+
+
+def test_s3_source_verifies_every_digest_from_its_metadata(trailcopy, signed, tmp_path, moto_s3):
+    m, digests, keys = case(signed, tmp_path)
+    digest, before = listing_digests(digests)[2]
+    gen_digests.remove(m["root"], digest["key"])
+    source = upload_signed(moto_s3, "digests-removed", m, digests)
+    r = trailcopy("verify", "--source", source, "--start", START, "--end", END, "--digest-public-keys", keys,
+                  "--json", env=moto_s3.env)
+    assert r.returncode == 1, r.describe()
+    rep = r.json
+    # With metadata every remaining digest verifies (the newest too); the removed one breaks the chain
+    # and only its own files are in no digest.
+    assert [(f["errorType"], awslogs(f["location"])) for f in rep["failures"]] == \
+        [("DigestChainBroken", awslogs(digest["key"]))]
+    s = rep["statistics"]
+    n = len(digest["logFiles"])
+    assert (s["filesNotInDigest"], s["filesVerified"], s["filesUnverified"]) == (n, 6 - n, 0)
+    assert s["digestsVerified"] == len(digests["digests"]) - 1
+    assert all(f["location"].startswith("s3://digests-removed/mirror/AWSLogs/") for f in rep["files"])
+    cross_check(rep, m, digests, keys, signatures={d["key"]: d["signature"] for d in digests["digests"]})
