@@ -257,6 +257,30 @@ def stop_process(proc: subprocess.Popen, grace: float = 10) -> None:
         proc.wait(grace)
 
 
+def build_lambda_binaries(crates) -> None:
+    """Builds the Lambda binaries once, before a `cargo lambda watch` serves them (its own first
+    build per binary would run inside the first invoke's timeout); cargo-lambda comes from .ci/setup."""
+    import shutil
+    if not shutil.which("cargo-lambda", path=str(VENV_BIN)):
+        raise RuntimeError("cargo-lambda missing from .venv/bin: run bash .ci/setup")
+    build = subprocess.run(["cargo", "build", *sum((["--bin", c] for c in crates), [])],
+                           cwd=ROOT, env=tool_env(), capture_output=True, text=True, timeout=3600)
+    assert build.returncode == 0, build.stderr[-6000:]
+
+
+def function_env(endpoint: str, source: str, store: str, **extra: str) -> dict[str, str]:
+    """The environment the stack gives the functions, pointed at `endpoint` (moto or a proxy)."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "DEFAULT_SOURCE": source, "DEFAULT_STORE": store, "RETENTION_DAYS": "2557",
+        "DEFAULT_LAST": "PT1H", "RUST_LOG": "info", "RUST_BACKTRACE": "1",
+        **extra,
+    }
+
+
 class CargoLambdaWatch:
     """`cargo lambda watch` on a free invoke port, running the workspace's Lambda binaries."""
 

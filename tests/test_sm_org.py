@@ -9,8 +9,6 @@ date, and is smaller than its gzipped source.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
@@ -31,21 +29,10 @@ START, END = "2024-06-01T00:00:00Z", "2024-06-03T00:00:00Z"
 
 @pytest.fixture(scope="module")
 def org_env(tmp_path_factory):
-    if not shutil.which("cargo-lambda", path=str(h.VENV_BIN)):
-        pytest.fail("cargo-lambda missing from .venv/bin: run bash .ci/setup")
     logs = tmp_path_factory.mktemp("sm-org")
-    build = subprocess.run(["cargo", "build", *sum((["--bin", c] for c in LAMBDA_CRATES), [])],
-                           cwd=h.ROOT, env=h.tool_env(), capture_output=True, text=True, timeout=3600)
-    assert build.returncode == 0, build.stderr[-6000:]
+    h.build_lambda_binaries(LAMBDA_CRATES)
     moto_port = h.free_port()
-    fn_env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{moto_port}",
-        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "DEFAULT_SOURCE": SOURCE, "DEFAULT_STORE": STORE, "RETENTION_DAYS": "2557",
-        "DEFAULT_LAST": "PT1H", "RUST_LOG": "info", "RUST_BACKTRACE": "1",
-    }
+    fn_env = h.function_env(f"http://127.0.0.1:{moto_port}", SOURCE, STORE)
     watch = h.CargoLambdaWatch(fn_env, logs)
     moto = None
     try:

@@ -14,8 +14,6 @@ import datetime as dt
 import gzip
 import json
 import os
-import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -240,26 +238,16 @@ needs_lambdas = pytest.mark.skipif(bool(lambda_crates_missing()),
 # test_sm_aws_rules.py): starting one costs a minute or more of CI time.
 @pytest.fixture(scope="session")
 def lambda_env(tmp_path_factory):
-    if not shutil.which("cargo-lambda", path=str(h.VENV_BIN)):
-        pytest.fail("cargo-lambda missing from .venv/bin: run bash .ci/setup")
     logs = tmp_path_factory.mktemp("sm-lambdas")
-    build = subprocess.run(["cargo", "build", *sum((["--bin", c] for c in LAMBDA_CRATES), [])],
-                           cwd=h.ROOT, env=h.tool_env(), capture_output=True, text=True, timeout=3600)
-    assert build.returncode == 0, build.stderr[-6000:]
+    h.build_lambda_binaries(LAMBDA_CRATES)
     # moto needs the invoke URL at start and the functions need moto's: reserve moto's port first.
     # The functions reach moto through a recording proxy (no faults): every S3 and KMS request they
     # make is kept, for the IAM check (test_lambdas_requests_are_allowed_by_the_templates_iam).
     moto_port = h.free_port()
     proxy = FaultProxy(f"http://127.0.0.1:{moto_port}", rate=0.0, record=True).start()
-    fn_env = {
-        "AWS_ENDPOINT_URL": proxy.endpoint,
-        "AWS_REGION": "us-east-1", "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "DEFAULT_SOURCE": SOURCE, "DEFAULT_STORE": STORE, "RETENTION_DAYS": "2557",
-        "DEFAULT_LAST": "PT1H", "RUST_LOG": "info", "RUST_BACKTRACE": "1",
+    fn_env = h.function_env(proxy.endpoint, SOURCE, STORE, **{
         "TRAILCOPY_BATCH_BYTES": "600",  # several batches per item: the cursor loop runs
-    }
+    })
     watch = h.CargoLambdaWatch(fn_env, logs)
     moto = None
     try:
