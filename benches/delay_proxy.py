@@ -11,7 +11,21 @@ killed.
 import argparse
 import asyncio
 import collections
+import re
 import sys
+import time
+
+
+LOG = None  # --log: one line per request start (Unix time in seconds, request line)
+
+
+def log_request(data: bytes):
+    if LOG is None:
+        return
+    first = data.split(b"\r\n", 1)[0]
+    if re.match(rb"^(GET|PUT|HEAD|POST|DELETE) ", first):
+        LOG.write(f"{time.time():.4f} {first.decode(errors='replace')}\n")
+        LOG.flush()
 
 
 async def pump_delayed(reader, writer, delay):
@@ -24,6 +38,7 @@ async def pump_delayed(reader, writer, delay):
         nonlocal done
         try:
             while data := await reader.read(1 << 16):
+                log_request(data)
                 line.append((loop.time() + delay, data))
                 ready.set()
         finally:
@@ -63,7 +78,10 @@ async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--upstream", required=True, help="host:port")
     ap.add_argument("--delay-ms", type=float, required=True)
+    ap.add_argument("--log", help="append each request's start (Unix time) and request line here")
     a = ap.parse_args()
+    global LOG
+    LOG = open(a.log, "a") if a.log else None
     host, port = a.upstream.rsplit(":", 1)
     delay = a.delay_ms / 1000
 

@@ -24,6 +24,7 @@ pub struct FetchBudget {
     parsers: Arc<Semaphore>,
     max_requests: usize,
     max_bytes: u32,
+    max_parsers: usize,
 }
 
 /// What one file holds while it is fetched, parsed and waits for the batch writer.
@@ -43,6 +44,7 @@ impl FetchBudget {
             parsers: Arc::new(Semaphore::new(cores)),
             max_requests,
             max_bytes,
+            max_parsers: cores,
         }
     }
 
@@ -66,6 +68,11 @@ impl FetchBudget {
 
     pub fn max_requests(&self) -> usize {
         self.max_requests
+    }
+
+    /// Files parsed at once (the cores).
+    pub fn parsers(&self) -> usize {
+        self.max_parsers
     }
 
     /// Holds `size` bytes of the budget (a file larger than the whole budget holds all of it,

@@ -11,6 +11,7 @@ use arrow_array::BooleanArray;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{FutureExt, RemoteHandle};
+use tokio::sync::oneshot;
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BytePermit, FetchBudget};
@@ -87,6 +88,7 @@ async fn read_file(
     window: Window,
     budget: FetchBudget,
     file: FileToCopy,
+    parse: oneshot::Receiver<()>,
 ) -> Result<FileResult> {
     let location = source.location(&file.key);
     let got = {
@@ -122,6 +124,12 @@ async fn read_file(
             return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string())));
         }
     };
+    // Fetched files wait compressed until they are near the one being written: parsed, a file
+    // takes several times its compressed size, and fetching (not parsing) is what needs a long
+    // window ahead. A dropped sender means the reader is gone (and this task with it).
+    if parse.await.is_err() {
+        return Err(CopyError::State("the copy stopped reading".into()));
+    }
     let _parser = budget.parser().await;
     let (parsed, damage) = tokio::task::spawn_blocking(move || event::read_log(&bytes, &window))
         .await
@@ -133,37 +141,58 @@ async fn read_file(
     })
 }
 
-/// Files fetched and parsed ahead of the one being written, as tasks (they go on while the
-/// batch commits), in file order. Bytes are held in file order too, by this one reader, so a
-/// later file never holds budget an earlier one waits for. Dropped, it cancels what is ahead.
+/// Files fetched ahead of the one being written, as tasks (they go on while the batch commits),
+/// in file order; the next few of them (one more than the parsers) are parsed too. Bytes are
+/// held in file order, by this one reader, so a later file never holds budget an earlier one
+/// waits for. Dropped, it cancels what is ahead.
 struct Ahead<'a> {
     ctx: &'a CopyContext,
     budget: &'a FetchBudget,
-    files: &'a [FileToCopy],
+    files: Arc<[FileToCopy]>,
+    /// The file the first result is of.
+    start: usize,
     next: usize,
-    queue: VecDeque<(RemoteHandle<Result<FileResult>>, BytePermit)>,
+    queue: VecDeque<InFlight>,
+}
+
+struct InFlight {
+    result: RemoteHandle<Result<FileResult>>,
+    /// Sent when the file may be parsed (once it is among the next few to be written).
+    parse: Option<oneshot::Sender<()>>,
+    held: BytePermit,
 }
 
 impl<'a> Ahead<'a> {
-    fn new(ctx: &'a CopyContext, budget: &'a FetchBudget, files: &'a [FileToCopy], next: usize) -> Self {
-        Ahead { ctx, budget, files, next, queue: VecDeque::new() }
+    fn new(ctx: &'a CopyContext, budget: &'a FetchBudget, files: Arc<[FileToCopy]>, start: usize) -> Self {
+        Ahead { ctx, budget, files, start, next: start, queue: VecDeque::new() }
     }
 
     fn spawn(&mut self, held: BytePermit) {
-        let task =
-            read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), self.files[self.next].clone());
-        let (task, handle) = task.remote_handle();
+        let (parse, parse_rx) = oneshot::channel();
+        let file = self.files[self.next].clone();
+        let task = read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), file, parse_rx);
+        let (task, result) = task.remote_handle();
         tokio::spawn(task);
-        self.queue.push_back((handle, held));
+        self.queue.push_back(InFlight { result, parse: Some(parse), held });
         self.next += 1;
     }
 
-    /// Starts every file the budget allows now, up to a window of `max_requests` files.
+    /// Starts every file the budget allows now, up to a window of `max_requests` files, and
+    /// lets the first few parse.
     fn fill(&mut self) {
         while self.next < self.files.len() && self.queue.len() < self.budget.max_requests() {
             match self.budget.try_hold_bytes(self.files[self.next].size) {
                 Some(held) => self.spawn(held),
                 None => break,
+            }
+        }
+        self.release_parses();
+    }
+
+    fn release_parses(&mut self) {
+        for f in self.queue.iter_mut().take(self.budget.parsers() + 1) {
+            if let Some(go) = f.parse.take() {
+                let _ = go.send(());
             }
         }
     }
@@ -175,27 +204,64 @@ impl<'a> Ahead<'a> {
             // Nothing of ours is in flight: wait for budget the other items give back.
             let held = self.budget.hold_bytes(self.files[self.next].size).await;
             self.spawn(held);
+            self.release_parses();
         }
-        let (handle, held) = self.queue.pop_front()?;
-        let result = handle.await;
+        let InFlight { result, held, .. } = self.queue.pop_front()?;
+        let result = result.await;
         self.fill();
         Some((result, held))
     }
 }
 
+/// The dedup keys of the committed batches, read a few at once (a resumed item reads one object
+/// per batch; their order does not matter).
 async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<HashSet<u128>> {
+    let mut reads = futures::stream::iter(0..batches)
+        .map(|b| async move { crate::storage::get_opt(ctx.store.as_ref(), &ctx.keys.item_seen(index, b)).await })
+        .buffer_unordered(SEEN_READ_CONCURRENCY);
     let mut seen = HashSet::new();
-    for b in 0..batches {
-        if let Some(bytes) = crate::storage::get_opt(ctx.store.as_ref(), &ctx.keys.item_seen(index, b)).await? {
+    while let Some(bytes) = reads.next().await {
+        if let Some(bytes) = bytes? {
             seen.extend(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))));
         }
     }
     Ok(seen)
 }
 
+const SEEN_READ_CONCURRENCY: usize = 16;
+
+/// Files fetched while the item is still prepared (the local runner overlaps prepare's HEADs
+/// with the first GETs). Only fetched and parsed: [`copy_item_prefetched`] takes them when the
+/// prepared file list and cursor are the ones they were started for, and drops them (cancelling
+/// what is in flight, giving the budget back) otherwise, so nothing depends on the guess.
+pub struct Prefetch<'a>(Ahead<'a>);
+
+impl<'a> Prefetch<'a> {
+    /// Starts fetching `files` from the first, as far as the budget allows.
+    pub fn start(ctx: &'a CopyContext, budget: &'a FetchBudget, files: Vec<FileToCopy>) -> Prefetch<'a> {
+        let mut ahead = Ahead::new(ctx, budget, files.into(), 0);
+        ahead.fill();
+        Prefetch(ahead)
+    }
+}
+
 /// Copies batches of a prepared item from its cursor until done, stopped, or past the deadline.
 pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'_>) -> Result<CopyOutcome> {
-    let mut state = load_item_state(ctx, item).await?;
+    copy_item_prefetched(ctx, item, limits, None).await
+}
+
+/// [`copy_item`], taking over the files a [`Prefetch`] has fetched when they are the ones to copy.
+pub async fn copy_item_prefetched<'a>(
+    ctx: &'a CopyContext,
+    item: &WorkItem,
+    limits: &CopyLimits<'a>,
+    prefetch: Option<Prefetch<'a>>,
+) -> Result<CopyOutcome> {
+    // The checkpoint and the file list are independent reads: one round trip.
+    let files_key = ctx.keys.item_files(&item.index);
+    let (state, files) =
+        tokio::join!(load_item_state(ctx, item), read_json::<Vec<FileToCopy>>(ctx.store.as_ref(), &files_key));
+    let mut state = state?;
     let mut outcome = CopyOutcome { cursor: state.cursor, ..Default::default() };
     match state.status {
         ItemStatus::Completed => {
@@ -211,16 +277,20 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
         }
         ItemStatus::Copying => {}
     }
-    let files: Vec<FileToCopy> = read_json(ctx.store.as_ref(), &ctx.keys.item_files(&item.index))
-        .await?
-        .ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
+    let files: Vec<FileToCopy> =
+        files?.ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
     let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
     let limit = batch_bytes();
     let source_name = ctx.source_location.display();
 
     // Files are fetched and parsed ahead, across batch boundaries, while earlier ones are
     // written and committed; they are taken in file order, so batches and names are as without.
-    let mut ahead = Ahead::new(ctx, limits.budget, &files, state.cursor.next_file);
+    // A prefetch of other files is dropped here, before anything waits for the budget it holds.
+    let mut ahead = match prefetch.filter(|Prefetch(a)| a.start == state.cursor.next_file && *a.files == *files) {
+        Some(Prefetch(a)) => a,
+        None => Ahead::new(ctx, limits.budget, files.into(), state.cursor.next_file),
+    };
+    let files = ahead.files.clone();
     while state.cursor.next_file < files.len() {
         let start = state.cursor.next_file;
         let end = batch_end(&files, start, limit);

@@ -61,15 +61,17 @@ pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> 
     Rollup { statistics, failures, all_completed: completed == items.len() as u64 }
 }
 
+/// The work items and the shards are read at once (independent reads: one round trip, not two).
 async fn read_rollup(ctx: &CopyContext) -> Result<Rollup> {
-    let items = ctx.work_items().await?;
-    Ok(rollup(&items, &read_summaries(ctx).await?))
+    let (items, summaries) = tokio::try_join!(ctx.work_items(), read_summaries(ctx))?;
+    Ok(rollup(&items, &summaries))
 }
 
 /// Final status: COMPLETED only when every item completed without a failure entry.
 pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<String>) -> Result<CopyRecord> {
-    let mut record = ctx.read_record().await?;
-    let r = match read_rollup(ctx).await {
+    let (record, rolled) = tokio::join!(ctx.read_record(), read_rollup(ctx));
+    let mut record = record?;
+    let r = match rolled {
         Ok(r) => r,
         Err(CopyError::State(_)) if stopped => rollup(&[], &BTreeMap::new()),
         Err(e) => return Err(e),
@@ -125,8 +127,9 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 /// items' entries, whatever the items say, even when the work items cannot be read. So a record
 /// never stays IN_PROGRESS after its execution ended.
 pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Result<CopyRecord> {
-    let mut record = ctx.read_record().await?;
-    let mut r = read_rollup(ctx).await.unwrap_or_else(|e| {
+    let (record, rolled) = tokio::join!(ctx.read_record(), read_rollup(ctx));
+    let mut record = record?;
+    let mut r = rolled.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the work items cannot be read; finalizing without them");
         let mut r = rollup(&[], &BTreeMap::new());
         r.statistics.prefixes_found = record.statistics.prefixes_found;

@@ -78,6 +78,50 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
     })
 }
 
+/// What prepare does with a listed key, before any request.
+enum Scope {
+    Candidate,
+    NotGzip,
+    /// Its file name's timestamp lies outside the window: skipped.
+    OutOfRange,
+}
+
+fn scope(ctx: &CopyContext, key: &str) -> Scope {
+    if !layout::is_gzip_log(key) {
+        return Scope::NotGzip;
+    }
+    match layout::file_timestamp(layout::file_name(key)) {
+        Some(t) if !ctx.window.file_in_scope(t) => Scope::OutOfRange,
+        _ => Scope::Candidate,
+    }
+}
+
+/// The files a PENDING item's prepare will most likely keep, known before its requests: the
+/// in-scope gzip logs of the frozen listing, when the listing shows each one readable (no
+/// Intelligent-Tiering or archived class, which need a HEAD or a restore). `None` otherwise, or
+/// when the item is past PENDING. A guess for fetching ahead, never the file list itself.
+pub async fn expected_files(ctx: &CopyContext, item: &WorkItem) -> Result<Option<Vec<FileToCopy>>> {
+    if load_item_state(ctx, item).await?.status != ItemStatus::Pending {
+        return Ok(None);
+    }
+    let Some(listing) = read_json::<Vec<ObjectInfo>>(ctx.store.as_ref(), &ctx.keys.item_listing(&item.index)).await?
+    else {
+        return Ok(None);
+    };
+    let mut files = Vec::new();
+    for o in listing {
+        if !matches!(scope(ctx, &o.key), Scope::Candidate) {
+            continue;
+        }
+        let class = o.storage_class.as_deref();
+        if needs_head(class) || classify(class, None, None) != Readability::Readable {
+            return Ok(None);
+        }
+        files.push(FileToCopy { key: o.key, size: o.size });
+    }
+    Ok(Some(files))
+}
+
 async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemState) -> Result<()> {
     let listing: Vec<ObjectInfo> = read_json(ctx.store.as_ref(), &ctx.keys.item_listing(&item.index))
         .await?
@@ -93,22 +137,22 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     stats.work_items_found = 1;
     let candidates: Vec<ObjectInfo> = listing
         .into_iter()
-        .filter(|o| {
-            let name = layout::file_name(&o.key);
-            if !layout::is_gzip_log(&o.key) {
+        .filter(|o| match scope(ctx, &o.key) {
+            Scope::Candidate => true,
+            Scope::NotGzip => {
                 state.failures.push(FailureEntry::new(
                     ctx.source.location(&o.key),
                     "UnsupportedFileType",
-                    format!("`{name}` is not a gzipped CloudTrail log file (.json.gz); only those are read"),
+                    format!(
+                        "`{}` is not a gzipped CloudTrail log file (.json.gz); only those are read",
+                        layout::file_name(&o.key)
+                    ),
                 ));
-                return false;
+                false
             }
-            match layout::file_timestamp(name) {
-                Some(t) if !ctx.window.file_in_scope(t) => {
-                    stats.files_skipped += 1;
-                    false
-                }
-                _ => true,
+            Scope::OutOfRange => {
+                stats.files_skipped += 1;
+                false
             }
         })
         .collect();

@@ -10,11 +10,11 @@ use futures::StreamExt;
 use jiff::Timestamp;
 
 use crate::budget::FetchBudget;
-use crate::copy::{CopyLimits, copy_item, fail_item};
+use crate::copy::{CopyLimits, Prefetch, copy_item_prefetched, fail_item};
 use crate::error::Result;
 use crate::finalize::{finalize_copy, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
-use crate::prepare::{load_item_state, prepare_item, save_item_state};
+use crate::prepare::{expected_files, load_item_state, prepare_item, save_item_state};
 use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem, read_json};
 use crate::rollup::{self, ItemSummary, read_summaries};
 use crate::storage::AwsClients;
@@ -211,6 +211,9 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
         return;
     }
     let result = async {
+        // The first files are fetched while prepare checks the item (its HEADs are a round trip
+        // the GETs need not wait for); copy_item uses them only if prepare kept the same list.
+        let mut prefetch = expected_files(ctx, &item).await?.map(|files| Prefetch::start(ctx, &opts.budget, files));
         let mut listed = false;
         loop {
             let p = prepare_item(ctx, &item).await?;
@@ -221,13 +224,15 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
             if p.pending_restores == 0 {
                 break;
             }
+            // Waiting for restores: give the budget back to the other items.
+            prefetch = None;
             if opts.cancel.load(Ordering::Relaxed) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_secs(p.wait_seconds.max(1))).await;
         }
         let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report, budget: &opts.budget };
-        copy_item(ctx, &item, &limits).await.map(|_| ())
+        copy_item_prefetched(ctx, &item, &limits, prefetch).await.map(|_| ())
     }
     .await;
     if let Err(e) = result {
