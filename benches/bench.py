@@ -139,8 +139,8 @@ def main():
                     help="MiB uncompressed of the Lambda batch trail (~64 MB gzip)")
     ap.add_argument("--workdir", default=os.environ.get("TRAILCOPY_BENCH_DIR", "/tmp/trailcopy-bench"))
     ap.add_argument("--json-out", default=None)
-    ap.add_argument("--delays", default="0,30,100",
-                    help="ms added per S3 request for the latency curve (empty: skip it)")
+    ap.add_argument("--delays", default="0,p0,30,100",
+                    help="ms added per S3 request for the latency curve (p0: 0 ms through the proxy; empty: skip it)")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -159,7 +159,7 @@ def main():
     if a.delays:
         log("S3 latency curve (s3s-fs behind benches/delay_proxy.py)")
         results["latency"] = latency.curve(work, {"this tree": TRAILCOPY}, COPY_BATCH,
-                                           [float(d) for d in a.delays.split(",")])
+                                           latency.parse_delays(a.delays))
     out = Path(a.json_out) if a.json_out else work / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print_table(results)

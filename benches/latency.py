@@ -79,8 +79,9 @@ class S3Bench:
         self.procs.append(self.server)
         wait_port(self.port, self.server)
 
-    def endpoint(self, delay_ms: float) -> str:
-        if delay_ms == 0:
+    def endpoint(self, delay_ms: float, proxied: bool = False) -> str:
+        """The server itself for 0 ms, else (or when `proxied`) a delaying proxy in front of it."""
+        if delay_ms == 0 and not proxied:
             return f"http://127.0.0.1:{self.port}"
         p = subprocess.Popen([sys.executable, str(ROOT / "benches" / "delay_proxy.py"), "--upstream",
                               f"127.0.0.1:{self.port}", "--delay-ms", str(delay_ms)], stdout=subprocess.PIPE, text=True)
@@ -114,13 +115,20 @@ def timed(cmd, environ):
     return wall, field("User time") + field("System time"), field("Maximum resident set size") / 1024, p.stdout
 
 
+def parse_delays(text: str) -> list[tuple[float, bool]]:
+    """`0,p0,30,100`: milliseconds added per request; `p0` is 0 ms through the proxy (the proxy's
+    own cost, so that the delay is the only difference from the delayed points)."""
+    return [(float(d[1:]), True) if d.startswith("p") else (float(d), float(d) > 0) for d in text.split(",") if d]
+
+
 def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1, batch_bytes: int = 0) -> list[dict]:
     trail_dir, facts = trail(work)
     s3 = S3Bench(work, trail_dir)
     rows = []
     try:
-        for delay in delays:
-            endpoint = s3.endpoint(delay)
+        for delay, proxied in delays:
+            endpoint = s3.endpoint(delay, proxied)
+            via = "proxy" if proxied else "direct"
             for name, binary in binaries.items():
                 best = None
                 for _ in range(repeat):
@@ -136,7 +144,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                         best = (wall, cpu, rss)
                 wall, cpu, rss = best
                 rows.append({"path": "CLI S3 -> local" + (f" ({batch_bytes // 1024} KiB batches)" if batch_bytes else ""),
-                             "binary": name, "delayMs": delay, "files": facts["files"],
+                             "binary": name, "delayMs": delay, "via": via, "files": facts["files"],
                              "seconds": wall, "cpuSeconds": cpu, "peakRssMiB": rss, "filesPerSecond": facts["files"] / wall})
                 log(f"{name} {delay} ms: {facts['files'] / wall:.0f} files/s ({wall:.2f} s, RSS {rss:.0f} MiB)")
             if copy_batch:
@@ -145,7 +153,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                 wall, cpu, rss, out = timed([str(copy_batch), f"s3://{BUCKET}", str(store), DAY, "2024-03-02"],
                                             env(endpoint))
                 r = json.loads(out)
-                rows.append({"path": "copy Lambda handler (one item)", "binary": "this tree", "delayMs": delay,
+                rows.append({"path": "copy Lambda handler (one item)", "binary": "this tree", "delayMs": delay, "via": via,
                              "files": r["files"], "seconds": r["seconds"], "cpuSeconds": cpu, "peakRssMiB": rss,
                              "filesPerSecond": r["files"] / r["seconds"]})
                 log(f"copy_batch {delay} ms: {r['files'] / r['seconds']:.0f} files/s")
@@ -155,22 +163,25 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
 
 
 def print_table(rows):
-    print("\n| path | binary | added delay | files | seconds | files/s | CPU s | peak RSS MiB | vs 0 ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    """`vs 0 ms`: against the direct 0 ms run; `vs proxied 0 ms`: against 0 ms through the proxy."""
+    print("\n| path | binary | added delay | via | files | seconds | files/s | CPU s | peak RSS MiB | vs 0 ms "
+          "| vs proxied 0 ms |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     base = {}
     for r in rows:
-        key = (r["path"], r["binary"])
         if r["delayMs"] == 0:
-            base[key] = r["seconds"]
-        ratio = r["seconds"] / base[key] if key in base else float("nan")
-        print(f"| {r['path']} | {r['binary']} | {r['delayMs']:g} ms | {r['files']} | {r['seconds']:.2f} "
-              f"| {r['filesPerSecond']:.0f} | {r['cpuSeconds']:.2f} | {r['peakRssMiB']:.0f} | {ratio:.2f}x |")
+            base[(r["path"], r["binary"], r.get("via", "direct"))] = r["seconds"]
+    for r in rows:
+        ratio = lambda via: r["seconds"] / base[(r["path"], r["binary"], via)] if (r["path"], r["binary"], via) in base else float("nan")
+        print(f"| {r['path']} | {r['binary']} | {r['delayMs']:g} ms | {r.get('via', 'direct')} | {r['files']} "
+              f"| {r['seconds']:.2f} | {r['filesPerSecond']:.0f} | {r['cpuSeconds']:.2f} | {r['peakRssMiB']:.0f} "
+              f"| {ratio('direct'):.2f}x | {ratio('proxy'):.2f}x |")
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", default=os.environ.get("TRAILCOPY_BENCH_DIR", "/tmp/trailcopy-bench"))
-    ap.add_argument("--delays", default="0,30,100")
+    ap.add_argument("--delays", default="0,p0,30,100", help="ms per request; p0 = 0 ms through the proxy")
     ap.add_argument("--binary", action="append", default=[], help="NAME=PATH of a trailcopy binary (repeatable)")
     ap.add_argument("--copy-batch", default=str(ROOT / "target" / "release" / "examples" / "copy_batch"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
@@ -180,7 +191,7 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     binaries = dict(b.split("=", 1) for b in a.binary) or {"this tree": str(ROOT / "target" / "release" / "trailcopy")}
     cb = Path(a.copy_batch) if a.copy_batch and Path(a.copy_batch).exists() else None
-    rows = curve(work, binaries, cb, [float(d) for d in a.delays.split(",")], a.repeat, a.batch_bytes)
+    rows = curve(work, binaries, cb, parse_delays(a.delays), a.repeat, a.batch_bytes)
     print_table(rows)
     (work / "latency.json").write_text(json.dumps(rows, indent=1))
 

@@ -133,7 +133,7 @@ struct StoreArgs {
 /// The local copy's fetch budget, shared by the work items copied at once.
 #[derive(Args)]
 struct FetchArgs {
-    /// GETs in flight at once (sized for 50-100 ms round trips; raise it for far-away buckets).
+    /// GETs in flight at once (sized for 50-150 ms round trips; raise it for far-away buckets).
     #[arg(long, env = trailcopy::budget::MAX_REQUESTS_ENV, default_value_t = trailcopy::budget::DEFAULT_MAX_REQUESTS,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65536))]
     max_requests: usize,

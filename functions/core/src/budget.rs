@@ -8,8 +8,15 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Sized for 50–100 ms round trips: 64 in flight keep ~640–1280 small files/s coming.
-pub const DEFAULT_MAX_REQUESTS: usize = 64;
+/// The CLI's default, sized for 50–150 ms round trips (a laptop or another region to S3): 256 in
+/// flight keep ~1,700–5,000 small files/s coming, more than two cores parse. Memory does not grow
+/// with it: fetched files wait compressed (the byte budget), only the next few are parsed.
+pub const DEFAULT_MAX_REQUESTS: usize = 256;
+/// The copy Lambda's default: in-region round trips are ~10–30 ms, so 64 in flight are already
+/// ~2,000–6,000 GET/s, about what S3 serves one partitioned prefix (5,500 GET/HEAD per second:
+/// https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html); more
+/// would buy 503 Slow Down retries.
+pub const LAMBDA_MAX_REQUESTS: usize = 64;
 /// Fetched (compressed) bytes held from the GET until the file's events are in the batch writer.
 pub const DEFAULT_MAX_FETCH_BYTES: u64 = 64 << 20;
 /// Environment variables read by the CLI (as flag defaults) and by the copy Lambda.
@@ -48,10 +55,10 @@ impl FetchBudget {
         }
     }
 
-    /// From TRAILCOPY_MAX_REQUESTS and TRAILCOPY_MAX_FETCH_MIB, else `default_bytes`.
-    pub fn from_env(default_bytes: u64) -> FetchBudget {
+    /// From TRAILCOPY_MAX_REQUESTS and TRAILCOPY_MAX_FETCH_MIB, else the defaults given.
+    pub fn from_env(default_requests: usize, default_bytes: u64) -> FetchBudget {
         let num = |name: &str| std::env::var(name).ok().and_then(|v| v.trim().parse::<u64>().ok()).filter(|v| *v > 0);
-        let requests = num(MAX_REQUESTS_ENV).map_or(DEFAULT_MAX_REQUESTS, |v| v as usize);
+        let requests = num(MAX_REQUESTS_ENV).map_or(default_requests, |v| v as usize);
         let bytes = num(MAX_FETCH_MIB_ENV).map_or(default_bytes, |mib| mib << 20);
         FetchBudget::new(requests, bytes)
     }
@@ -63,7 +70,7 @@ impl FetchBudget {
     pub fn for_lambda() -> FetchBudget {
         let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok().and_then(|v| v.parse::<u64>().ok());
         let bytes = memory_mb.map_or(DEFAULT_MAX_FETCH_BYTES, |mb| ((mb << 20) / 8).clamp(8 << 20, 256 << 20));
-        FetchBudget::from_env(bytes)
+        FetchBudget::from_env(LAMBDA_MAX_REQUESTS, bytes)
     }
 
     pub fn max_requests(&self) -> usize {

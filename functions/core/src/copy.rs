@@ -11,8 +11,8 @@ use arrow_array::BooleanArray;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::{FutureExt, RemoteHandle};
-use tokio::sync::oneshot;
 use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::budget::{BytePermit, FetchBudget};
 use crate::error::{CopyError, Result};

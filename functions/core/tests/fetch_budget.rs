@@ -6,7 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use trailcopy::{AwsClients, CopyRequest, CopyStatus, FetchBudget, RunOptions, run_copy};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use trailcopy::copy::{Prefetch, copy_item_prefetched};
+use trailcopy::record::FileToCopy;
+use trailcopy::{
+    AwsClients, CopyLimits, CopyRequest, CopyStatus, FetchBudget, RunOptions, plan_copy, prepare_item, run_copy,
+};
 
 fn sample() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/sample-trail").canonicalize().unwrap()
@@ -29,16 +36,24 @@ fn events(store: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
-async fn copy_with(budget: FetchBudget, store: &Path) -> trailcopy::CopyRecord {
-    let request = CopyRequest {
+fn request(store: &Path) -> CopyRequest {
+    CopyRequest {
         source: Some(sample().display().to_string()),
         store: Some(store.display().to_string()),
         start: Some("2026-11-01".into()),
         end: Some("2026-11-03".into()),
         ..Default::default()
-    };
+    }
+}
+
+async fn copy_with(budget: FetchBudget, store: &Path) -> trailcopy::CopyRecord {
+    let request = request(store);
     let opts = RunOptions { concurrency: 3, budget, ..Default::default() };
-    run_copy(&AwsClients::new(), &request, &opts).await.unwrap()
+    // A budget held by what nobody reads would hang the copy: fail instead.
+    tokio::time::timeout(Duration::from_secs(120), run_copy(&AwsClients::new(), &request, &opts))
+        .await
+        .expect("the copy finished")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +73,32 @@ async fn the_store_is_the_same_whatever_the_budget() {
     assert!(a.keys().any(|k| k.ends_with("_000002.parquet")), "{:?}", a.keys());
     for (name, bytes) in &a {
         assert!(b[name] == *bytes, "{name} differs between budgets");
+    }
+
+    // A prefetch of the wrong files (here: the item's files in reverse) is dropped before the
+    // copy waits for budget: with one byte of budget, one it kept would hang the copy.
+    let store = dir.join("mismatched");
+    let (ctx, items) = plan_copy(&AwsClients::new(), &request(&store), jiff::Timestamp::now()).await.unwrap();
+    let budget = FetchBudget::new(1, 1);
+    let never = AtomicBool::new(false);
+    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };
+    for item in &items {
+        prepare_item(&ctx, item).await.unwrap();
+        let listed: Vec<FileToCopy> =
+            serde_json::from_slice(&std::fs::read(store.join(ctx.keys.item_files(&item.index))).unwrap()).unwrap();
+        let wrong: Vec<FileToCopy> = listed.into_iter().rev().collect();
+        let prefetch = Prefetch::start(&ctx, &budget, wrong);
+        let copied =
+            tokio::time::timeout(Duration::from_secs(60), copy_item_prefetched(&ctx, item, &limits, Some(prefetch)))
+                .await
+                .expect("the copy went on without the mismatched prefetch's budget")
+                .unwrap();
+        assert!(copied.done);
+    }
+    let c = events(&store);
+    assert_eq!(c.keys().collect::<Vec<_>>(), a.keys().collect::<Vec<_>>());
+    for (name, bytes) in &a {
+        assert!(c[name] == *bytes, "{name} differs with a mismatched prefetch");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

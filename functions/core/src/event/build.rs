@@ -44,9 +44,9 @@ impl Builders {
             .map(|(_, k)| match k {
                 Kind::Str | Kind::Json => ColBuilder::Str(string_builder()),
                 Kind::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(START_ROWS)),
-                Kind::Time => ColBuilder::Time(
-                    TimestampMicrosecondBuilder::with_capacity(START_ROWS).with_timezone("UTC"),
-                ),
+                Kind::Time => {
+                    ColBuilder::Time(TimestampMicrosecondBuilder::with_capacity(START_ROWS).with_timezone("UTC"))
+                }
                 Kind::Struct(n) => ColBuilder::Struct(StructBuilder::new(n.shape())),
             })
             .collect();
