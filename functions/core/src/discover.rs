@@ -115,11 +115,37 @@ async fn level(
 /// that several roots deliver is one unit with a folder per trail.
 pub async fn account_regions(source: &dyn ObjectStore, roots: &[TrailRoot]) -> Result<Vec<AccountRegion>> {
     let per_root = futures::future::try_join_all(roots.iter().map(|r| root_account_regions(source, r))).await?;
+    Ok(merge(per_root))
+}
+
+/// Every account-region of every trail under a source prefix ([`trail_roots`], then
+/// [`account_regions`]). The usual root, `<source>AWSLogs/`, is walked while the search runs, so
+/// a source holding one trail costs no round trip more than before the search existed.
+pub async fn source_account_regions(source: &dyn ObjectStore, source_prefix: &str) -> Result<Vec<AccountRegion>> {
+    if layout::has_awslogs(source_prefix) {
+        return account_regions(source, &[layout::trail_root(source_prefix)]).await;
+    }
+    let usual = layout::trail_root(source_prefix);
+    let (roots, walked) = futures::join!(trail_roots(source, source_prefix), root_account_regions(source, &usual));
+    let roots = roots?;
+    let others = roots.iter().filter(|r| r.awslogs != usual.awslogs);
+    let mut others = futures::future::try_join_all(others.map(|r| root_account_regions(source, r))).await?.into_iter();
+    // In the roots' order (folder order within a unit stays deterministic); the speculative walk
+    // counts only if the search found that root (its error too).
+    let (mut walked, mut per_root) = (Some(walked), Vec::with_capacity(roots.len()));
+    for r in &roots {
+        let folders = if r.awslogs == usual.awslogs { walked.take().transpose()? } else { others.next() };
+        per_root.extend(folders);
+    }
+    Ok(merge(per_root))
+}
+
+fn merge(per_root: Vec<Folders>) -> Vec<AccountRegion> {
     let mut units = Folders::new();
     for (key, folders) in per_root.into_iter().flatten() {
         units.entry(key).or_default().extend(folders);
     }
-    Ok(units.into_iter().map(|((account, region), roots)| AccountRegion { account, region, roots }).collect())
+    units.into_iter().map(|((account, region), roots)| AccountRegion { account, region, roots }).collect()
 }
 
 type Folders = BTreeMap<(String, String), Vec<(String, String)>>;

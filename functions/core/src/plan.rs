@@ -383,8 +383,7 @@ pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
     let mut items = Vec::new();
     if !ctx.window.is_empty() {
         let (first, last) = ctx.window.day_span();
-        let roots = discover::trail_roots(ctx.source.as_ref(), ctx.source_location.prefix()).await?;
-        let units = discover::account_regions(ctx.source.as_ref(), &roots).await?;
+        let units = discover::source_account_regions(ctx.source.as_ref(), ctx.source_location.prefix()).await?;
         let source = ctx.source.as_ref();
         let mut listings = futures::stream::iter(units)
             .map(|u| async move { discover::day_groups(source, &u, first, last).await })

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use trailcopy::discover::{ROOT_SEARCH_DEPTH, account_regions, day_groups, trail_roots};
+use trailcopy::discover::{ROOT_SEARCH_DEPTH, account_regions, day_groups, source_account_regions, trail_roots};
 use trailcopy::error::{CopyError, Result};
 use trailcopy::range::Window;
 use trailcopy::storage::{Listing, ObjectHead, ObjectInfo, ObjectStore, PutCondition};
@@ -26,7 +26,7 @@ struct RecordingBucket {
 async fn discover_day_prefixes(store: &RecordingBucket, source_prefix: &str, window: &Window) -> Result<Vec<String>> {
     let (first, last) = window.day_span();
     let mut prefixes = BTreeSet::new();
-    for unit in account_regions(store, &trail_roots(store, source_prefix).await?).await? {
+    for unit in source_account_regions(store, source_prefix).await? {
         for g in day_groups(store, &unit, first, last).await? {
             prefixes.extend(g.prefixes);
         }
