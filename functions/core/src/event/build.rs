@@ -28,8 +28,8 @@ enum ColBuilder {
 }
 
 /// Rows the builders start with room for. Arrow's default (1,024 rows per column) made a parsed
-/// 20-event file hold ~0.3 MiB, and files wait parsed in the fetch-ahead queue; from a small
-/// start the buffers grow by doubling, so a big file costs a few more reallocations.
+/// 20-event file hold ~0.3 MiB, and parsed files wait for the batch writer; from a small start
+/// the buffers grow by doubling, so a big file costs a few more reallocations.
 const START_ROWS: usize = 16;
 
 /// A string column's builder with room for [`START_ROWS`] short values.
