@@ -206,6 +206,7 @@ async fn main() {
         restore: RestoreOptions::default(),
         store_kms_key: None,
         allow_overlap: false,
+        verification: None,
     };
     let ctx = CopyContext {
         copy_id: "bench".into(),
@@ -228,6 +229,7 @@ async fn main() {
         updated_time: now,
         message: None,
         executions: Vec::new(),
+        verification: None,
     };
     ctx.write_record(&record).await.unwrap();
     let rss_before = peak_rss_mib();

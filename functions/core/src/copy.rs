@@ -14,6 +14,7 @@ use futures::future::{FutureExt, RemoteHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{BytePermit, FetchBudget};
+use crate::digest::ItemDigests;
 use crate::error::{CopyError, Result};
 use crate::event::{self, ParsedFile};
 use crate::plan::CopyContext;
@@ -77,8 +78,9 @@ static ABORT_AFTER: LazyLock<Option<u64>> =
 
 /// One file's result: parsed events or a failure entry; a retryable error fails the batch.
 enum FileResult {
-    /// The events read, and the damage that stopped the read early, if any.
-    Parsed(ParsedFile, Option<FailureEntry>),
+    /// The events read, the damage that stopped the read early, if any, and (when the copy
+    /// verifies digests) the SHA-256 of the inflated file.
+    Parsed(ParsedFile, Option<FailureEntry>, Option<[u8; 32]>),
     Failed(FailureEntry),
 }
 
@@ -87,6 +89,7 @@ async fn read_file(
     window: Window,
     budget: FetchBudget,
     file: FileToCopy,
+    hash: bool,
 ) -> Result<FileResult> {
     let location = source.location(&file.key);
     let got = {
@@ -123,13 +126,13 @@ async fn read_file(
         }
     };
     let _parser = budget.parser().await;
-    let (parsed, damage) = tokio::task::spawn_blocking(move || event::read_log(&bytes, &window))
+    let (parsed, damage, sha256) = tokio::task::spawn_blocking(move || event::read_log_hashed(&bytes, &window, hash))
         .await
         .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
     Ok(match damage {
-        None => FileResult::Parsed(parsed, None),
+        None => FileResult::Parsed(parsed, None, sha256),
         // A damaged file is a failure entry; the events read before the damage still count.
-        Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message))),
+        Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message)), sha256),
     })
 }
 
@@ -150,8 +153,9 @@ impl<'a> Ahead<'a> {
     }
 
     fn spawn(&mut self, held: BytePermit) {
-        let task =
-            read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), self.files[self.next].clone());
+        let hash = self.ctx.request.verification.is_some();
+        let file = self.files[self.next].clone();
+        let task = read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), file, hash);
         let (task, handle) = task.remote_handle();
         tokio::spawn(task);
         self.queue.push_back((handle, held));
@@ -215,6 +219,10 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
         .await?
         .ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
     let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
+    let digests = match &ctx.request.verification {
+        Some(v) => Some(ItemDigests::load(ctx, item, v.require_verified).await?),
+        None => None,
+    };
     let limit = batch_bytes();
     let source_name = ctx.source_location.display();
 
@@ -244,15 +252,28 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                     delta.files_failed += 1;
                     failures.push(entry);
                 }
-                FileResult::Parsed(parsed, damage) => {
-                    match damage {
-                        Some(entry) => {
-                            delta.files_failed += 1;
-                            failures.push(entry);
-                        }
-                        None => delta.files_completed += 1,
+                FileResult::Parsed(parsed, damage, sha256) => {
+                    let source_log_file = ctx.source.location(&file.key);
+                    let copy_it = digests.as_ref().is_none_or(|d| {
+                        d.check(&file.key, &source_log_file, sha256.as_ref(), &mut delta, &mut failures)
+                    });
+                    let damaged = damage.is_some();
+                    if let Some(entry) = damage {
+                        failures.push(entry);
+                    }
+                    if damaged || !copy_it {
+                        delta.files_failed += 1;
+                    } else {
+                        delta.files_completed += 1;
                     }
                     delta.events_read += parsed.events_read;
+                    if !copy_it {
+                        // --require-verified: read (to hash it), counted, and not copied.
+                        delta.files_rejected += 1;
+                        delta.events_unverified += parsed.events_read;
+                        drop(held);
+                        continue;
+                    }
                     delta.events_out_of_range += parsed.events_out_of_range;
                     delta.events_invalid += parsed.events_invalid;
                     if parsed.events_invalid > 0 {
@@ -269,7 +290,6 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
                             ),
                         ));
                     }
-                    let source_log_file = ctx.source.location(&file.key);
                     for part in parsed.parts {
                         let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
                         let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
@@ -327,6 +347,13 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
             rollup::record_item(ctx, &state).await?;
             return Ok(outcome);
         }
+    }
+    if let Some(d) = &digests {
+        // Once, with the completion: a retry of a completed item never gets here again.
+        let (stats, failures, fingerprints) = d.finish(ctx);
+        state.statistics += stats;
+        state.failures.extend(failures);
+        state.key_fingerprints = fingerprints;
     }
     state.status = ItemStatus::Completed;
     state.statistics.prefixes_completed = item.prefixes;
