@@ -218,6 +218,7 @@ async fn main() {
         store: store.clone(),
         keys: RecordKeys::new("", "bench"),
         kms: Arc::new(NoKeys),
+        digest_keys: None,
     };
     let now = jiff::Timestamp::now();
     let record = CopyRecord {

@@ -212,6 +212,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         store: Arc::new(LocalStore::new(dir)),
         keys: RecordKeys::new("", "c1"),
         kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
+        digest_keys: None,
     };
     Setup { ctx, item: tokio::sync::OnceCell::new(), source }
 }
