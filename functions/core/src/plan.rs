@@ -163,7 +163,7 @@ async fn digest_key_source(
 ) -> Result<Arc<dyn PublicKeySource>> {
     if !v.public_keys.is_empty() {
         let entries = [serde_json::Value::Array(v.public_keys.clone())];
-        return Ok(Arc::new(KeyFile::new(parse_request_keys(&entries)?, "the public keys of the copy request".into())));
+        return Ok(Arc::new(KeyFile::new(parse_request_keys(&entries)?, "the copy request".into())));
     }
     match source {
         Location::S3 { .. } => Ok(Arc::new(CloudTrailKeys::new(aws.sdk_config().await.clone()))),
