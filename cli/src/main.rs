@@ -701,11 +701,16 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
     );
     let _ = writeln!(
         t,
-        "  events     {} copied, {} out of range, {} invalid, {} duplicate (of {} read)",
+        "  events     {} copied, {} out of range, {} invalid, {} duplicate{} (of {} read)",
         n(s.events_completed),
         n(s.events_out_of_range),
         n(s.events_invalid),
         n(s.events_duplicate),
+        if s.events_unverified > 0 {
+            format!(", {} in files not verified", n(s.events_unverified))
+        } else {
+            String::new()
+        },
         n(s.events_read)
     );
     if s.restores_started + s.restores_pending > 0 {
@@ -716,6 +721,23 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
             n(s.restores_pending),
             n(s.restores_finished)
         );
+    }
+    if let Some(v) = &record.verification {
+        let _ = writeln!(
+            t,
+            "  digests    {}: {} files verified, {} in no digest, {} only in failed digests, {} altered; {} \
+             missing; {} digests verified, {} failed{}",
+            if v.verified { "VERIFIED" } else { "NOT VERIFIED" },
+            n(s.files_verified),
+            n(s.files_not_in_digest),
+            n(s.files_unverified),
+            n(s.files_mismatched),
+            n(s.log_files_missing),
+            n(s.digests_verified),
+            n(s.digests_failed),
+            if v.require_verified { format!("; {} files not copied", n(s.files_rejected)) } else { String::new() },
+        );
+        let _ = writeln!(t, "  keys       {} ({})", v.key_fingerprints.join(", "), v.public_keys);
     }
     if s.failed_entries == 0 {
         t.push_str("  failures   none\n");
