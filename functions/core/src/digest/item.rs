@@ -21,7 +21,7 @@ use super::verify::mismatch_message;
 use crate::error::{CopyError, Result};
 use crate::layout;
 use crate::plan::CopyContext;
-use crate::range::{DELIVERY_SLACK, START_SLACK};
+use crate::range::{DELIVERY_SLACK, START_SLACK, Window};
 use crate::record::{FailureEntry, Statistics, WorkItem, read_json};
 use crate::storage::ObjectInfo;
 
@@ -179,12 +179,12 @@ impl ItemDigests {
     }
 
     /// Does this item count `digest` (listing `files`)? See the module comment.
-    fn owns(&self, ctx: &CopyContext, digest: &CheckedDigest, files: &[&str]) -> bool {
+    fn owns(&self, window: &Window, digest: &CheckedDigest, files: &[&str]) -> bool {
         let earliest = files
             .iter()
             .filter(|k| self.scopes.iter().any(|s| k.starts_with(&s.log_prefix())))
             .filter_map(|k| layout::file_timestamp(layout::file_name(k)).map(|t| (t, *k)))
-            .filter(|(t, _)| ctx.window.file_in_scope(*t))
+            .filter(|(t, _)| window.file_in_scope(*t))
             .min();
         if let Some((_, key)) = earliest {
             return self.folders.contains(folder_of(key));
@@ -209,12 +209,12 @@ impl ItemDigests {
                 match &d.status {
                     DigestStatus::Verified { fingerprint } => {
                         fingerprints.insert(fingerprint.clone());
-                        if self.owns(ctx, d, &files) {
+                        if self.owns(&ctx.window, d, &files) {
                             stats.digests_verified += 1;
                         }
                     }
                     DigestStatus::Failed { .. } => {
-                        if reported.contains(d.location.as_str()) && self.owns(ctx, d, &files) {
+                        if reported.contains(d.location.as_str()) && self.owns(&ctx.window, d, &files) {
                             stats.digests_failed += 1;
                         }
                     }
@@ -250,6 +250,121 @@ impl ItemDigests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest::DigestIndex;
+
+    const ROOT: &str = "AWSLogs/111122223333/";
+
+    fn log(t: &str) -> String {
+        let day = &t[..8];
+        format!(
+            "{ROOT}CloudTrail/us-east-1/{}/{}/{}/111122223333_CloudTrail_us-east-1_{t}_x.json.gz",
+            &day[..4],
+            &day[4..6],
+            &day[6..]
+        )
+    }
+
+    fn digest_key(end: &str) -> String {
+        format!(
+            "{ROOT}CloudTrail-Digest/us-east-1/{}/{}/{}/111122223333_CloudTrail-Digest_us-east-1_t_us-east-1_{end}.json.gz",
+            &end[..4],
+            &end[4..6],
+            &end[6..8]
+        )
+    }
+
+    fn verified(key: &str) -> CheckedDigest {
+        CheckedDigest {
+            key: key.into(),
+            location: key.into(),
+            status: DigestStatus::Verified { fingerprint: "fp".into() },
+        }
+    }
+
+    /// An item of `date` holding the day folder of `files` (whose keys are in its listing).
+    fn item(date: &str, files: &[String], index: DigestIndex, require_verified: bool) -> ItemDigests {
+        let (from, to): (Timestamp, Timestamp) = ("2024-03-01T00:00:00Z".parse().unwrap(), Timestamp::MAX);
+        ItemDigests {
+            loaded: vec![LoadedDigests { index, failures: Vec::new(), digests_failed: 0 }],
+            require_verified,
+            folders: files.iter().map(|k| folder_of(k).to_string()).collect(),
+            present: files.iter().cloned().collect(),
+            scopes: vec![DigestScope { account_root: ROOT.into(), region: "us-east-1".into(), from, to }],
+            date: date.parse().unwrap(),
+            requests: (0, 0),
+        }
+    }
+
+    fn window(start: &str, end: &str) -> Window {
+        Window { start: start.parse().unwrap(), end: end.parse().unwrap(), retention_cutoff: Timestamp::MIN }
+    }
+
+    #[test]
+    fn each_verdict_is_counted_and_only_verified_files_pass_require_verified() {
+        let (good, bad, absent, doubtful) =
+            (log("20240301T0100Z"), log("20240301T0200Z"), log("20240301T0300Z"), log("20240301T0400Z"));
+        let hash = [7u8; 32];
+        let mut index = DigestIndex::default();
+        let listed = |k: &String, h: &[u8; 32]| (k.clone(), hex::encode(h), None);
+        index.add(verified(&digest_key("20240301T023148Z")), [listed(&good, &hash), listed(&bad, &[8; 32])]);
+        let failed = DigestStatus::Failed { error_type: "DigestSignatureInvalid", message: "forged".into() };
+        index
+            .add(CheckedDigest { key: "d2".into(), location: "d2".into(), status: failed }, [listed(&doubtful, &hash)]);
+        let mut stats = Statistics::default();
+        let mut failures = Vec::new();
+        let loose = item("2024-03-01", &[], index, false);
+        let results: Vec<bool> = [&good, &bad, &absent, &doubtful]
+            .iter()
+            .map(|k| loose.check(k, k, Some(&hash), &mut stats, &mut failures))
+            .collect();
+        assert_eq!(results, [true, true, true, true], "without --require-verified every file is copied");
+        assert_eq!(
+            (stats.files_verified, stats.files_mismatched, stats.files_not_in_digest, stats.files_unverified),
+            (1, 1, 1, 1)
+        );
+        let types: Vec<&str> = failures.iter().map(|f| f.error_type.as_str()).collect();
+        assert_eq!(types, ["DigestMismatch"], "a mismatch is always listed; doubts only when required");
+
+        let strict = ItemDigests { require_verified: true, ..loose };
+        let (mut stats, mut failures) = (Statistics::default(), Vec::new());
+        let results: Vec<bool> = [&good, &bad, &absent, &doubtful]
+            .iter()
+            .map(|k| strict.check(k, k, Some(&hash), &mut stats, &mut failures))
+            .collect();
+        assert_eq!(results, [true, false, false, false]);
+        let types: Vec<&str> = failures.iter().map(|f| f.error_type.as_str()).collect();
+        assert_eq!(types, ["DigestMismatch", "FileNotInDigest", "FileNotVerified"]);
+        assert!(failures.iter().all(|f| f.error_message.ends_with("not copied (--require-verified)")));
+        // A damaged file (no whole stream to hash) that a digest lists is a mismatch.
+        assert!(!strict.check(&good, &good, None, &mut stats, &mut failures));
+        assert_eq!(stats.files_mismatched, 2);
+    }
+
+    #[test]
+    fn a_digest_next_to_two_items_days_is_counted_by_one() {
+        let (late, early) = (log("20240301T2330Z"), log("20240302T0002Z"));
+        let boundary = digest_key("20240302T003148Z");
+        let empty = digest_key("20240302T013148Z");
+        let index = || {
+            let mut ix = DigestIndex::default();
+            ix.add(verified(&boundary), [(late.clone(), "00".into(), None), (early.clone(), "00".into(), None)]);
+            ix.add(verified(&empty), []);
+            ix
+        };
+        let day1 = item("2024-03-01", std::slice::from_ref(&late), index(), false);
+        let day2 = item("2024-03-02", std::slice::from_ref(&early), index(), false);
+        let w = window("2024-03-01T00:00:00Z", "2024-03-03T00:00:00Z");
+        let owners = |d: &CheckedDigest, files: &[&str]| (day1.owns(&w, d, files), day2.owns(&w, d, files));
+        let (b, e) = (verified(&boundary), verified(&empty));
+        // The earliest listed file in range is day 1's.
+        assert_eq!(owners(&b, &[late.as_str(), early.as_str()]), (true, false));
+        // A digest listing nothing belongs to the day it ends in.
+        assert_eq!(owners(&e, &[]), (false, true));
+        // When day 1's file is out of range, day 2 counts the digest.
+        let late_range = window("2024-03-02T00:00:00Z", "2024-03-03T00:00:00Z");
+        assert!(!day1.owns(&late_range, &b, &[late.as_str(), early.as_str()]));
+        assert!(day2.owns(&late_range, &b, &[late.as_str(), early.as_str()]));
+    }
 
     #[test]
     fn a_log_file_key_names_its_trail_root_account_and_region() {
