@@ -202,3 +202,47 @@ pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
     }
     Ok(crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures()).await?.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(index: &str) -> WorkItem {
+        WorkItem {
+            copy_id: "c".into(),
+            store: "s".into(),
+            index: index.into(),
+            date: "2024-03-01".into(),
+            prefixes: 1,
+            files: 1,
+            bytes: 1,
+            tag: "t".into(),
+            first: format!("p{index}/"),
+            last: format!("p{index}/"),
+        }
+    }
+
+    #[test]
+    fn a_digest_entry_both_neighbouring_items_report_is_kept_once_and_fingerprints_are_united() {
+        let entry = |location: &str, t: &str| FailureEntry::new(location.into(), t, "m".into());
+        let summary = |failures: Vec<FailureEntry>, fp: &str| ItemSummary {
+            status: ItemStatus::Completed,
+            statistics: Statistics { files_verified: 2, ..Default::default() },
+            failures,
+            error: None,
+            prefix: "p/".into(),
+            key_fingerprints: vec![fp.into()],
+        };
+        let summaries = BTreeMap::from([
+            ("1".to_string(), summary(vec![entry("d", "DigestChainBroken"), entry("f1", "DigestMismatch")], "a")),
+            ("2".to_string(), summary(vec![entry("d", "DigestChainBroken"), entry("f1", "DigestMismatch")], "b")),
+        ]);
+        let r = rollup(&[item("1"), item("2")], &summaries);
+        let types: Vec<&str> = r.failures.iter().map(|f| f.error_type.as_str()).collect();
+        // A file's entries are never merged (two items never read the same file).
+        assert_eq!(types, ["DigestChainBroken", "DigestMismatch", "DigestMismatch"]);
+        assert_eq!(r.statistics.failed_entries, 3);
+        assert_eq!(r.statistics.files_verified, 4);
+        assert_eq!(r.key_fingerprints.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+}
