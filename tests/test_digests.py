@@ -252,16 +252,7 @@ def test_local_folder_without_keys_is_refused(trailcopy, signed, tmp_path):
 def upload_signed(moto_s3, bucket, m, digests):
     s3 = moto_s3.client()
     s3.create_bucket(Bucket=bucket)
-    sigs = {d["key"]: d for d in digests["digests"]}
-    for dirpath, _, files in os.walk(m["root"]):
-        for fn in files:
-            p = os.path.join(dirpath, fn)
-            key = os.path.relpath(p, m["root"]).replace(os.sep, "/")
-            extra = {}
-            if key in sigs:
-                extra = {"Metadata": {"signature": sigs[key]["signature"],
-                                      "signature-algorithm": sigs[key]["signatureAlgorithm"]}}
-            s3.upload_file(p, bucket, "mirror/" + key, ExtraArgs=extra)
+    gen_digests.upload(s3, bucket, "mirror/", m["root"], digests)
     return f"s3://{bucket}/mirror"
 
 

@@ -9,7 +9,6 @@ them. moto has no CloudTrail ListPublicKeys, so the keys come in the execution i
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -42,20 +41,6 @@ def tampered(make_trail, tmp_path_factory):
     return m, digests, str(keys), done
 
 
-def upload(s3, m, digests):
-    """The trail at the bucket's root; each digest with its signature in x-amz-meta-signature."""
-    sigs = {x["key"]: x for x in digests["digests"]}
-    for dirpath, _, files in os.walk(m["root"]):
-        for fn in files:
-            p = os.path.join(dirpath, fn)
-            key = os.path.relpath(p, m["root"]).replace(os.sep, "/")
-            extra = {}
-            if key in sigs:
-                extra = {"Metadata": {"signature": sigs[key]["signature"],
-                                      "signature-algorithm": sigs[key]["signatureAlgorithm"]}}
-            s3.upload_file(p, SOURCE_BUCKET, key, ExtraArgs=extra)
-
-
 def entries(fs) -> list:
     return sorted((f["errorType"], f["location"]) for f in fs)
 
@@ -84,7 +69,7 @@ def run_local(trailcopy, moto, store, keys, *extra) -> tuple[dict, list]:
 def test_lambdas_verify_digests_as_the_local_cli_does(real, trailcopy, tampered, tmp_path):
     moto, s3, sm, logs = real
     m, digests, keys, done = tampered
-    upload(s3, m, digests)
+    gen_digests.upload(s3, SOURCE_BUCKET, "", m["root"], digests)
     record, failures = run_sm(moto, sm, logs, keys)
     # Every request the functions made (digest listings and reads included) is allowed by the template.
     seen = check_requests_against_iam(moto, expanded_roles("", ""))
@@ -117,7 +102,7 @@ def test_lambdas_verify_digests_as_the_local_cli_does(real, trailcopy, tampered,
 def test_lambdas_require_verified_skips_what_the_local_cli_skips(real, trailcopy, tampered, tmp_path):
     moto, s3, sm, logs = real
     m, digests, keys, done = tampered
-    upload(s3, m, digests)
+    gen_digests.upload(s3, SOURCE_BUCKET, "", m["root"], digests)
     record, failures = run_sm(moto, sm, logs, keys, requireVerified=True)
     local, local_failures = run_local(trailcopy, moto, tmp_path / "local", keys, "--require-verified")
     s, ls = record["statistics"], local["statistics"]

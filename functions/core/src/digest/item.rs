@@ -254,23 +254,18 @@ mod tests {
 
     const ROOT: &str = "AWSLogs/111122223333/";
 
+    /// `YYYY/MM/DD` of a `YYYYMMDDT…` time.
+    fn day(t: &str) -> String {
+        format!("{}/{}/{}", &t[..4], &t[4..6], &t[6..8])
+    }
+
     fn log(t: &str) -> String {
-        let day = &t[..8];
-        format!(
-            "{ROOT}CloudTrail/us-east-1/{}/{}/{}/111122223333_CloudTrail_us-east-1_{t}_x.json.gz",
-            &day[..4],
-            &day[4..6],
-            &day[6..]
-        )
+        format!("{ROOT}CloudTrail/us-east-1/{}/111122223333_CloudTrail_us-east-1_{t}_x.json.gz", day(t))
     }
 
     fn digest_key(end: &str) -> String {
-        format!(
-            "{ROOT}CloudTrail-Digest/us-east-1/{}/{}/{}/111122223333_CloudTrail-Digest_us-east-1_t_us-east-1_{end}.json.gz",
-            &end[..4],
-            &end[4..6],
-            &end[6..8]
-        )
+        let name = format!("111122223333_CloudTrail-Digest_us-east-1_t_us-east-1_{end}.json.gz");
+        format!("{ROOT}CloudTrail-Digest/us-east-1/{}/{name}", day(end))
     }
 
     fn verified(key: &str) -> CheckedDigest {
