@@ -415,3 +415,17 @@ def test_verify_digests_needs_keys_for_a_local_folder_and_keys_need_verification
                   "--digest-public-keys", keys)
     assert r.returncode == 2 and "--verify-digests" in r.stderr, r.describe()
     assert not (tmp_path / "s" / "copies").exists() or not os.listdir(tmp_path / "s" / "copies")
+
+
+def test_copy_of_an_organization_trail_verifies_every_account_and_region(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "org", **ORG)
+    victim = listing_digests(digests)[-1][0]["logFiles"][0]
+    gen_digests.alter_log_file(m["root"], victim)
+    ref = verify(trailcopy, src(m), keys)
+    rec = copy_verified(trailcopy, src(m), tmp_path / "store", keys)
+    s = rec["statistics"]
+    assert {k: s[k] for k in VERIFY_STATS} == {k: ref["statistics"][k] for k in VERIFY_STATS}
+    assert s["filesVerified"] == 11 and s["filesMismatched"] == 1
+    assert entries(store_failures(trailcopy, tmp_path / "store", rec["copyId"])) == \
+        entries(ref["failures"]) == [("DigestMismatch", awslogs(victim))]
+    assert rec["verification"]["keyFingerprints"] == digests["fingerprints"]  # a key per region
