@@ -220,7 +220,12 @@ pub async fn copy_item(ctx: &CopyContext, item: &WorkItem, limits: &CopyLimits<'
         .ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
     let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
     let digests = match &ctx.request.verification {
-        Some(v) => Some(ItemDigests::load(ctx, item, v.require_verified).await?),
+        Some(v) => {
+            let d = ItemDigests::load(ctx, item, v.require_verified).await?;
+            let (lists, gets) = d.requests;
+            tracing::info!(item = %item.index, lists, gets, "digests read");
+            Some(d)
+        }
         None => None,
     };
     let limit = batch_bytes();
