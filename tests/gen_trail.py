@@ -127,6 +127,9 @@ class Gen:
         self.principals = {acct: self._principals(acct) for acct in self.accounts}
         # Accounts whose logs an account trail delivers too (AWSLogs/<acct>/...), besides the org trail.
         self.account_trail = set(self.accounts[:args.account_trail_accounts]) if args.org_id else set()
+        # The account trail's own key prefix (a second trail of the bucket), by default the org trail's.
+        atp = args.account_trail_prefix
+        self.account_trail_prefix = (atp.strip("/") + "/" if atp.strip("/") else "") if atp is not None else self.prefix
 
     # ------------------------------------------------------------------ random helpers
     def uuid(self) -> str:
@@ -463,7 +466,7 @@ class Gen:
         stem, ext = name.split(".", 1)
         parts = stem.split("_")
         parts[-1] = unique[:16]
-        key2 = f"{self.prefix}AWSLogs/{rel.rsplit('/', 1)[0]}/{'_'.join(parts)}.{ext}"
+        key2 = f"{self.account_trail_prefix}AWSLogs/{rel.rsplit('/', 1)[0]}/{'_'.join(parts)}.{ext}"
         dayp2 = key2.rsplit("/", 1)[0] + "/"
         self.write(key2, data)
         self.files.append({**fentry, "key": key2, "dayPrefix": dayp2, "trail": "account"})
@@ -694,6 +697,8 @@ def parse_args(argv=None):
     p.add_argument("--account-trail-accounts", type=int, default=0,
                    help="with --org-id: the first N accounts are also delivered by an account trail "
                         "(AWSLogs/<acct>/..., the same events in files of other names: cross-trail duplicates)")
+    p.add_argument("--account-trail-prefix", default=None,
+                   help="key prefix before the account trail's AWSLogs/ (default: --prefix, the same AWSLogs/)")
     p.add_argument("--target-mb", type=int, default=0, help="size the trail by uncompressed MiB (overrides --files-per-day)")
     p.add_argument("--gzip-level", type=int, default=6)
     g = p.add_argument_group("defects (all on the middle day, in files named 10:00-14:00 UTC)")

@@ -274,7 +274,7 @@ class S3Refuses:
 
 @pytest.mark.parametrize("status,code,needles", [
     (400, "ExpiredToken", ("session token has expired", "aws sso login")),
-    (403, "AccessDenied", ("access denied", "s3:ListBucket", "s3://some-trail/AWSLogs/")),
+    (403, "AccessDenied", ("access denied", "s3:ListBucket", "access denied: s3://some-trail/:")),
     (403, "InvalidAccessKeyId", ("access key", "AWS_ACCESS_KEY_ID")),
 ])
 def test_a_refused_request_is_one_line_naming_the_fix(trailcopy, tmp_path, status, code, needles):

@@ -121,3 +121,51 @@ def test_quiet_org_s3(trailcopy, quiet_org, moto_s3, tmp_path):
     # Finalize read the roll-up shards, not one object per item; status reads the same.
     st = trailcopy("status", "quiet-s3", "--store", "s3://quiet-org-store/eds/", "--json", env=moto_s3.env)
     assert st.returncode == 0 and st.json["statistics"] == r.json["statistics"], st.describe()
+
+
+@pytest.fixture(scope="module")
+def two_trails(make_trail):
+    """An organization trail at org/AWSLogs/ and an account trail of two of its accounts at
+    acct/trail/AWSLogs/ of the same bucket (CloudTrail lets each trail pick its key prefix)."""
+    m = make_trail("two-trails", seed=47, accounts=3, regions="us-east-1,eu-west-1", start_day="2024-06-01",
+                   days=2, files_per_day=2, events_per_file=5, org_id="o-twotrails1", prefix="org",
+                   account_trail_accounts=2, account_trail_prefix="acct/trail")
+    cross = [f for f in m["files"] if f.get("trail") == "account"]
+    assert cross and all(f["key"].startswith("acct/trail/AWSLogs/") for f in cross)
+    exp = expected(m, START, END)
+    assert exp["eventsDuplicate"] >= sum(f["events"] for f in cross) - 10 > 0
+    return m, exp
+
+
+def check_two_trails(store: Path, exp: dict, record: dict):
+    s = record["statistics"]
+    assert record["status"] == "COMPLETED" and stats_diff(s, exp) == {}, stats_diff(s, exp)
+    con, src = duck(store)
+    n, distinct = con.execute(f"SELECT count(*), count(DISTINCT eventID) FROM {src}").fetchone()
+    assert n == distinct == exp["eventsCompleted"], (n, distinct, exp["eventsCompleted"])
+    assert Counter(canon(rebuild_event(r)) for r in read_store(store)) == Counter(canon(json.loads(j))
+                                                                               for j in exp["copied"])
+
+
+def test_trails_under_different_prefixes_store_each_event_once(trailcopy, two_trails, moto_s3, tmp_path):
+    """The source above both trails reads both; an account-region-day both deliver shares one work
+    item, so each cross-trail event is stored once and counted in eventsDuplicate. Locally and with
+    moto S3; a later copy of one trail's folder overlaps the first copy and is refused."""
+    m, exp = two_trails
+    store = tmp_path / "store"
+    r = trailcopy("copy", "--source", m["root"], "--store", store, "--start", START, "--end", END,
+                  "--copy-id", "two-1", "--json")
+    assert r.returncode == 0, r.describe()
+    check_two_trails(store, exp, r.json)
+    again = trailcopy("copy", "--source", os.path.join(m["root"], "acct", "trail"), "--store", store,
+                      "--start", START, "--end", END, "--json")
+    assert again.returncode == 2 and "overlaps copy `two-1`" in again.stderr, again.describe()
+
+    s3 = moto_s3.client()
+    s3.create_bucket(Bucket="two-trails-src")
+    s3.create_bucket(Bucket="two-trails-store")
+    moto_s3.upload_dir("two-trails-src", m["root"])
+    r = trailcopy("copy", "--source", "s3://two-trails-src/", "--store", "s3://two-trails-store/eds/",
+                  "--start", START, "--end", END, "--copy-id", "two-s3", "--json", env=moto_s3.env)
+    assert r.returncode == 0, r.describe()
+    check_two_trails(moto_s3.download_prefix("two-trails-store", "eds", tmp_path / "s3store"), exp, r.json)

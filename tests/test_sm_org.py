@@ -2,7 +2,8 @@
 17 regions × 2 days, one tiny file per day prefix; smaller than test_org_scale.py's for CI time: moto
 serves a few hundred requests/s) plus one account also delivered by an account trail. moto executes
 the ASL; the real Lambda binaries run under `cargo lambda watch` with the default batch size (the
-session in test_statemachine.py runs tiny batches). The Map runs a few packed items, not one child per
+session in test_statemachine.py runs tiny batches). The account trail delivers under its own key
+prefix (acct-trail/AWSLogs/...), beside the organization trail's AWSLogs/ at the bucket root. The Map runs a few packed items, not one child per
 day prefix; the store holds each event once (cross-trail duplicates counted), few Parquet files per
 date, and is smaller than its gzipped source.
 """
@@ -53,10 +54,12 @@ def test_lambdas_quiet_org_packs_items_and_stores_each_event_once(org_env, make_
     s3 = prepare_s3(moto)
     sm = h.deploy(moto, STORE_BUCKET, STORE_PREFIX, max_concurrency=4)
     m = make_trail("sm-quiet-org", seed=43, accounts=20, regions=REGIONS, start_day="2024-06-01", days=2,
-                   files_per_day=1, events_per_file=3, org_id="o-quietorg02", account_trail_accounts=1)
+                   files_per_day=1, events_per_file=3, org_id="o-quietorg02", account_trail_accounts=1,
+                   account_trail_prefix="acct-trail")
     exp = expected(m, START, END)
     assert exp["prefixesFound"] == 20 * 17 * 2 + 17 * 2 and exp["eventsDuplicate"] > 0
     trail = [f for f in m["files"] if f["kind"] == "trail"]
+    assert any(f["key"].startswith("acct-trail/AWSLogs/") for f in trail)
     for f in trail:
         s3.upload_file(str(Path(m["root"]) / f["key"]), SOURCE_BUCKET, f["key"])
 

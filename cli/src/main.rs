@@ -165,7 +165,7 @@ struct RangeArgs {
 
 #[derive(Args)]
 struct CopyArgs {
-    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
+    /// Trail source: a local folder or s3://bucket[/prefix] (above the trails' AWSLogs/, or inside one to narrow).
     #[arg(long)]
     source: String,
     #[command(flatten)]
@@ -240,7 +240,7 @@ impl DigestArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// Trail source: a local folder or s3://bucket[/prefix] (the folder above AWSLogs/, or inside it to narrow).
+    /// Trail source: a local folder or s3://bucket[/prefix] (above the trails' AWSLogs/, or inside one to narrow).
     #[arg(long)]
     source: String,
     #[command(flatten)]

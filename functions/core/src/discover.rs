@@ -1,7 +1,8 @@
-//! Discovery: the account-regions of a source by delimiter listing (`AWSLogs/` → `[o-org/]` →
-//! accounts → `CloudTrail/` → regions; levels a narrowed source fixes are built, never listed),
-//! then per account-region one un-delimited listing of the range's day folders, with every
-//! trail's copy of an account-region-day (organization and account trails) in one group.
+//! Discovery: the trails' `AWSLogs/` roots under a source (several trails may deliver into one
+//! bucket under different key prefixes), their account-regions by delimiter listing (`AWSLogs/`
+//! → `[o-org/]` → accounts → `CloudTrail/` → regions; levels a narrowed source fixes are built,
+//! never listed), then per account-region one un-delimited listing of the range's day folders,
+//! with every trail's copy of an account-region-day in one group.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +15,53 @@ use crate::storage::{ObjectInfo, ObjectStore};
 
 /// Delimiter listings in flight while discovering account-regions.
 const LIST_CONCURRENCY: usize = 16;
+
+/// How many folders deep below a source the search for `AWSLogs/` goes: a trail's S3 key prefix
+/// (`corp/trails/AWSLogs/`) is usually one or two folders.
+pub const ROOT_SEARCH_DEPTH: usize = 4;
+
+/// Folders the search may list before it gives up and asks for a narrower source: a bucket that
+/// holds much else besides trails is not walked.
+const ROOT_SEARCH_LISTINGS: usize = 1_000;
+
+/// The `AWSLogs/` roots under a source, sorted. A source prefix inside `AWSLogs/` is its own root
+/// (with its narrowing). Otherwise the folders below the source are searched, up to
+/// [`ROOT_SEARCH_DEPTH`] deep, for every `AWSLogs/` (never descending into one): an organization
+/// trail at `AWSLogs/` and an account trail at `acct/AWSLogs/` of the same bucket are both read,
+/// so an event both deliver is stored once.
+pub async fn trail_roots(source: &dyn ObjectStore, source_prefix: &str) -> Result<Vec<TrailRoot>> {
+    let root = layout::trail_root(source_prefix);
+    if layout::has_awslogs(source_prefix) {
+        return Ok(vec![root]);
+    }
+    let (mut roots, mut frontier, mut listed) = (Vec::new(), vec![source_prefix.to_string()], 0);
+    for depth in 0..=ROOT_SEARCH_DEPTH {
+        if frontier.is_empty() {
+            break;
+        }
+        listed += frontier.len();
+        if listed > ROOT_SEARCH_LISTINGS {
+            return Err(CopyError::invalid(
+                "source",
+                format!(
+                    "searching for AWSLogs/ folders listed {ROOT_SEARCH_LISTINGS} folders without finishing: give \
+                     the folder or prefix that holds a trail's AWSLogs/ (or a folder inside it)"
+                ),
+            ));
+        }
+        let listings: Vec<Vec<String>> = futures::stream::iter(frontier)
+            .map(|prefix| async move { source.list_dir(&prefix).await.map(|l| l.dirs) })
+            .buffered(LIST_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let (found, below): (Vec<String>, Vec<String>) =
+            listings.into_iter().flatten().partition(|d| layout::last_segment(d) == "AWSLogs");
+        roots.extend(found.into_iter().map(|awslogs| TrailRoot { awslogs, narrowing: Vec::new() }));
+        frontier = if depth < ROOT_SEARCH_DEPTH { below } else { Vec::new() };
+    }
+    roots.sort_by(|a, b| a.awslogs.cmp(&b.awslogs));
+    Ok(roots)
+}
 
 /// One account and region, with the `.../CloudTrail/<region>/` folder of every trail that
 /// delivers it (an organization trail and an account trail both count).
@@ -63,8 +111,47 @@ async fn level(
     Ok(lists.into_iter().flatten().collect())
 }
 
-/// Every account-region under the source, sorted by (account, region).
-pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Result<Vec<AccountRegion>> {
+/// Every account-region under the trail roots, sorted by (account, region); an account-region
+/// that several roots deliver is one unit with a folder per trail.
+pub async fn account_regions(source: &dyn ObjectStore, roots: &[TrailRoot]) -> Result<Vec<AccountRegion>> {
+    let per_root = futures::future::try_join_all(roots.iter().map(|r| root_account_regions(source, r))).await?;
+    Ok(merge(per_root))
+}
+
+/// Every account-region of every trail under a source prefix ([`trail_roots`], then
+/// [`account_regions`]). The usual root, `<source>AWSLogs/`, is walked while the search runs, so
+/// a source holding one trail costs no round trip more than before the search existed.
+pub async fn source_account_regions(source: &dyn ObjectStore, source_prefix: &str) -> Result<Vec<AccountRegion>> {
+    if layout::has_awslogs(source_prefix) {
+        return account_regions(source, &[layout::trail_root(source_prefix)]).await;
+    }
+    let usual = layout::trail_root(source_prefix);
+    let (roots, walked) = futures::join!(trail_roots(source, source_prefix), root_account_regions(source, &usual));
+    let roots = roots?;
+    let others = roots.iter().filter(|r| r.awslogs != usual.awslogs);
+    let mut others = futures::future::try_join_all(others.map(|r| root_account_regions(source, r))).await?.into_iter();
+    // In the roots' order (folder order within a unit stays deterministic); the speculative walk
+    // counts only if the search found that root (its error too).
+    let (mut walked, mut per_root) = (Some(walked), Vec::with_capacity(roots.len()));
+    for r in &roots {
+        let folders = if r.awslogs == usual.awslogs { walked.take().transpose()? } else { others.next() };
+        per_root.extend(folders);
+    }
+    Ok(merge(per_root))
+}
+
+fn merge(per_root: Vec<Folders>) -> Vec<AccountRegion> {
+    let mut units = Folders::new();
+    for (key, folders) in per_root.into_iter().flatten() {
+        units.entry(key).or_default().extend(folders);
+    }
+    units.into_iter().map(|((account, region), roots)| AccountRegion { account, region, roots }).collect()
+}
+
+type Folders = BTreeMap<(String, String), Vec<(String, String)>>;
+
+/// The account-regions of one `AWSLogs/` root, each with its region folders.
+async fn root_account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Result<Folders> {
     if let Some(first) = root.narrowing.first()
         && !layout::is_org_id(first)
         && !layout::is_account_id(first)
@@ -94,7 +181,7 @@ pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Resu
         trails.push((format!("{acct}CloudTrail/"), pos + 1));
     }
     let regions = level(source, root, trails, |_| true).await?;
-    let mut units: BTreeMap<(String, String), Vec<(String, String)>> = BTreeMap::new();
+    let mut units = Folders::new();
     for (region_dir, pos) in regions {
         // .../<account>/CloudTrail/<region>/
         let segs: Vec<&str> = region_dir.trim_end_matches('/').rsplit('/').take(3).collect();
@@ -103,7 +190,7 @@ pub async fn account_regions(source: &dyn ObjectStore, root: &TrailRoot) -> Resu
         let list_prefix = format!("{region_dir}{below}");
         units.entry((account.to_string(), region.to_string())).or_default().push((region_dir, list_prefix));
     }
-    Ok(units.into_iter().map(|((account, region), roots)| AccountRegion { account, region, roots }).collect())
+    Ok(units)
 }
 
 /// `YYYY/MM/DD` of a day, as a key fragment (fixed width: key order is date order).
@@ -237,7 +324,7 @@ mod tests {
     #[tokio::test]
     async fn one_ranged_listing_per_trail_and_account_region_and_trails_share_groups() {
         let b = bucket();
-        let units = account_regions(&b, &crate::layout::trail_root("")).await.unwrap();
+        let units = account_regions(&b, &trail_roots(&b, "").await.unwrap()).await.unwrap();
         assert_eq!(units.len(), 2);
         assert_eq!(units[0].account, "111122223333");
         assert_eq!(units[0].roots.len(), 2, "organization and account trail: one account-region");
@@ -256,7 +343,7 @@ mod tests {
     async fn a_narrowed_source_builds_its_fixed_levels() {
         let b = bucket();
         let root = crate::layout::trail_root("AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/2024/03/");
-        let units = account_regions(&b, &root).await.unwrap();
+        let units = account_regions(&b, std::slice::from_ref(&root)).await.unwrap();
         assert_eq!(units.len(), 1);
         assert_eq!(units[0].roots, vec![(ORG.to_string(), format!("{ORG}2024/03/"))]);
         assert!(b.dirs_listed.lock().unwrap().is_empty(), "every level is fixed: nothing listed");

@@ -25,6 +25,11 @@ pub fn trail_root(source_prefix: &str) -> TrailRoot {
     }
 }
 
+/// Whether a source prefix lies inside a trail's `AWSLogs/` tree (or is one).
+pub fn has_awslogs(source_prefix: &str) -> bool {
+    source_prefix.split('/').any(|s| s == "AWSLogs")
+}
+
 pub fn is_org_id(segment: &str) -> bool {
     segment.len() > 2 && segment.starts_with("o-") && segment[2..].bytes().all(|c| c.is_ascii_alphanumeric())
 }

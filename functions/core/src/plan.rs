@@ -403,16 +403,11 @@ pub fn retry_command(copy_id: &str, store: &str) -> String {
     format!("trailcopy retry {copy_id} --store {store}")
 }
 
-/// Whether two trail sources can hold the same log files: the same bucket or folder, the same
-/// `AWSLogs/` root, and one narrowing a prefix of the other (`s3://b/` and
-/// `s3://b/AWSLogs/o-x/111122223333/` overlap; two different accounts do not).
+/// Whether two trail sources can hold the same log files: one lies inside the other (a source
+/// above `AWSLogs/` reads every trail below it, so `s3://b/` overlaps `s3://b/trails/a/AWSLogs/`;
+/// two accounts, or two trails' prefixes side by side, do not).
 pub fn sources_overlap(a: &Location, b: &Location) -> bool {
-    if !a.same_root(b) {
-        return false;
-    }
-    let (ra, rb) = (layout::trail_root(a.prefix()), layout::trail_root(b.prefix()));
-    let common = ra.narrowing.len().min(rb.narrowing.len());
-    ra.awslogs == rb.awslogs && ra.narrowing[..common] == rb.narrowing[..common]
+    a.contains(b) || b.contains(a)
 }
 
 /// Refuses a copy whose range overlaps an earlier copy from the same source into the same store:
@@ -458,12 +453,11 @@ async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &Resolv
 /// list as it seals), writes `workitems.json` and marks the record IN_PROGRESS. Safe to run
 /// again on a copy left INITIALIZING by a crash.
 pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
-    let root = layout::trail_root(ctx.source_location.prefix());
     let store_uri = ctx.store_location.display();
     let mut items = Vec::new();
     if !ctx.window.is_empty() {
         let (first, last) = ctx.window.day_span();
-        let units = discover::account_regions(ctx.source.as_ref(), &root).await?;
+        let units = discover::source_account_regions(ctx.source.as_ref(), ctx.source_location.prefix()).await?;
         let source = ctx.source.as_ref();
         let mut listings = futures::stream::iter(units)
             .map(|u| async move { discover::day_groups(source, &u, first, last).await })

@@ -188,17 +188,18 @@ impl Location {
         if !root.is_dir() {
             return Err(CopyError::invalid("source", format!("`{shown}` is not a folder")));
         }
-        let inside = if prefix.is_empty() { root.join(AWS_LOGS) } else { root.join(prefix) };
-        if prefix.is_empty() && !inside.is_dir() {
+        if prefix.is_empty() && !holds_awslogs(root, crate::discover::ROOT_SEARCH_DEPTH) {
             return Err(CopyError::invalid(
                 "source",
                 format!(
-                    "`{shown}` holds no AWSLogs/ folder: give the folder that holds a trail's AWSLogs/ \
-                     (AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/), or a folder inside AWSLogs/"
+                    "`{shown}` holds no AWSLogs/ folder (searched {} folders deep): give the folder that holds \
+                     a trail's AWSLogs/ (AWSLogs/[o-org/]<account>/CloudTrail/<region>/YYYY/MM/DD/), or a folder \
+                     inside AWSLogs/",
+                    crate::discover::ROOT_SEARCH_DEPTH
                 ),
             ));
         }
-        if !inside.is_dir() {
+        if !root.join(prefix).is_dir() {
             return Err(CopyError::invalid("source", format!("`{shown}` does not exist")));
         }
         Ok(())
@@ -265,6 +266,22 @@ impl Location {
 }
 
 const AWS_LOGS: &str = "AWSLogs";
+
+/// Whether `dir` or a folder at most `depth` levels below it holds an `AWSLogs/` folder (the
+/// search discovery makes; unreadable folders are passed over, discovery reports them).
+fn holds_awslogs(dir: &Path, depth: usize) -> bool {
+    if dir.join(AWS_LOGS).is_dir() {
+        return true;
+    }
+    depth > 0
+        && std::fs::read_dir(dir).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_type().is_ok_and(|t| t.is_dir())
+                    && e.file_name() != AWS_LOGS
+                    && holds_awslogs(&e.path(), depth - 1)
+            })
+        })
+}
 
 /// The real path: links resolved for the part that exists, `..` and `.` folded for the rest.
 fn resolve(path: &Path) -> PathBuf {

@@ -9,10 +9,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use trailcopy::discover::{account_regions, day_groups};
+use trailcopy::discover::{ROOT_SEARCH_DEPTH, account_regions, day_groups, source_account_regions, trail_roots};
 use trailcopy::error::{CopyError, Result};
-use trailcopy::layout::TrailRoot;
-use trailcopy::layout::trail_root;
 use trailcopy::range::Window;
 use trailcopy::storage::{Listing, ObjectHead, ObjectInfo, ObjectStore, PutCondition};
 
@@ -23,11 +21,12 @@ struct RecordingBucket {
     ranges: Mutex<Vec<String>>,
 }
 
-/// The day prefixes discovery finds: the account-regions, then each one's days in the window.
-async fn discover_day_prefixes(store: &RecordingBucket, root: &TrailRoot, window: &Window) -> Result<Vec<String>> {
+/// The day prefixes discovery finds: the trail roots, their account-regions, then each one's days
+/// in the window.
+async fn discover_day_prefixes(store: &RecordingBucket, source_prefix: &str, window: &Window) -> Result<Vec<String>> {
     let (first, last) = window.day_span();
     let mut prefixes = BTreeSet::new();
-    for unit in account_regions(store, root).await? {
+    for unit in source_account_regions(store, source_prefix).await? {
         for g in day_groups(store, &unit, first, last).await? {
             prefixes.extend(g.prefixes);
         }
@@ -94,10 +93,14 @@ const B: &str = "444455556666";
 /// Under `root`: an organization trail of accounts A and B and an account trail of A, two regions,
 /// two days in range and one outside, plus digest and other-service folders that must not be read.
 fn bucket(root: &str) -> RecordingBucket {
+    let trails =
+        [format!("{root}AWSLogs/{ORG}/{A}/"), format!("{root}AWSLogs/{ORG}/{B}/"), format!("{root}AWSLogs/{A}/")];
+    bucket_of(&trails)
+}
+
+fn bucket_of(trails: &[String]) -> RecordingBucket {
     let mut keys = BTreeSet::new();
-    for trail in
-        [format!("{root}AWSLogs/{ORG}/{A}/"), format!("{root}AWSLogs/{ORG}/{B}/"), format!("{root}AWSLogs/{A}/")]
-    {
+    for trail in trails {
         for region in ["us-east-1", "eu-west-1"] {
             for day in ["2026/11/01", "2026/11/02", "2026/10/15"] {
                 keys.insert(format!("{trail}CloudTrail/{region}/{day}/f.json.gz"));
@@ -142,7 +145,7 @@ async fn a_narrowed_source_never_lists_above_its_prefix() {
     for (source_prefix, root, trails) in cases() {
         assert!(trails.iter().all(|t| t.starts_with(root)));
         let store = bucket(root);
-        let found = discover_day_prefixes(&store, &trail_root(&source_prefix), &window()).await.unwrap();
+        let found = discover_day_prefixes(&store, &source_prefix, &window()).await.unwrap();
         let mut lists = store.lists.lock().unwrap().clone();
         lists.extend(store.ranges.lock().unwrap().iter().cloned());
         let above: Vec<&String> = lists.iter().filter(|p| !p.starts_with(&source_prefix)).collect();
@@ -173,7 +176,7 @@ async fn fixed_levels_cost_no_listing() {
     // and one range listing of the region's days.
     let source_prefix = format!("AWSLogs/{ORG}/{A}/CloudTrail/us-east-1/");
     let store = bucket("");
-    discover_day_prefixes(&store, &trail_root(&source_prefix), &window()).await.unwrap();
+    discover_day_prefixes(&store, &source_prefix, &window()).await.unwrap();
     let lists = store.lists.lock().unwrap().clone();
     assert!(lists.is_empty(), "{lists:?}");
     let ranges = store.ranges.lock().unwrap().clone();
@@ -181,7 +184,7 @@ async fn fixed_levels_cost_no_listing() {
     // Narrowed to an organization's account: the regions are listed, nothing above the account.
     let source_prefix = format!("AWSLogs/{ORG}/{A}/");
     let store = bucket("");
-    discover_day_prefixes(&store, &trail_root(&source_prefix), &window()).await.unwrap();
+    discover_day_prefixes(&store, &source_prefix, &window()).await.unwrap();
     let lists = store.lists.lock().unwrap().clone();
     assert_eq!(lists, vec![format!("{source_prefix}CloudTrail/")]);
     assert_eq!(store.ranges.lock().unwrap().len(), 2, "one range listing per region");
@@ -191,17 +194,74 @@ async fn fixed_levels_cost_no_listing() {
 async fn a_source_naming_something_else_after_awslogs_is_refused() {
     let store = bucket("");
     for bad in ["AWSLogs/not-an-account/", "AWSLogs/12345/"] {
-        match discover_day_prefixes(&store, &trail_root(bad), &window()).await {
+        match discover_day_prefixes(&store, bad, &window()).await {
             Err(CopyError::InvalidRequest { field: "source", reason }) => {
                 assert!(reason.contains("account"), "{reason}")
             }
             other => panic!("{bad}: {other:?}"),
         }
     }
-    match discover_day_prefixes(&store, &trail_root(&format!("AWSLogs/{A}/CloudTrail-Digest/")), &window()).await {
+    match discover_day_prefixes(&store, &format!("AWSLogs/{A}/CloudTrail-Digest/"), &window()).await {
         Err(CopyError::InvalidRequest { field: "source", .. }) => {}
         other => panic!("digest folder: {other:?}"),
     }
     assert!(store.lists.lock().unwrap().is_empty(), "refused before listing");
     assert!(store.ranges.lock().unwrap().is_empty(), "refused before listing");
+}
+
+/// Two trails under different prefixes of one bucket (an organization trail at `AWSLogs/` and an
+/// account trail at `acct/trail/AWSLogs/`): a source above both finds both, and account A's
+/// account-regions are one unit each, with a folder per trail, so their days share a work item.
+#[tokio::test]
+async fn trails_under_different_prefixes_are_one_account_region() {
+    let acct_trail = format!("acct/trail/AWSLogs/{A}/");
+    let store = bucket_of(&[format!("AWSLogs/{ORG}/{A}/"), format!("AWSLogs/{ORG}/{B}/"), acct_trail.clone()]);
+    let roots = trail_roots(&store, "").await.unwrap();
+    let found: Vec<&str> = roots.iter().map(|r| r.awslogs.as_str()).collect();
+    assert_eq!(found, ["AWSLogs/", "acct/trail/AWSLogs/"]);
+    let units = account_regions(&store, &roots).await.unwrap();
+    assert_eq!(units.len(), 4, "2 accounts x 2 regions: {units:?}");
+    for u in &units {
+        let want = if u.account == A { 2 } else { 1 };
+        assert_eq!(u.roots.len(), want, "{u:?}");
+    }
+    let (first, last) = window().day_span();
+    let a_east = units.iter().find(|u| u.account == A && u.region == "us-east-1").unwrap();
+    let groups = day_groups(&store, a_east, first, last).await.unwrap();
+    assert_eq!(groups.len(), 2);
+    assert!(groups.iter().all(|g| g.prefixes.len() == 2 && g.prefixes[1].starts_with(&acct_trail)), "{groups:?}");
+    // Listed at most at the bucket root and below it, never inside either trail's day folders.
+    let lists = store.lists.lock().unwrap().clone();
+    assert!(lists.iter().all(|p| !p.contains("/2026/")), "{lists:?}");
+}
+
+/// The search goes ROOT_SEARCH_DEPTH folders deep and no deeper; a source prefix inside AWSLogs/
+/// is not searched at all.
+#[tokio::test]
+async fn the_root_search_is_bounded() {
+    let deep = |n: usize| (0..n).map(|i| format!("d{i}/")).collect::<String>();
+    let at = format!("{}AWSLogs/{A}/", deep(ROOT_SEARCH_DEPTH));
+    let too_deep = format!("{}AWSLogs/{B}/", deep(ROOT_SEARCH_DEPTH + 1));
+    let store = bucket_of(&[at, too_deep]);
+    let roots = trail_roots(&store, "").await.unwrap();
+    let found: Vec<&str> = roots.iter().map(|r| r.awslogs.as_str()).collect();
+    assert_eq!(found, [format!("{}AWSLogs/", deep(ROOT_SEARCH_DEPTH))]);
+    let store = bucket("");
+    let roots = trail_roots(&store, &format!("AWSLogs/{ORG}/")).await.unwrap();
+    assert_eq!(roots.len(), 1);
+    assert!(store.lists.lock().unwrap().is_empty());
+}
+
+/// A bucket with more folders than the search may list is refused with a message that says how to
+/// narrow the source, instead of being walked.
+#[tokio::test]
+async fn a_bucket_of_many_other_folders_asks_for_a_narrower_source() {
+    let trails: Vec<String> = (0..1_001).map(|i| format!("data{i:04}/x/AWSLogs/{A}/")).collect();
+    let store = bucket_of(&trails);
+    match trail_roots(&store, "").await {
+        Err(CopyError::InvalidRequest { field: "source", reason }) => {
+            assert!(reason.contains("folder or prefix that holds a trail's AWSLogs/"), "{reason}")
+        }
+        other => panic!("{:?}", other.map(|r| r.len())),
+    }
 }

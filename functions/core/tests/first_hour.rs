@@ -87,6 +87,11 @@ fn s3_sources_overlap_by_prefix() {
         "two trails under different prefixes"
     );
     assert!(!sources_overlap(&s3("s3://bkt/"), &s3("s3://ckt/")));
+    assert!(
+        sources_overlap(&s3("s3://bkt/"), &s3("s3://bkt/trails/a/AWSLogs/")),
+        "the bucket root reads every trail below it"
+    );
+    assert!(!sources_overlap(&s3("s3://bkt/trails/a/"), &s3("s3://bkt/trails/ab/")), "segments, not characters");
 }
 
 #[test]
