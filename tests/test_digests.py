@@ -238,6 +238,17 @@ def test_organization_trail_all_accounts_and_regions(trailcopy, signed, tmp_path
             len(d["logFiles"]) for d in digests["digests"] if d["key"].startswith(acct + "/") and d["region"] == "eu-west-1")
 
 
+def test_verify_finds_the_trail_below_its_source_and_refuses_two(trailcopy, signed, tmp_path):
+    """A folder above the trail's key prefix (corp/trails/AWSLogs/) verifies that trail; with a
+    second trail beside it, verify names both and asks for one at a time."""
+    m, digests, keys = case(signed, tmp_path, "org", **ORG)
+    rep = verify(trailcopy, m["root"], keys)
+    assert rep["failures"] == [] and rep["statistics"]["filesVerified"] == 12
+    shutil.copytree(os.path.join(src(m), "AWSLogs"), os.path.join(m["root"], "other", "AWSLogs"))
+    r = trailcopy("verify", "--source", m["root"], "--start", START, "--end", END, "--digest-public-keys", keys)
+    assert r.returncode == 2 and "holds 2 trails" in r.stderr and "corp/trails/AWSLogs" in r.stderr, r.describe()
+
+
 def test_local_folder_without_keys_is_refused(trailcopy, signed, tmp_path):
     m, _, _ = case(signed, tmp_path)
     r = trailcopy("verify", "--source", src(m), "--start", START, "--end", END)
