@@ -280,6 +280,21 @@ def remove(trail_dir: str, key: str):
     os.remove(_path(trail_dir, key))
 
 
+def upload(s3, bucket: str, prefix: str, trail_dir: str, manifest: dict):
+    """Uploads the trail under `prefix` with each digest's signature in its object metadata
+    (x-amz-meta-signature, x-amz-meta-signature-algorithm), as CloudTrail delivers digests."""
+    sigs = {d["key"]: d for d in manifest["digests"]}
+    for dirpath, _, files in os.walk(trail_dir):
+        for fn in files:
+            p = os.path.join(dirpath, fn)
+            key = os.path.relpath(p, trail_dir).replace(os.sep, "/")
+            extra = {}
+            if key in sigs:
+                extra = {"Metadata": {"signature": sigs[key]["signature"],
+                                      "signature-algorithm": sigs[key]["signatureAlgorithm"]}}
+            s3.upload_file(p, bucket, prefix + key, ExtraArgs=extra)
+
+
 # ----------------------------------------------------------------------------- the reference validator
 def _digest_chains(trail_dir: str) -> dict:
     chains: dict = {}

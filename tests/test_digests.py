@@ -21,7 +21,7 @@ import shutil
 import pytest
 
 import gen_digests
-from conftest import source_dir
+from conftest import duck, source_dir
 
 # Wider than the fixtures (one day, 2024-03-01): every digest and log file is in range.
 START, END = "2024-02-29T00:00:00Z", "2024-03-03T00:00:00Z"
@@ -238,6 +238,17 @@ def test_organization_trail_all_accounts_and_regions(trailcopy, signed, tmp_path
             len(d["logFiles"]) for d in digests["digests"] if d["key"].startswith(acct + "/") and d["region"] == "eu-west-1")
 
 
+def test_verify_finds_the_trail_below_its_source_and_refuses_two(trailcopy, signed, tmp_path):
+    """A folder above the trail's key prefix (corp/trails/AWSLogs/) verifies that trail; with a
+    second trail beside it, verify names both and asks for one at a time."""
+    m, digests, keys = case(signed, tmp_path, "org", **ORG)
+    rep = verify(trailcopy, m["root"], keys)
+    assert rep["failures"] == [] and rep["statistics"]["filesVerified"] == 12
+    shutil.copytree(os.path.join(src(m), "AWSLogs"), os.path.join(m["root"], "other", "AWSLogs"))
+    r = trailcopy("verify", "--source", m["root"], "--start", START, "--end", END, "--digest-public-keys", keys)
+    assert r.returncode == 2 and "holds 2 trails" in r.stderr and "corp/trails/AWSLogs" in r.stderr, r.describe()
+
+
 def test_local_folder_without_keys_is_refused(trailcopy, signed, tmp_path):
     m, _, _ = case(signed, tmp_path)
     r = trailcopy("verify", "--source", src(m), "--start", START, "--end", END)
@@ -252,16 +263,7 @@ def test_local_folder_without_keys_is_refused(trailcopy, signed, tmp_path):
 def upload_signed(moto_s3, bucket, m, digests):
     s3 = moto_s3.client()
     s3.create_bucket(Bucket=bucket)
-    sigs = {d["key"]: d for d in digests["digests"]}
-    for dirpath, _, files in os.walk(m["root"]):
-        for fn in files:
-            p = os.path.join(dirpath, fn)
-            key = os.path.relpath(p, m["root"]).replace(os.sep, "/")
-            extra = {}
-            if key in sigs:
-                extra = {"Metadata": {"signature": sigs[key]["signature"],
-                                      "signature-algorithm": sigs[key]["signatureAlgorithm"]}}
-            s3.upload_file(p, bucket, "mirror/" + key, ExtraArgs=extra)
+    gen_digests.upload(s3, bucket, "mirror/", m["root"], digests)
     return f"s3://{bucket}/mirror"
 
 
@@ -284,3 +286,157 @@ def test_s3_source_verifies_every_digest_from_its_metadata(trailcopy, signed, tm
     assert s["digestsVerified"] == len(digests["digests"]) - 1
     assert all(f["location"].startswith("s3://digests-removed/mirror/AWSLogs/") for f in rep["files"])
     cross_check(rep, m, digests, keys, signatures={d["key"]: d["signature"] for d in digests["digests"]})
+
+
+# ============================================================================ copy --verify-digests
+# Two days, so the copy has two work items: the digest that ends early on day 2 lists day 1's last
+# files too, and both items read it; it must count once.
+TWO_DAYS = dict(seed=13, accounts=1, regions="us-east-1", days=2, files_per_day=4, events_per_file=3)
+VERIFY_STATS = ("filesVerified", "filesNotInDigest", "filesUnverified", "filesMismatched", "logFilesMissing",
+                "digestsVerified", "digestsFailed")
+EVENT_STATS = ("eventsRead", "eventsCompleted", "eventsOutOfRange", "eventsInvalid", "eventsDuplicate")
+
+
+def tamper(m, digests) -> dict:
+    """One log file altered after signing, a digest removed mid-chain, a listed log file deleted.
+    Returns what was done (keys from AWSLogs/)."""
+    listing = listing_digests(digests)
+    altered = listing[0][0]["logFiles"][0]
+    removed = listing[2][0]
+    deleted = listing[-1][0]["logFiles"][-1]
+    assert deleted != altered and deleted not in removed["logFiles"] and altered not in removed["logFiles"]
+    gen_digests.alter_log_file(m["root"], altered)
+    gen_digests.remove(m["root"], removed["key"])
+    gen_digests.remove(m["root"], deleted)
+    return {"altered": altered, "removedDigest": removed["key"], "removedDigestFiles": removed["logFiles"],
+            "deleted": deleted}
+
+
+def copy_verified(trailcopy, source, store, keys, *extra, env=None, expect_rc=(0, 1)):
+    r = trailcopy("copy", "--source", source, "--store", store, "--start", START, "--end", END,
+                  "--verify-digests", "--digest-public-keys", keys, "--json", *extra, env=env)
+    assert r.returncode in expect_rc, r.describe()
+    return r.json
+
+
+def store_failures(trailcopy, store, copy_id, env=None) -> list:
+    r = trailcopy("failures", copy_id, "--store", store, "--json", env=env)
+    assert r.returncode == 0, r.describe()
+    return r.json["failures"]
+
+
+def entries(fs) -> list:
+    return sorted((f["errorType"], awslogs(f["location"])) for f in fs)
+
+
+def test_copy_verify_digests_agrees_with_verify_and_copies_every_event(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "two-days", **TWO_DAYS)
+    done = tamper(m, digests)
+    ref = verify(trailcopy, src(m), keys)
+    rec = copy_verified(trailcopy, src(m), tmp_path / "store", keys)
+    assert rec["statistics"]["workItemsFound"] == 2, rec["statistics"]
+    s = rec["statistics"]
+    assert {k: s[k] for k in VERIFY_STATS} == {k: ref["statistics"][k] for k in VERIFY_STATS}
+    assert s["filesMismatched"] == 1 and s["logFilesMissing"] == 1 and s["filesNotInDigest"] == \
+        len(done["removedDigestFiles"]) and s["filesVerified"] > 0
+    got = store_failures(trailcopy, tmp_path / "store", rec["copyId"])
+    assert entries(got) == entries(ref["failures"])
+    assert ("DigestMismatch", done["altered"]) in entries(got)
+    assert ("DigestChainBroken", done["removedDigest"]) in entries(got)
+    assert ("LogFileMissing", done["deleted"]) in entries(got)
+    assert rec["status"] == "FAILED" and s["failedEntries"] == len(got)
+    # The record: verified or not, and with which keys.
+    v = rec["verification"]
+    assert v["verified"] is False and v["requireVerified"] is False and v["keyFingerprints"] == digests["fingerprints"]
+    assert rec["request"]["verification"]["publicKeys"][0]["Fingerprint"] == digests["fingerprints"][0]
+    # Verification changes no event count: every file is copied, the altered one too.
+    plain = trailcopy("copy", "--source", src(m), "--store", tmp_path / "plain", "--start", START, "--end", END,
+                      "--json")
+    assert plain.returncode == 0, plain.describe()
+    p = plain.json["statistics"]
+    assert {k: s[k] for k in EVENT_STATS} == {k: p[k] for k in EVENT_STATS}
+    assert (s["filesCompleted"], s["filesFailed"], s["filesRejected"]) == (p["filesCompleted"], 0, 0)
+    assert "verification" not in plain.json and p["filesVerified"] == p["digestsVerified"] == 0
+
+
+def test_copy_of_an_intact_trail_is_verified(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "two-days", **TWO_DAYS)
+    rec = copy_verified(trailcopy, src(m), tmp_path / "store", keys, expect_rc=(0,))
+    s = rec["statistics"]
+    ref = verify(trailcopy, src(m), keys)
+    assert {k: s[k] for k in VERIFY_STATS} == {k: ref["statistics"][k] for k in VERIFY_STATS}
+    assert s["filesVerified"] == s["filesCompleted"] == 8 and s["failedEntries"] == 0
+    # Offline, the newest digest has no later one to repeat its signature (it lists no file).
+    assert s["digestsVerified"] == len(digests["digests"]) - 1
+    assert rec["status"] == "COMPLETED" and rec["verification"]["verified"] is True
+
+
+def test_require_verified_skips_and_lists_every_file_not_verified(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "two-days", **TWO_DAYS)
+    done = tamper(m, digests)
+    loose = copy_verified(trailcopy, src(m), tmp_path / "loose", keys)
+    strict = copy_verified(trailcopy, src(m), tmp_path / "strict", keys, "--require-verified")
+    ls, ss = loose["statistics"], strict["statistics"]
+    assert {k: ss[k] for k in VERIFY_STATS} == {k: ls[k] for k in VERIFY_STATS}
+    rejected = sorted([done["altered"], *done["removedDigestFiles"]])
+    assert ss["filesRejected"] == len(rejected) == ss["filesMismatched"] + ss["filesNotInDigest"]
+    assert ss["filesCompleted"] == ls["filesCompleted"] - len(rejected) and ss["filesFailed"] == len(rejected)
+    # Every event read is accounted for: the rejected files' events are counted, not copied.
+    assert ss["eventsRead"] == ls["eventsRead"]
+    assert ss["eventsCompleted"] + ss["eventsUnverified"] + ss["eventsOutOfRange"] + ss["eventsDuplicate"] + \
+        ss["eventsInvalid"] == ss["eventsRead"]
+    assert ss["eventsUnverified"] == ls["eventsCompleted"] - ss["eventsCompleted"] > 0
+    fs = entries(store_failures(trailcopy, tmp_path / "strict", strict["copyId"]))
+    assert [k for t, k in fs if t in ("DigestMismatch", "FileNotInDigest")] == rejected
+    assert all("not copied" in f["errorMessage"] for f in store_failures(trailcopy, tmp_path / "strict",
+                                                                            strict["copyId"])
+               if f["errorType"] in ("DigestMismatch", "FileNotInDigest"))
+    # The store holds no event of a rejected file.
+    con, t = duck(tmp_path / "strict")
+    stored = {awslogs(r[0]) for r in con.execute(f"SELECT DISTINCT sourceLogFile FROM {t}").fetchall()}
+    assert stored and not stored & set(rejected)
+    assert con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] == ss["eventsCompleted"]
+    assert strict["verification"]["requireVerified"] is True
+
+
+def test_a_verifying_copy_that_fails_midway_resumes_without_counting_twice(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "two-days", **TWO_DAYS)
+    tamper(m, digests)
+    clean = copy_verified(trailcopy, src(m), tmp_path / "clean", keys)
+    store = tmp_path / "store"
+    fail = {"TRAILCOPY_BATCH_BYTES": "1500", "TRAILCOPY_FAULT_FAIL_AFTER_BATCHES": "2"}
+    first = copy_verified(trailcopy, src(m), store, keys, "--copy-id", "v1", "--concurrency", "1", env=fail,
+                          expect_rc=(1,))
+    assert first["statistics"]["workItemsCompleted"] < 2, first["statistics"]
+    r = trailcopy("retry", "v1", "--store", store, "--json", env={"TRAILCOPY_BATCH_BYTES": "1500"})
+    assert r.returncode == 1, r.describe()
+    cs, rs = clean["statistics"], r.json["statistics"]
+    keys_compared = VERIFY_STATS + EVENT_STATS + ("filesCompleted", "filesFailed", "failedEntries")
+    assert {k: rs[k] for k in keys_compared} == {k: cs[k] for k in keys_compared}
+    assert entries(store_failures(trailcopy, store, "v1")) == \
+        entries(store_failures(trailcopy, tmp_path / "clean", clean["copyId"]))
+
+
+def test_verify_digests_needs_keys_for_a_local_folder_and_keys_need_verification(trailcopy, signed, tmp_path):
+    m, _, keys = case(signed, tmp_path)
+    r = trailcopy("copy", "--source", src(m), "--store", tmp_path / "s", "--start", START, "--end", END,
+                  "--verify-digests")
+    assert r.returncode == 2 and "--digest-public-keys" in r.stderr, r.describe()
+    r = trailcopy("copy", "--source", src(m), "--store", tmp_path / "s", "--start", START, "--end", END,
+                  "--digest-public-keys", keys)
+    assert r.returncode == 2 and "--verify-digests" in r.stderr, r.describe()
+    assert not (tmp_path / "s" / "copies").exists() or not os.listdir(tmp_path / "s" / "copies")
+
+
+def test_copy_of_an_organization_trail_verifies_every_account_and_region(trailcopy, signed, tmp_path):
+    m, digests, keys = case(signed, tmp_path, "org", **ORG)
+    victim = listing_digests(digests)[-1][0]["logFiles"][0]
+    gen_digests.alter_log_file(m["root"], victim)
+    ref = verify(trailcopy, src(m), keys)
+    rec = copy_verified(trailcopy, src(m), tmp_path / "store", keys)
+    s = rec["statistics"]
+    assert {k: s[k] for k in VERIFY_STATS} == {k: ref["statistics"][k] for k in VERIFY_STATS}
+    assert s["filesVerified"] == 11 and s["filesMismatched"] == 1
+    assert entries(store_failures(trailcopy, tmp_path / "store", rec["copyId"])) == \
+        entries(ref["failures"]) == [("DigestMismatch", awslogs(victim))]
+    assert rec["verification"]["keyFingerprints"] == digests["fingerprints"]  # a key per region

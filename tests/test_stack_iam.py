@@ -172,3 +172,40 @@ def test_created_store_bucket_keeps_versions_for_a_while(stack):
     assert rules["expire-noncurrent-versions"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": "30"}
     assert rules["remove-expired-delete-markers"]["ExpiredObjectDeleteMarker"] is True
     assert "StoreBucket" not in stack.resources  # an existing bucket is the user's to configure
+
+
+DIGEST_DAY = "CloudTrail-Digest/us-east-1/2024/03/01/"
+DIGEST_NAME = "111122223333_CloudTrail-Digest_us-east-1_t_us-east-1_20240301T013148Z.json.gz"
+
+
+@pytest.mark.parametrize("source_prefix,account_root", [
+    ("", "AWSLogs/111122223333/"),
+    ("AWSLogs/o-abc123/", "AWSLogs/o-abc123/111122223333/"),
+    ("AWSLogs/o-abc123/111122223333/", "AWSLogs/o-abc123/111122223333/"),
+    # Narrowed inside the account: the digests are beside CloudTrail/, outside the prefix.
+    ("AWSLogs/o-abc123/111122223333/CloudTrail/us-east-1/", "AWSLogs/o-abc123/111122223333/"),
+    ("corp/AWSLogs/111122223333/CloudTrail/", "corp/AWSLogs/111122223333/"),
+], ids=["whole-bucket", "org", "account", "account-region", "trail-prefix-service"])
+def test_only_copy_reads_digests_and_only_digests(source_prefix, account_root):
+    s = cfn.expand("trailcopy", {**PARAMS, "SourcePrefix": source_prefix}, account=ACCOUNT)
+    copy = s.role_policies("CopyFunction")
+    digest = f"arn:aws:s3:::trail-src/{account_root}{DIGEST_DAY}{DIGEST_NAME}"
+    assert allows(copy, "s3:GetObject", digest)
+    assert allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=account_root + DIGEST_DAY)
+    assert allows(copy, "cloudtrail:ListPublicKeys", "*")
+    # Nothing else of the account becomes listable or readable through the digest grants.
+    assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=account_root + "CloudTrail/")
+    assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=account_root)
+    if "/CloudTrail/" in source_prefix:
+        assert not allows(copy, "s3:GetObject", f"arn:aws:s3:::trail-src/{account_root}CloudTrail-Insight/x.json.gz")
+    if source_prefix.endswith("/us-east-1/"):
+        assert not allows(copy, "s3:GetObject", f"arn:aws:s3:::trail-src/{account_root}CloudTrail/eu-west-1/x.json.gz")
+    other = "AWSLogs/o-other/999999999999/" if source_prefix else None
+    if other:
+        assert not allows(copy, "s3:GetObject", f"arn:aws:s3:::trail-src/{other}{DIGEST_DAY}{DIGEST_NAME}")
+        assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=other + DIGEST_DAY)
+    for fn in ("EnumerateFunction", "PrepareFunction", "FinalizeFunction"):
+        assert not allows(s.role_policies(fn), "cloudtrail:ListPublicKeys", "*"), fn
+    for fn in ("PrepareFunction", "FinalizeFunction"):  # (Enumerate lists everything under SourcePrefix)
+        assert not allows(s.role_policies(fn), "s3:ListBucket", "arn:aws:s3:::trail-src",
+                          s3__prefix=account_root + DIGEST_DAY), fn

@@ -35,7 +35,10 @@ RETRYABLE = {"Retryable", "Lambda.ServiceException", "Lambda.AWSLambdaException"
 ITEM_RETRYABLE = RETRYABLE | {"Lambda.Unknown", "Sandbox.Timedout", "Runtime.ExitError", "States.Timeout"}
 # The only statements that may name Resource "*": CloudWatch Logs delivery for the state machine's
 # logging has no resource-level permissions (AWS requires "*").
-STAR_ALLOWED = {(SM_NAME, "LogDelivery")}
+# Actions without resource types, where AWS requires Resource "*": CloudWatch Logs delivery (Step
+# Functions docs) and cloudtrail:ListPublicKeys
+# (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awscloudtrail.html).
+STAR_ALLOWED = {(SM_NAME, "LogDelivery"), ("DigestReadPolicy", "GetCloudTrailPublicKeys")}
 
 
 def functions() -> dict[str, dict]:

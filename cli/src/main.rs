@@ -201,6 +201,41 @@ struct CopyArgs {
     /// (its events would be stored twice).
     #[arg(long)]
     allow_overlap: bool,
+    /// Check every file read against CloudTrail's signed digest files (SHA-256 of its content,
+    /// signature and chain of each digest); a file that fails is copied and listed.
+    #[arg(long)]
+    verify_digests: bool,
+    #[command(flatten)]
+    digests: DigestArgs,
+}
+
+/// How files are checked against CloudTrail's signed digests (`copy --verify-digests`, `verify`).
+#[derive(Args)]
+struct DigestArgs {
+    /// CloudTrail's public keys as `aws cloudtrail list-public-keys` prints them (one file per
+    /// region, repeatable). Default for s3:// sources: CloudTrail ListPublicKeys.
+    #[arg(long = "digest-public-keys")]
+    digest_public_keys: Vec<String>,
+    /// Every file not verified (in no digest, or only in one that failed its check) is a failure
+    /// entry; a copy also leaves it out (implies --verify-digests).
+    #[arg(long)]
+    require_verified: bool,
+}
+
+impl DigestArgs {
+    /// The key files' documents, for the copy request (and the state machine's execution input).
+    fn key_documents(&self) -> Result<Option<Vec<serde_json::Value>>, CopyError> {
+        if self.digest_public_keys.is_empty() {
+            return Ok(None);
+        }
+        let read = |path: &String| {
+            let bytes = std::fs::read(path)
+                .map_err(|e| CopyError::invalid("digestPublicKeys", format!("cannot read {path}: {e}")))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| CopyError::invalid("digestPublicKeys", format!("{path}: not JSON: {e}")))
+        };
+        self.digest_public_keys.iter().map(read).collect::<Result<Vec<_>, _>>().map(Some)
+    }
 }
 
 #[derive(Args)]
@@ -210,13 +245,8 @@ struct VerifyArgs {
     source: String,
     #[command(flatten)]
     range: RangeArgs,
-    /// CloudTrail's public keys as `aws cloudtrail list-public-keys` prints them (one file per
-    /// region, repeatable). Default for s3:// sources: CloudTrail ListPublicKeys.
-    #[arg(long = "digest-public-keys")]
-    digest_public_keys: Vec<String>,
-    /// Also list every file not verified (not in a digest, or only in one that failed) as a failure.
-    #[arg(long)]
-    require_verified: bool,
+    #[command(flatten)]
+    digests: DigestArgs,
     /// Print one JSON document on stdout (with every file's result).
     #[arg(long)]
     json: bool,
@@ -276,7 +306,7 @@ fn error_exit(e: &CopyError) -> ExitCode {
 async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> {
     match command {
         Command::Copy { copy: a, fetch } => {
-            let mut request = copy_request(&a, 60);
+            let mut request = copy_request(&a, 60)?;
             // Named here, so a copy that fails while planning can be pointed at afterwards.
             let copy_id =
                 request.copy_id.get_or_insert_with(|| trailcopy::record::new_copy_id(jiff::Timestamp::now())).clone();
@@ -290,7 +320,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             }
         }
         Command::Start { state_machine, copy } => {
-            let mut request = copy_request(&copy, 900);
+            let mut request = copy_request(&copy, 900)?;
             // Checked here first: a bad flag fails now, not in the execution (a local folder is
             // refused as such before anything looks for it).
             trailcopy::plan::check_serverless(&request, false)?;
@@ -540,8 +570,8 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         trailcopy::range::DEFAULT_RETENTION_DAYS,
         jiff::Timestamp::now(),
     )?;
-    let keys: Box<dyn PublicKeySource> = match (&source, a.digest_public_keys.is_empty()) {
-        (_, false) => Box::new(KeyFile::read("digestPublicKeys", &a.digest_public_keys)?),
+    let keys: Box<dyn PublicKeySource> = match (&source, a.digests.digest_public_keys.is_empty()) {
+        (_, false) => Box::new(KeyFile::read("digestPublicKeys", &a.digests.digest_public_keys)?),
         (Location::S3 { .. }, true) => Box::new(CloudTrailKeys::new(aws.sdk_config().await.clone())),
         (Location::Local { .. }, true) => {
             return Err(CopyError::invalid(
@@ -556,7 +586,8 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
     let prefix = source.prefix().to_string();
     let store = source.open(aws).await?;
     let report =
-        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.require_verified).await?;
+        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.digests.require_verified)
+            .await?;
     let ok = report.failures.is_empty();
     if a.json {
         print_json(&report);
@@ -586,8 +617,8 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
-    CopyRequest {
+fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> Result<CopyRequest, CopyError> {
+    Ok(CopyRequest {
         source: Some(a.source.clone()),
         store: Some(a.store.store.clone()),
         start: a.range.start.clone(),
@@ -603,7 +634,10 @@ fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> CopyRequest {
         }),
         store_kms_key: a.store_kms_key.clone(),
         allow_overlap: a.allow_overlap,
-    }
+        verify_digests: a.verify_digests,
+        require_verified: a.digests.require_verified,
+        digest_public_keys: a.digests.key_documents()?,
+    })
 }
 
 /// The execution input carries only what was given.
@@ -667,11 +701,16 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
     );
     let _ = writeln!(
         t,
-        "  events     {} copied, {} out of range, {} invalid, {} duplicate (of {} read)",
+        "  events     {} copied, {} out of range, {} invalid, {} duplicate{} (of {} read)",
         n(s.events_completed),
         n(s.events_out_of_range),
         n(s.events_invalid),
         n(s.events_duplicate),
+        if s.events_unverified > 0 {
+            format!(", {} in files not verified", n(s.events_unverified))
+        } else {
+            String::new()
+        },
         n(s.events_read)
     );
     if s.restores_started + s.restores_pending > 0 {
@@ -682,6 +721,23 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
             n(s.restores_pending),
             n(s.restores_finished)
         );
+    }
+    if let Some(v) = &record.verification {
+        let _ = writeln!(
+            t,
+            "  digests    {}: {} files verified, {} in no digest, {} only in failed digests, {} altered; {} \
+             missing; {} digests verified, {} failed{}",
+            if v.verified { "VERIFIED" } else { "NOT VERIFIED" },
+            n(s.files_verified),
+            n(s.files_not_in_digest),
+            n(s.files_unverified),
+            n(s.files_mismatched),
+            n(s.log_files_missing),
+            n(s.digests_verified),
+            n(s.digests_failed),
+            if v.require_verified { format!("; {} files not copied", n(s.files_rejected)) } else { String::new() },
+        );
+        let _ = writeln!(t, "  keys       {} ({})", v.key_fingerprints.join(", "), v.public_keys);
     }
     if s.failed_entries == 0 {
         t.push_str("  failures   none\n");

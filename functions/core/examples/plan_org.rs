@@ -206,6 +206,7 @@ async fn main() {
         restore: RestoreOptions::default(),
         store_kms_key: None,
         allow_overlap: false,
+        verification: None,
     };
     let ctx = CopyContext {
         copy_id: "bench".into(),
@@ -217,6 +218,7 @@ async fn main() {
         store: store.clone(),
         keys: RecordKeys::new("", "bench"),
         kms: Arc::new(NoKeys),
+        digest_keys: None,
     };
     let now = jiff::Timestamp::now();
     let record = CopyRecord {
@@ -228,6 +230,7 @@ async fn main() {
         updated_time: now,
         message: None,
         executions: Vec::new(),
+        verification: None,
     };
     ctx.write_record(&record).await.unwrap();
     let rss_before = peak_rss_mib();

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::budget::{BytePermit, FetchBudget};
+use crate::digest::ItemDigests;
 use crate::error::{CopyError, Result};
 use crate::event::{self, ParsedFile};
 use crate::plan::CopyContext;
@@ -78,8 +79,9 @@ static ABORT_AFTER: LazyLock<Option<u64>> =
 
 /// One file's result: parsed events or a failure entry; a retryable error fails the batch.
 enum FileResult {
-    /// The events read, and the damage that stopped the read early, if any.
-    Parsed(ParsedFile, Option<FailureEntry>),
+    /// The events read, the damage that stopped the read early, if any, and (when the copy
+    /// verifies digests) the SHA-256 of the inflated file.
+    Parsed(ParsedFile, Option<FailureEntry>, Option<[u8; 32]>),
     Failed(FailureEntry),
 }
 
@@ -88,6 +90,7 @@ async fn read_file(
     window: Window,
     budget: FetchBudget,
     file: FileToCopy,
+    hash: bool,
     parse: oneshot::Receiver<()>,
 ) -> Result<FileResult> {
     let location = source.location(&file.key);
@@ -131,13 +134,13 @@ async fn read_file(
         return Err(CopyError::State("the copy stopped reading".into()));
     }
     let _parser = budget.parser().await;
-    let (parsed, damage) = tokio::task::spawn_blocking(move || event::read_log(&bytes, &window))
+    let (parsed, damage, sha256) = tokio::task::spawn_blocking(move || event::read_log_hashed(&bytes, &window, hash))
         .await
         .map_err(|e| CopyError::Storage { location: location.clone(), message: format!("parser task failed: {e}") })?;
     Ok(match damage {
-        None => FileResult::Parsed(parsed, None),
+        None => FileResult::Parsed(parsed, None, sha256),
         // A damaged file is a failure entry; the events read before the damage still count.
-        Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message))),
+        Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message)), sha256),
     })
 }
 
@@ -169,8 +172,9 @@ impl<'a> Ahead<'a> {
 
     fn spawn(&mut self, held: BytePermit) {
         let (parse, parse_rx) = oneshot::channel();
+        let hash = self.ctx.request.verification.is_some();
         let file = self.files[self.next].clone();
-        let task = read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), file, parse_rx);
+        let task = read_file(self.ctx.source.clone(), self.ctx.window, self.budget.clone(), file, hash, parse_rx);
         let (task, result) = task.remote_handle();
         tokio::spawn(task);
         self.queue.push_back(InFlight { result, parse: Some(parse), held });
@@ -280,6 +284,15 @@ pub async fn copy_item_prefetched<'a>(
     let files: Vec<FileToCopy> =
         files?.ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
     let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
+    let digests = match &ctx.request.verification {
+        Some(v) => {
+            let d = ItemDigests::load(ctx, item, v.require_verified).await?;
+            let (lists, gets) = d.requests;
+            tracing::info!(item = %item.index, lists, gets, "digests read");
+            Some(d)
+        }
+        None => None,
+    };
     let limit = batch_bytes();
     let source_name = ctx.source_location.display();
 
@@ -314,15 +327,28 @@ pub async fn copy_item_prefetched<'a>(
                     delta.files_failed += 1;
                     failures.push(entry);
                 }
-                FileResult::Parsed(parsed, damage) => {
-                    match damage {
-                        Some(entry) => {
-                            delta.files_failed += 1;
-                            failures.push(entry);
-                        }
-                        None => delta.files_completed += 1,
+                FileResult::Parsed(parsed, damage, sha256) => {
+                    let source_log_file = ctx.source.location(&file.key);
+                    let copy_it = digests.as_ref().is_none_or(|d| {
+                        d.check(&file.key, &source_log_file, sha256.as_ref(), &mut delta, &mut failures)
+                    });
+                    let damaged = damage.is_some();
+                    if let Some(entry) = damage {
+                        failures.push(entry);
+                    }
+                    if damaged || !copy_it {
+                        delta.files_failed += 1;
+                    } else {
+                        delta.files_completed += 1;
                     }
                     delta.events_read += parsed.events_read;
+                    if !copy_it {
+                        // --require-verified: read (to hash it), counted, and not copied.
+                        delta.files_rejected += 1;
+                        delta.events_unverified += parsed.events_read;
+                        drop(held);
+                        continue;
+                    }
                     delta.events_out_of_range += parsed.events_out_of_range;
                     delta.events_invalid += parsed.events_invalid;
                     if parsed.events_invalid > 0 {
@@ -339,7 +365,6 @@ pub async fn copy_item_prefetched<'a>(
                             ),
                         ));
                     }
-                    let source_log_file = ctx.source.location(&file.key);
                     for part in parsed.parts {
                         let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
                         let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
@@ -397,6 +422,13 @@ pub async fn copy_item_prefetched<'a>(
             rollup::record_item(ctx, &state).await?;
             return Ok(outcome);
         }
+    }
+    if let Some(d) = &digests {
+        // Once, with the completion: a retry of a completed item never gets here again.
+        let (stats, failures, fingerprints) = d.finish(ctx);
+        state.statistics += stats;
+        state.failures.extend(failures);
+        state.key_fingerprints = fingerprints;
     }
     state.status = ItemStatus::Completed;
     state.statistics.prefixes_completed = item.prefixes;

@@ -1,11 +1,14 @@
 //! Roll the items' summaries (rollup.rs shards) up into the copy record and its failure list:
 //! a bounded number of reads, whatever the number of items.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
+use crate::digest::item::DIGEST_ERROR_TYPES;
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;
-use crate::record::{CopyRecord, CopyStatus, FailureEntry, ItemStatus, Statistics, WorkItem, write_json};
+use crate::record::{
+    CopyRecord, CopyStatus, FailureEntry, ItemStatus, Statistics, VerificationSummary, WorkItem, write_json,
+};
 use crate::rollup::{ItemSummary, read_summaries};
 
 /// Everything the items report, summed.
@@ -13,6 +16,8 @@ pub struct Rollup {
     pub statistics: Statistics,
     pub failures: Vec<FailureEntry>,
     pub all_completed: bool,
+    /// Fingerprints of the keys that verified the items' digests.
+    pub key_fingerprints: BTreeSet<String>,
 }
 
 /// Sums the summaries of `items`; an item without a completed summary is a failure entry.
@@ -20,11 +25,23 @@ pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> 
     let mut statistics = Statistics::default();
     let mut failures = Vec::new();
     let mut completed = 0;
+    let mut key_fingerprints = BTreeSet::new();
+    // A digest next to two items' days is checked by both: its entry is kept once.
+    let mut digest_entries = HashSet::new();
     for item in items {
         let s = summaries.get(&item.index);
         if let Some(s) = s {
             statistics += s.statistics;
-            failures.extend(s.failures.iter().cloned());
+            key_fingerprints.extend(s.key_fingerprints.iter().cloned());
+            failures.extend(
+                s.failures
+                    .iter()
+                    .filter(|f| {
+                        !DIGEST_ERROR_TYPES.contains(&f.error_type.as_str())
+                            || digest_entries.insert((f.location.clone(), f.error_type.clone()))
+                    })
+                    .cloned(),
+            );
         }
         if s.is_some_and(|s| s.status == ItemStatus::Completed) {
             completed += 1;
@@ -58,7 +75,7 @@ pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> 
     statistics.work_items_found = items.len() as u64;
     statistics.work_items_completed = completed;
     statistics.failed_entries = failures.len() as u64;
-    Rollup { statistics, failures, all_completed: completed == items.len() as u64 }
+    Rollup { statistics, failures, all_completed: completed == items.len() as u64, key_fingerprints }
 }
 
 /// The work items and the shards are read at once (independent reads: one round trip, not two).
@@ -78,6 +95,7 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
     };
     write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
     record.statistics = r.statistics;
+    record.verification = verification_summary(ctx, &r);
     record.status = if stopped {
         CopyStatus::Stopped
     } else if r.all_completed && r.failures.is_empty() {
@@ -117,6 +135,22 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
     Ok(record)
 }
 
+/// What the record says of a verifying copy: verified only if every item completed, every file
+/// read is in an authentic digest with its hash, nothing a digest lists is missing, and no digest
+/// failed its check.
+fn verification_summary(ctx: &CopyContext, r: &Rollup) -> Option<VerificationSummary> {
+    let v = ctx.request.verification.as_ref()?;
+    let s = &r.statistics;
+    let doubts = s.files_not_in_digest + s.files_unverified + s.files_mismatched + s.log_files_missing;
+    let digest_failures = r.failures.iter().any(|f| DIGEST_ERROR_TYPES.contains(&f.error_type.as_str()));
+    Some(VerificationSummary {
+        verified: r.all_completed && doubts == 0 && s.digests_failed == 0 && !digest_failures,
+        require_verified: v.require_verified,
+        public_keys: ctx.digest_keys.as_ref().map_or_else(String::new, |k| k.describe()),
+        key_fingerprints: r.key_fingerprints.iter().cloned().collect(),
+    })
+}
+
 /// `1 prefix`, `2 prefixes`.
 pub fn count(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
@@ -139,6 +173,7 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
     r.statistics.failed_entries = r.failures.len() as u64;
     write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
     record.statistics = r.statistics;
+    record.verification = verification_summary(ctx, &r);
     record.status = CopyStatus::Failed;
     record.message = Some(format!(
         "{}: {}; completed items stay completed: resume with `{}`",
@@ -158,6 +193,7 @@ pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
         && let Ok(r) = read_rollup(ctx).await
     {
         record.statistics = r.statistics;
+        record.verification = verification_summary(ctx, &r);
     }
     Ok(record)
 }
@@ -168,4 +204,48 @@ pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
         return Ok(read_rollup(ctx).await.map(|r| r.failures).unwrap_or_default());
     }
     Ok(crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures()).await?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(index: &str) -> WorkItem {
+        WorkItem {
+            copy_id: "c".into(),
+            store: "s".into(),
+            index: index.into(),
+            date: "2024-03-01".into(),
+            prefixes: 1,
+            files: 1,
+            bytes: 1,
+            tag: "t".into(),
+            first: format!("p{index}/"),
+            last: format!("p{index}/"),
+        }
+    }
+
+    #[test]
+    fn a_digest_entry_both_neighbouring_items_report_is_kept_once_and_fingerprints_are_united() {
+        let entry = |location: &str, t: &str| FailureEntry::new(location.into(), t, "m".into());
+        let summary = |failures: Vec<FailureEntry>, fp: &str| ItemSummary {
+            status: ItemStatus::Completed,
+            statistics: Statistics { files_verified: 2, ..Default::default() },
+            failures,
+            error: None,
+            prefix: "p/".into(),
+            key_fingerprints: vec![fp.into()],
+        };
+        let summaries = BTreeMap::from([
+            ("1".to_string(), summary(vec![entry("d", "DigestChainBroken"), entry("f1", "DigestMismatch")], "a")),
+            ("2".to_string(), summary(vec![entry("d", "DigestChainBroken"), entry("f1", "DigestMismatch")], "b")),
+        ]);
+        let r = rollup(&[item("1"), item("2")], &summaries);
+        let types: Vec<&str> = r.failures.iter().map(|f| f.error_type.as_str()).collect();
+        // A file's entries are never merged (two items never read the same file).
+        assert_eq!(types, ["DigestChainBroken", "DigestMismatch", "DigestMismatch"]);
+        assert_eq!(r.statistics.failed_entries, 3);
+        assert_eq!(r.statistics.files_verified, 4);
+        assert_eq!(r.key_fingerprints.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
 }

@@ -8,6 +8,8 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::digest::keys::{PublicKey, parse_public_keys};
+use crate::digest::{CloudTrailKeys, KeyFile, PublicKeySource};
 use crate::discover;
 use crate::error::{CopyError, Result};
 use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
@@ -15,8 +17,8 @@ use crate::layout;
 use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
 use crate::record::{
-    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, WorkItem, new_copy_id, read_json,
-    validate_copy_id, write_json, write_json_compact,
+    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, VerificationRequest, WorkItem,
+    new_copy_id, read_json, validate_copy_id, write_json, write_json_compact,
 };
 use crate::storage::{AwsClients, Location, ObjectStore};
 use crate::storage_class::check_tier;
@@ -48,6 +50,16 @@ pub struct CopyRequest {
     /// Copy even when an earlier copy from the same source into this store overlaps the range.
     #[serde(default)]
     pub allow_overlap: bool,
+    /// Check every file read against CloudTrail's signed digests.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub verify_digests: bool,
+    /// Skip (and list) files not verified; implies `verifyDigests`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_verified: bool,
+    /// CloudTrail's public keys, as `aws cloudtrail list-public-keys` prints them (one document per
+    /// region); without them an s3:// source asks CloudTrail ListPublicKeys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_public_keys: Option<Vec<serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +84,8 @@ pub struct CopyContext {
     pub keys: RecordKeys,
     /// Checks the source's SSE-KMS keys.
     pub kms: Arc<dyn KeyChecker>,
+    /// CloudTrail's public keys, when the copy verifies digests.
+    pub digest_keys: Option<Arc<dyn PublicKeySource>>,
 }
 
 impl CopyContext {
@@ -106,6 +120,10 @@ impl CopyContext {
         };
         let r = &record.request;
         let window = Window { start: r.start, end: r.end, retention_cutoff: r.retention_cutoff };
+        let digest_keys = match &r.verification {
+            Some(v) => Some(digest_key_source(aws, v, &source_location).await?),
+            None => None,
+        };
         Ok(CopyContext {
             copy_id: record.copy_id.clone(),
             request: record.request,
@@ -116,6 +134,7 @@ impl CopyContext {
             store,
             keys,
             kms,
+            digest_keys,
         })
     }
 
@@ -134,6 +153,59 @@ impl CopyContext {
             .await?
             .ok_or_else(|| CopyError::State(format!("copy `{}` has no work items yet", self.copy_id)))
     }
+}
+
+/// The keys a verifying copy checks digests with: the request's, else CloudTrail ListPublicKeys.
+async fn digest_key_source(
+    aws: &AwsClients,
+    v: &VerificationRequest,
+    source: &Location,
+) -> Result<Arc<dyn PublicKeySource>> {
+    if !v.public_keys.is_empty() {
+        let entries = [serde_json::Value::Array(v.public_keys.clone())];
+        return Ok(Arc::new(KeyFile::new(parse_request_keys(&entries)?, "the copy request".into())));
+    }
+    match source {
+        Location::S3 { .. } => Ok(Arc::new(CloudTrailKeys::new(aws.sdk_config().await.clone()))),
+        Location::Local { .. } => Err(CopyError::invalid("digestPublicKeys", LOCAL_NEEDS_KEYS)),
+    }
+}
+
+const LOCAL_NEEDS_KEYS: &str = "a local folder needs CloudTrail's public keys: save `aws cloudtrail list-public-keys \
+     --start-time ... --end-time ... --region R` for each region and pass the files";
+
+/// The request's key documents (each what `list-public-keys` prints), checked, as keys.
+fn parse_request_keys(docs: &[serde_json::Value]) -> Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for (i, doc) in docs.iter().enumerate() {
+        let bytes = serde_json::to_vec(doc).map_err(|e| CopyError::invalid("digestPublicKeys", e.to_string()))?;
+        keys.extend(
+            parse_public_keys(&bytes).map_err(|e| CopyError::invalid("digestPublicKeys", format!("[{i}]: {e}")))?,
+        );
+    }
+    Ok(keys)
+}
+
+/// The verification part of a request: the keys checked and kept as `list-public-keys` entries.
+fn resolve_verification(req: &CopyRequest, source: &Location) -> Result<Option<VerificationRequest>> {
+    let docs = req.digest_public_keys.as_deref().unwrap_or_default();
+    if !(req.verify_digests || req.require_verified) {
+        if !docs.is_empty() {
+            return Err(CopyError::invalid("digestPublicKeys", "is only used with --verify-digests (verifyDigests)"));
+        }
+        return Ok(None);
+    }
+    let keys = parse_request_keys(docs)?;
+    if !docs.is_empty() && keys.is_empty() {
+        return Err(CopyError::invalid("digestPublicKeys", "no public keys in the document(s)"));
+    }
+    if keys.is_empty() && matches!(source, Location::Local { .. }) {
+        return Err(CopyError::invalid("digestPublicKeys", LOCAL_NEEDS_KEYS));
+    }
+    Ok(Some(VerificationRequest {
+        require_verified: req.require_verified,
+        public_keys: keys.iter().map(PublicKey::to_entry).collect(),
+    }))
 }
 
 /// Each restore wait loop of the state machine costs ~11 history events; an execution has 25,000.
@@ -249,6 +321,7 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
         restore,
         store_kms_key: req.store_kms_key.clone().filter(|k| !k.is_empty()),
         allow_overlap: req.allow_overlap,
+        verification: resolve_verification(req, &source)?,
     };
     if resolved.store_kms_key.is_some() && matches!(store, Location::Local { .. }) {
         return Err(CopyError::invalid("storeKmsKey", "SSE-KMS needs an s3:// store"));
@@ -305,6 +378,7 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
         updated_time: now,
         message: None,
         executions: Vec::new(),
+        verification: None,
     };
     write_json(store.as_ref(), &keys.record(), &record).await?;
     let planned = match CopyContext::from_record(aws, record.clone(), store_location, store.clone(), keys.clone()).await

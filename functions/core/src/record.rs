@@ -80,6 +80,35 @@ pub struct ResolvedRequest {
     /// The copy was allowed to overlap earlier copies' ranges from the same source.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_overlap: bool,
+    /// Check every file read against CloudTrail's signed digests (`--verify-digests`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationRequest>,
+}
+
+/// How a copy verifies its files against the digests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationRequest {
+    /// Skip (and list) every file not verified, instead of copying it anyway.
+    #[serde(default)]
+    pub require_verified: bool,
+    /// The public keys given with the request, as `list-public-keys` entries; empty: CloudTrail
+    /// ListPublicKeys (s3:// sources).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_keys: Vec<serde_json::Value>,
+}
+
+/// What the copy record says about verification: whether every file was proven, with which keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSummary {
+    /// Every file read was verified against an authentic digest, and no digest failed.
+    pub verified: bool,
+    pub require_verified: bool,
+    /// Where the keys came from (CloudTrail ListPublicKeys, or the request).
+    pub public_keys: String,
+    /// Fingerprints of the keys that verified the digests used.
+    pub key_fingerprints: Vec<String>,
 }
 
 /// CloudTrail's ImportStatistics names, plus ours.
@@ -109,6 +138,23 @@ pub struct Statistics {
     /// Work items: day prefixes packed by bytes (the Distributed Map's items).
     pub work_items_found: u64,
     pub work_items_completed: u64,
+    /// Digest verification (`--verify-digests`): files an authentic digest lists with their hash.
+    pub files_verified: u64,
+    /// No digest lists them (validation off then, digest missing or not yet delivered).
+    pub files_not_in_digest: u64,
+    /// Listed only by digests that failed their own check.
+    pub files_unverified: u64,
+    /// DigestMismatch: altered or damaged after delivery.
+    pub files_mismatched: u64,
+    /// With --require-verified: files not copied because they were not verified (each a failure
+    /// entry, counted in filesFailed; their events in eventsUnverified).
+    pub files_rejected: u64,
+    /// Events read from rejected files (not copied): with the others they add up to eventsRead.
+    pub events_unverified: u64,
+    /// LogFileMissing: authentic digests list them in the range, the source lacks them.
+    pub log_files_missing: u64,
+    pub digests_verified: u64,
+    pub digests_failed: u64,
 }
 
 impl AddAssign for Statistics {
@@ -132,6 +178,15 @@ impl AddAssign for Statistics {
         self.restores_finished += o.restores_finished;
         self.work_items_found += o.work_items_found;
         self.work_items_completed += o.work_items_completed;
+        self.files_verified += o.files_verified;
+        self.files_not_in_digest += o.files_not_in_digest;
+        self.files_unverified += o.files_unverified;
+        self.files_mismatched += o.files_mismatched;
+        self.files_rejected += o.files_rejected;
+        self.events_unverified += o.events_unverified;
+        self.log_files_missing += o.log_files_missing;
+        self.digests_verified += o.digests_verified;
+        self.digests_failed += o.digests_failed;
     }
 }
 
@@ -171,6 +226,9 @@ pub struct CopyRecord {
     /// The state machine executions that ran this copy (its first run and its retries), oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub executions: Vec<String>,
+    /// Set when the copy verified its files against CloudTrail's digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSummary>,
 }
 
 impl CopyRecord {
@@ -263,6 +321,9 @@ pub struct ItemState {
     /// The restore wait this item allows by its objects' classes (when the request gives none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore_max_wait_seconds: Option<u64>,
+    /// Fingerprints of the keys that verified the item's digests (set when it completes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_fingerprints: Vec<String>,
 }
 
 impl ItemState {
@@ -279,6 +340,7 @@ impl ItemState {
             resume_status: None,
             restoring: Vec::new(),
             restore_max_wait_seconds: None,
+            key_fingerprints: Vec::new(),
         }
     }
 }

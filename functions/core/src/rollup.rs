@@ -29,6 +29,9 @@ pub struct ItemSummary {
     pub error: Option<FailureEntry>,
     /// The item's first day prefix (failure locations).
     pub prefix: String,
+    /// Fingerprints of the keys that verified its digests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_fingerprints: Vec<String>,
 }
 
 impl From<&ItemState> for ItemSummary {
@@ -39,6 +42,7 @@ impl From<&ItemState> for ItemSummary {
             failures: s.failures.clone(),
             error: s.error.clone(),
             prefix: s.prefix.clone(),
+            key_fingerprints: s.key_fingerprints.clone(),
         }
     }
 }

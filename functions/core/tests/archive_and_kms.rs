@@ -165,6 +165,7 @@ impl Setup {
                     updated_time: jiff::Timestamp::now(),
                     message: None,
                     executions: Vec::new(),
+                    verification: None,
                 };
                 self.ctx.write_record(&record).await.unwrap();
                 let items = trailcopy::plan::discover_work_items(&self.ctx).await.unwrap();
@@ -199,6 +200,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         restore: RestoreOptions { tier: tier.into(), days: 7, poll_seconds: 1, max_wait_seconds: Some(3600) },
         store_kms_key: None,
         allow_overlap: false,
+        verification: None,
     };
     let ctx = CopyContext {
         copy_id: "c1".into(),
@@ -210,6 +212,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         store: Arc::new(LocalStore::new(dir)),
         keys: RecordKeys::new("", "c1"),
         kms: Arc::new(FakeKeys(keys.iter().map(|(k, s)| (k.to_string(), s.clone())).collect())),
+        digest_keys: None,
     };
     Setup { ctx, item: tokio::sync::OnceCell::new(), source }
 }

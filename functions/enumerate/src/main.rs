@@ -30,6 +30,14 @@ struct Input {
     #[serde(default)]
     allow_overlap: bool,
     store_kms_key: Option<String>,
+    /// Check every file read against CloudTrail's signed digests.
+    #[serde(default)]
+    verify_digests: bool,
+    /// Skip (and list) files not verified; implies verifyDigests.
+    #[serde(default)]
+    require_verified: bool,
+    /// CloudTrail's public keys (`aws cloudtrail list-public-keys` documents); default: ListPublicKeys.
+    digest_public_keys: Option<Vec<Value>>,
     /// Resume the copy `copyId` (a new execution: completed items are skipped, failed ones resume).
     #[serde(default)]
     retry: bool,
@@ -98,6 +106,9 @@ fn request(input: Input, d: &Defaults, execution_arn: Option<&str>) -> Result<Co
         restore: input.restore,
         store_kms_key: input.store_kms_key,
         allow_overlap: input.allow_overlap,
+        verify_digests: input.verify_digests,
+        require_verified: input.require_verified,
+        digest_public_keys: input.digest_public_keys,
     })
 }
 

@@ -9,12 +9,18 @@ use trailcopy::record::WorkItem;
 use trailcopy::{CopyContext, CopyError};
 
 /// `Retryable` (Retry with backoff), `InvalidRequest` (fail the execution at once),
-/// `RestoreTimeout`, or `ItemFailed` (Catch: a failure of this item only).
+/// `RestoreTimeout`, `DigestPublicKeysAccessDenied`, or `ItemFailed` (Catch: a failure of this
+/// item only).
 pub fn diagnostic(e: CopyError) -> Diagnostic {
     let error_type = match &e {
         CopyError::InvalidRequest { .. } => "InvalidRequest",
         CopyError::Retryable { .. } => "Retryable",
         CopyError::Blocked(entry) if entry.error_type == "RestoreTimeout" => "RestoreTimeout",
+        // cloudtrail:ListPublicKeys denied (verifyDigests without keys in the request): every
+        // item fails alike; the Map's Catch (States.ALL) records it, named, once per copy.
+        CopyError::Blocked(entry) if entry.error_type == "DigestPublicKeysAccessDenied" => {
+            "DigestPublicKeysAccessDenied"
+        }
         _ => "ItemFailed",
     };
     Diagnostic { error_type: error_type.into(), error_message: e.to_string() }

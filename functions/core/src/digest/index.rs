@@ -106,6 +106,17 @@ impl DigestIndex {
         })
     }
 
+    /// The files each digest lists, by the digest's position in [`Self::digests`].
+    pub fn files_by_digest(&self) -> Vec<Vec<&str>> {
+        let mut out = vec![Vec::new(); self.digests.len()];
+        for (key, ls) in &self.files {
+            for l in ls {
+                out[l.digest].push(key.as_str());
+            }
+        }
+        out
+    }
+
     /// Fingerprints of the keys that verified digests.
     pub fn fingerprints(&self) -> BTreeSet<String> {
         self.digests

@@ -46,6 +46,23 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// The key as a `list-public-keys` entry (what a copy record keeps of the request's keys).
+    pub fn to_entry(&self) -> serde_json::Value {
+        let mut e = serde_json::json!({
+            "Fingerprint": self.fingerprint,
+            "Value": base64::engine::general_purpose::STANDARD.encode(&self.der),
+        });
+        if let Some(t) = self.valid_from {
+            e["ValidityStartTime"] = t.to_string().into();
+        }
+        if let Some(t) = self.valid_to {
+            e["ValidityEndTime"] = t.to_string().into();
+        }
+        e
+    }
+}
+
 pub fn fingerprint_of(der: &[u8]) -> String {
     hex::encode(Md5::digest(der))
 }

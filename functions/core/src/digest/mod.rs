@@ -14,17 +14,20 @@
 //! - [`chain`]: one chain's signatures and links;
 //! - [`load`]: reading the digests that cover some log files (bounded requests);
 //! - [`index`]: per log file, the verdict;
+//! - [`item`]: verifying a work item's files while it is copied;
 //! - [`verify`]: checking a whole source without copying (`trailcopy verify`).
 
 pub mod chain;
 pub mod file;
 pub mod index;
+pub mod item;
 pub mod keys;
 pub mod load;
 pub mod signature;
 pub mod verify;
 
 pub use index::{DigestIndex, Verdict};
+pub use item::ItemDigests;
 pub use keys::{CloudTrailKeys, KeyFile, PublicKeySource};
 pub use load::{DigestScope, LoadedDigests, Requests, load_digests};
 pub use verify::{VerifyReport, VerifyStatistics, verify_source};

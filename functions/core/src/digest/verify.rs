@@ -157,6 +157,25 @@ async fn account_regions(
     Ok(out)
 }
 
+/// The one trail root `verify` checks: the source's own, or the only `AWSLogs/` the search finds
+/// below it. A source above several trails is refused (each trail's digests chain on their own):
+/// the message names them, so each can be verified in turn.
+async fn verified_root(source: &dyn ObjectStore, source_prefix: &str) -> Result<TrailRoot> {
+    let mut roots = crate::discover::trail_roots(source, source_prefix).await?;
+    match roots.len() {
+        0 => Ok(layout::trail_root(source_prefix)),
+        1 => Ok(roots.remove(0)),
+        n => Err(CopyError::invalid(
+            "source",
+            format!(
+                "holds {n} trails ({}): verify one trail's folder at a time (`copy --verify-digests` \
+                 checks them all at once)",
+                roots.iter().map(|r| source.location(&r.awslogs)).collect::<Vec<_>>().join(", ")
+            ),
+        )),
+    }
+}
+
 /// Verifies the log files a copy of `window` would read from `source` (`source_prefix`: the
 /// source location's prefix), with `keys`; with `require_verified`, every file not verified is
 /// also a failure entry.
@@ -169,7 +188,7 @@ pub async fn verify_source(
 ) -> Result<VerifyReport> {
     let started = Instant::now();
     let requests = Requests::default();
-    let root = layout::trail_root(source_prefix);
+    let root = verified_root(source, source_prefix).await?;
     let from = window.effective_start().saturating_sub(START_SLACK).unwrap_or(Timestamp::MIN);
     let to = window.end.saturating_add(DELIVERY_SLACK).unwrap_or(Timestamp::MAX);
     let scopes: Vec<DigestScope> = account_regions(source, &root, &requests)

@@ -98,8 +98,20 @@ pub fn gunzip_partial(compressed: &[u8]) -> (Vec<u8>, Option<FileError>) {
 /// Reads one compressed log file as far as it can be read. Events before damage (a truncated or
 /// corrupt gzip stream, broken JSON) are kept and counted; the damage is the returned error.
 pub fn read_log(compressed: &[u8], window: &Window) -> (ParsedFile, Option<FileError>) {
+    let (parsed, damage, _) = read_log_hashed(compressed, window, false);
+    (parsed, damage)
+}
+
+/// [`read_log`], and with `hash` the SHA-256 of the inflated bytes (what a digest lists), taken
+/// from the same inflate; `None` when the stream is damaged (there is no whole file to hash).
+pub fn read_log_hashed(
+    compressed: &[u8],
+    window: &Window,
+    hash: bool,
+) -> (ParsedFile, Option<FileError>, Option<[u8; 32]>) {
     let (text, gzip_error) = gunzip_partial(compressed);
-    match gzip_error {
+    let sha256 = (hash && gzip_error.is_none()).then(|| crate::digest::signature::sha256(&text));
+    let (parsed, damage) = match gzip_error {
         None => parse_log_partial(&text, window),
         Some(mut e) => {
             let (parsed, _) = parse_log_partial(&text, window);
@@ -108,7 +120,8 @@ pub fn read_log(compressed: &[u8], window: &Window) -> (ParsedFile, Option<FileE
             }
             (parsed, Some(e))
         }
-    }
+    };
+    (parsed, damage, sha256)
 }
 
 /// The canonical text of a timestamp as CloudTrail writes it.
