@@ -30,9 +30,8 @@ const ROOT_SEARCH_LISTINGS: usize = 1_000;
 /// trail at `AWSLogs/` and an account trail at `acct/AWSLogs/` of the same bucket are both read,
 /// so an event both deliver is stored once.
 pub async fn trail_roots(source: &dyn ObjectStore, source_prefix: &str) -> Result<Vec<TrailRoot>> {
-    let root = layout::trail_root(source_prefix);
     if layout::has_awslogs(source_prefix) {
-        return Ok(vec![root]);
+        return Ok(vec![layout::trail_root(source_prefix)]);
     }
     let (mut roots, mut frontier, mut listed) = (Vec::new(), vec![source_prefix.to_string()], 0);
     for depth in 0..=ROOT_SEARCH_DEPTH {
