@@ -30,6 +30,14 @@ pub struct Listing {
     pub objects: Vec<ObjectInfo>,
 }
 
+/// The first page of a range listing ([`ObjectStore::list_range_first`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangePage {
+    pub objects: Vec<ObjectInfo>,
+    /// Whether the range ends on this page; if not, the rest follows the last key.
+    pub complete: bool,
+}
+
 /// What a HeadObject tells about an object's readability and encryption.
 #[derive(Debug, Clone, Default)]
 pub struct ObjectHead {
@@ -69,6 +77,12 @@ pub trait ObjectStore: Send + Sync {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+    /// The first page of [`list_range`](Self::list_range): on S3 one ListObjectsV2 request (up
+    /// to 1,000 keys); this default lists the whole range. When the page is not `complete`,
+    /// `list_range(prefix, <its last key>, end_before)` gives the rest.
+    async fn list_range_first(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<RangePage> {
+        Ok(RangePage { objects: self.list_range(prefix, start_after, end_before).await?, complete: true })
     }
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// `get`, with the object's user metadata (`x-amz-meta-<name>` as `<name>`): CloudTrail puts a
@@ -651,6 +665,14 @@ impl Drop for FolderLock {
     }
 }
 
+fn object_info(key: &str, obj: &aws_sdk_s3::types::Object) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: obj.size().unwrap_or(0).max(0) as u64,
+        storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+    }
+}
+
 /// Reads of one object whose body breaks mid-stream, before the item fails (retryable).
 const BODY_ATTEMPTS: u32 = 4;
 
@@ -687,6 +709,10 @@ impl ObjectStore for S3Store {
 
     async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
         self.client.read(|client| self.list_range_with(client, prefix, start_after, end_before)).await
+    }
+
+    async fn list_range_first(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<RangePage> {
+        self.client.read(|client| self.list_range_first_with(client, prefix, start_after, end_before)).await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
@@ -801,11 +827,7 @@ impl S3Store {
             }
             for obj in page.contents() {
                 let Some(key) = obj.key() else { continue };
-                listing.objects.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
-                });
+                listing.objects.push(object_info(key, obj));
             }
         }
         Ok(listing)
@@ -834,12 +856,32 @@ impl S3Store {
                 if key >= end_before {
                     break 'pages;
                 }
-                out.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
-                });
+                out.push(object_info(key, obj));
             }
+        }
+        Ok(out)
+    }
+
+    async fn list_range_first_with(
+        &self,
+        client: aws_sdk_s3::Client,
+        prefix: &str,
+        start_after: &str,
+        end_before: &str,
+    ) -> Result<RangePage> {
+        let mut req = client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        if !start_after.is_empty() {
+            req = req.start_after(start_after);
+        }
+        let page = req.send().await.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
+        let mut out = RangePage { objects: Vec::new(), complete: !page.is_truncated().unwrap_or(false) };
+        for obj in page.contents() {
+            let Some(key) = obj.key() else { continue };
+            if key >= end_before {
+                out.complete = true;
+                break;
+            }
+            out.objects.push(object_info(key, obj));
         }
         Ok(out)
     }
