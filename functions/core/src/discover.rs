@@ -315,6 +315,10 @@ async fn regions_listing_ahead(
             if fixed(root, pos).is_some() {
                 return Ok::<_, CopyError>((level(source, root, vec![(prefix, pos)], |_| true).await?, Vec::new()));
             }
+            // The regions listing goes out first: it is the one the rest waits for.
+            let listing = source.list_dir(&prefix);
+            let mut listing = std::pin::pin!(listing);
+            let first_poll = futures::poll!(listing.as_mut());
             let mut ahead: futures::stream::FuturesUnordered<_> = CLOUDTRAIL_REGIONS
                 .iter()
                 .map(|r| {
@@ -327,13 +331,15 @@ async fn regions_listing_ahead(
                 })
                 .collect();
             let mut done = HashMap::new();
-            let listing = source.list_dir(&prefix);
-            let mut listing = std::pin::pin!(listing);
-            let regions = loop {
-                tokio::select! {
-                    l = &mut listing => break l?.dirs,
-                    Some((dir, page)) = ahead.next() => { done.insert(dir, page); }
-                }
+            let regions = match first_poll {
+                std::task::Poll::Ready(l) => l?.dirs,
+                std::task::Poll::Pending => loop {
+                    tokio::select! {
+                        biased;
+                        l = &mut listing => break l?.dirs,
+                        Some((dir, page)) = ahead.next() => { done.insert(dir, page); }
+                    }
+                },
             };
             let mut wanted: Vec<&String> = regions.iter().filter(|d| is_listed_ahead(&prefix, d)).collect();
             while wanted.iter().any(|d| !done.contains_key(*d)) {
@@ -439,17 +445,46 @@ mod tests {
     use super::*;
     use crate::storage::{Listing, ObjectHead, PutCondition};
 
-    /// An in-memory bucket that records every listing it answers.
+    /// An in-memory bucket that records every listing it answers; with `round_trip`, each request
+    /// takes that long and `rounds` tells in which round trip it started (the round trip is long
+    /// against the test's own work); `page` keys per [`ObjectStore::list_range_first`] page (0: all).
     #[derive(Default)]
     struct Recorder {
         keys: Vec<String>,
         dirs_listed: Mutex<Vec<String>>,
         ranges_listed: Mutex<Vec<(String, String, String)>>,
+        round_trip: Option<(std::time::Instant, std::time::Duration)>,
+        rounds: Mutex<Vec<(u128, &'static str, String)>>,
+        page: usize,
+    }
+
+    impl Recorder {
+        async fn request(&self, kind: &'static str, prefix: &str) {
+            if let Some((t0, rt)) = self.round_trip {
+                self.rounds.lock().unwrap().push((t0.elapsed().as_millis() / rt.as_millis(), kind, prefix.to_string()));
+                tokio::time::sleep(rt).await;
+            }
+        }
+
+        fn in_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Vec<ObjectInfo> {
+            self.keys
+                .iter()
+                .filter(|k| k.starts_with(prefix) && k.as_str() > start_after && k.as_str() < end_before)
+                .map(|k| ObjectInfo { key: k.clone(), size: 1, storage_class: None })
+                .collect()
+        }
+
+        /// The round trips of requests of `kind` whose prefix passes `pick`.
+        fn rounds_of(&self, kind: &str, pick: impl Fn(&str) -> bool) -> Vec<u128> {
+            let rounds = self.rounds.lock().unwrap();
+            rounds.iter().filter(|(_, k, p)| *k == kind && pick(p)).map(|(r, _, _)| *r).collect()
+        }
     }
 
     #[async_trait]
     impl ObjectStore for Recorder {
         async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+            self.request("dir", prefix).await;
             self.dirs_listed.lock().unwrap().push(prefix.to_string());
             let mut l = Listing::default();
             for k in self.keys.iter().filter(|k| k.starts_with(prefix)) {
@@ -466,13 +501,16 @@ mod tests {
             Ok(l)
         }
         async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+            self.request("range", prefix).await;
             self.ranges_listed.lock().unwrap().push((prefix.into(), start_after.into(), end_before.into()));
-            Ok(self
-                .keys
-                .iter()
-                .filter(|k| k.starts_with(prefix) && k.as_str() > start_after && k.as_str() < end_before)
-                .map(|k| ObjectInfo { key: k.clone(), size: 1, storage_class: None })
-                .collect())
+            Ok(self.in_range(prefix, start_after, end_before))
+        }
+        async fn list_range_first(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<RangePage> {
+            self.request("first", prefix).await;
+            let mut objects = self.in_range(prefix, start_after, end_before);
+            let complete = self.page == 0 || objects.len() <= self.page;
+            objects.truncate(if complete { objects.len() } else { self.page });
+            Ok(RangePage { objects, complete })
         }
         async fn get(&self, key: &str) -> Result<Bytes> {
             Err(CopyError::NotFound { location: key.into() })
@@ -544,6 +582,87 @@ mod tests {
         let groups = day_groups(&b, &units[0], Date::constant(2024, 3, 8), Date::constant(2024, 4, 2)).await.unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(b.ranges_listed.lock().unwrap()[0].0, format!("{ORG}2024/03/"), "listed below the narrowing only");
+    }
+
+    /// Every account-region and its day groups, as the plan packs them.
+    async fn plain(b: &Recorder, first: Date, last: Date) -> Vec<(AccountRegion, Vec<DayGroup>)> {
+        let mut out = Vec::new();
+        for u in source_account_regions(b, "").await.unwrap() {
+            let groups = day_groups(b, &u, first, last).await.unwrap();
+            out.push((u, groups));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn listing_ahead_saves_a_round_trip_and_changes_nothing() {
+        let mut keys = bucket().keys;
+        // A Region CloudTrail's list lacks (listed after the regions listing), and a second
+        // listed one; ap-south-1 (in the list) exists nowhere.
+        for region in ["xx-test-9", "eu-west-1"] {
+            for day in 1..=9 {
+                keys.push(format!("AWSLogs/111122223333/CloudTrail/{region}/2024/03/{day:02}/y_{day}.json.gz"));
+            }
+        }
+        keys.sort();
+        let rt = std::time::Duration::from_millis(150);
+        let recorder = |page| Recorder {
+            keys: keys.clone(),
+            round_trip: Some((std::time::Instant::now(), rt)),
+            page,
+            ..Default::default()
+        };
+        let (first, last) = (Date::constant(2024, 3, 3), Date::constant(2024, 3, 7));
+        let b = recorder(0);
+        let expected = plain(&b, first, last).await;
+        assert_eq!(expected.len(), 4, "{expected:?}");
+        let cloudtrail_dirs = |p: &str| p.ends_with("/CloudTrail/");
+        let regions_round = *b.rounds_of("dir", cloudtrail_dirs).iter().max().unwrap();
+        assert_eq!(
+            b.rounds_of("range", |_| true).into_iter().min(),
+            Some(regions_round + 1),
+            "plain: after the regions"
+        );
+
+        // Pages of 2 keys: the folders of 5 days continue after the page listed ahead.
+        for page in [0, 2] {
+            let a = recorder(page);
+            let (units, mut early) = source_account_regions_ahead(&a, "", first, last).await.unwrap();
+            assert_eq!(units, expected.iter().map(|(u, _)| u.clone()).collect::<Vec<_>>());
+            // us-east-1 of both trails, eu-west-1 of both accounts; not xx-test-9 nor ap-south-1.
+            assert_eq!(early.len(), 4, "{early:?}");
+            let mut got = Vec::new();
+            for u in units {
+                let pages = early.take(&u);
+                let groups = day_groups_listed(&a, &u, first, last, pages).await.unwrap();
+                got.push((u, groups));
+            }
+            assert_eq!(got, expected, "page {page}");
+            assert!(early.is_empty());
+            // The listed-ahead pages start with the regions listings, in the same round trip.
+            let regions_round = *a.rounds_of("dir", cloudtrail_dirs).iter().max().unwrap();
+            let firsts = a.rounds_of("first", |_| true);
+            assert_eq!(firsts.len(), 3 * CLOUDTRAIL_REGIONS.len(), "three CloudTrail/ folders");
+            assert!(firsts.iter().all(|r| *r == regions_round), "{firsts:?} vs {regions_round}");
+            assert!(a.rounds_of("first", |p| p.contains("ap-south-1")).len() == 3);
+            // Only the Region the list lacks waits for the regions listing (and, with pages of 2,
+            // the rest of each listed-ahead folder).
+            let later = a.rounds.lock().unwrap().iter().filter(|(_, k, _)| *k == "range").cloned().collect::<Vec<_>>();
+            let unlisted = later.iter().filter(|(_, _, p)| p.contains("xx-test-9")).count();
+            assert_eq!((unlisted, later.len()), (1, if page == 0 { 1 } else { 5 }), "{later:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn many_accounts_are_not_listed_ahead() {
+        let mut keys = Vec::new();
+        for acct in 0..=LIST_AHEAD_ACCOUNTS {
+            keys.push(format!("AWSLogs/{:012}/CloudTrail/us-east-1/2024/03/01/f.json.gz", acct + 100_000_000_000));
+        }
+        let b = Recorder { keys, ..Default::default() };
+        let day = Date::constant(2024, 3, 1);
+        let (units, early) = source_account_regions_ahead(&b, "", day, day).await.unwrap();
+        assert_eq!((units.len(), early.len()), (LIST_AHEAD_ACCOUNTS + 1, 0));
     }
 
     #[test]
