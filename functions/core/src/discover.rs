@@ -310,10 +310,11 @@ async fn regions_listing_ahead(
     trails: Vec<(String, usize)>,
     (first, last): (Date, Date),
 ) -> Result<(Vec<(String, usize)>, EarlyPages)> {
-    let lists: Vec<(Vec<(String, usize)>, Vec<(String, RangePage)>)> = futures::stream::iter(trails)
+    let lists: Vec<(Vec<(String, usize)>, EarlyPages)> = futures::stream::iter(trails)
         .map(|(prefix, pos)| async move {
             if fixed(root, pos).is_some() {
-                return Ok::<_, CopyError>((level(source, root, vec![(prefix, pos)], |_| true).await?, Vec::new()));
+                let built = level(source, root, vec![(prefix, pos)], |_| true).await?;
+                return Ok::<_, CopyError>((built, EarlyPages::default()));
             }
             // The regions listing goes out first: it is the one the rest waits for.
             let listing = source.list_dir(&prefix);
@@ -347,7 +348,8 @@ async fn regions_listing_ahead(
                 done.insert(dir, page);
             }
             wanted.retain(|d| done.get(*d).is_some_and(|p| p.is_ok()));
-            let pages = wanted.into_iter().filter_map(|d| Some((d.clone(), done.remove(d)?.ok()?))).collect();
+            let pages =
+                EarlyPages(wanted.into_iter().filter_map(|d| Some((d.clone(), done.remove(d)?.ok()?))).collect());
             Ok((regions.into_iter().map(|d| (d, pos + 1)).collect(), pages))
         })
         .buffered(LIST_CONCURRENCY)
@@ -357,7 +359,7 @@ async fn regions_listing_ahead(
     let mut regions = Vec::new();
     for (dirs, pages) in lists {
         regions.extend(dirs);
-        early.0.extend(pages);
+        early.0.extend(pages.0);
     }
     Ok((regions, early))
 }
