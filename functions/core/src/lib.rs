@@ -20,6 +20,7 @@ pub mod plan;
 pub mod prepare;
 pub mod range;
 pub mod record;
+pub mod regional;
 pub mod rollup;
 pub mod runner;
 pub mod serverless;

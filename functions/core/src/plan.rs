@@ -383,7 +383,7 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
     write_json(store.as_ref(), &keys.record(), &record).await?;
     let planned = match CopyContext::from_record(aws, record.clone(), store_location, store.clone(), keys.clone()).await
     {
-        Ok(ctx) => discover_work_items(&ctx).await.map(|items| (ctx, items)),
+        Ok(ctx) => discover_and_record(&ctx, Some(record.clone())).await.map(|items| (ctx, items)),
         Err(e) => Err(e),
     };
     if let Err(e) = &planned {
@@ -453,14 +453,24 @@ async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &Resolv
 /// list as it seals), writes `workitems.json` and marks the record IN_PROGRESS. Safe to run
 /// again on a copy left INITIALIZING by a crash.
 pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
+    discover_and_record(ctx, None).await
+}
+
+/// [`discover_work_items`]; `written` is the record as the caller just wrote it (planning), so
+/// it is not read back (one store round trip less); `None` reads it.
+async fn discover_and_record(ctx: &CopyContext, written: Option<CopyRecord>) -> Result<Vec<WorkItem>> {
     let store_uri = ctx.store_location.display();
     let mut items = Vec::new();
     if !ctx.window.is_empty() {
         let (first, last) = ctx.window.day_span();
-        let units = discover::source_account_regions(ctx.source.as_ref(), ctx.source_location.prefix()).await?;
         let source = ctx.source.as_ref();
+        let (units, mut early) =
+            discover::source_account_regions_ahead(source, ctx.source_location.prefix(), first, last).await?;
         let mut listings = futures::stream::iter(units)
-            .map(|u| async move { discover::day_groups(source, &u, first, last).await })
+            .map(|u| {
+                let pages = early.take(&u);
+                async move { discover::day_groups_listed(source, &u, first, last, pages).await }
+            })
             .buffered(RANGE_LIST_CONCURRENCY);
         let mut packer = Packer::new(PackLimits::from_env(), ctx.window);
         let mut writes = futures::stream::FuturesUnordered::new();
@@ -503,7 +513,10 @@ pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
     }
     items.sort_by(|a, b| a.index.cmp(&b.index));
     write_json(ctx.store.as_ref(), &ctx.keys.work_items(), &items).await?;
-    let mut record = ctx.read_record().await?;
+    let mut record = match written {
+        Some(r) => r,
+        None => ctx.read_record().await?,
+    };
     record.status = CopyStatus::InProgress;
     record.statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
     record.statistics.work_items_found = items.len() as u64;

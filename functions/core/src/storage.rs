@@ -11,6 +11,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
 
 use crate::error::{CopyError, Result};
+use crate::regional::RegionalClient;
 
 /// An object seen in a listing.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,6 +28,14 @@ pub struct ObjectInfo {
 pub struct Listing {
     pub dirs: Vec<String>,
     pub objects: Vec<ObjectInfo>,
+}
+
+/// The first page of a range listing ([`ObjectStore::list_range_first`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RangePage {
+    pub objects: Vec<ObjectInfo>,
+    /// Whether the range ends on this page; if not, the rest follows the last key.
+    pub complete: bool,
 }
 
 /// What a HeadObject tells about an object's readability and encryption.
@@ -68,6 +77,12 @@ pub trait ObjectStore: Send + Sync {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+    /// The first page of [`list_range`](Self::list_range): on S3 one ListObjectsV2 request (up
+    /// to 1,000 keys); this default lists the whole range. When the page is not `complete`,
+    /// `list_range(prefix, <its last key>, end_before)` gives the rest.
+    async fn list_range_first(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<RangePage> {
+        Ok(RangePage { objects: self.list_range(prefix, start_after, end_before).await?, complete: true })
     }
     async fn get(&self, key: &str) -> Result<Bytes>;
     /// `get`, with the object's user metadata (`x-amz-meta-<name>` as `<name>`): CloudTrail puts a
@@ -395,46 +410,28 @@ impl AwsClients {
         self.kms_in(None).await
     }
 
-    /// The region a bucket lives in. GetBucketLocation first: it needs only s3:GetBucketLocation,
-    /// which the stack grants on its buckets, while HeadBucket needs s3:ListBucket with no
-    /// `s3:prefix` in the request, which a role limited to a prefix never has
-    /// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html,
-    /// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketLocation.html). HeadBucket's
-    /// `x-amz-bucket-region` header (sent even on a denial) is the fallback, e.g. for a bucket of
-    /// another account whose policy does not grant GetBucketLocation.
+    /// The region a bucket lives in (see [`lookup_bucket_region`]).
     pub async fn bucket_region(&self, bucket: &str) -> Option<String> {
-        let client = self.s3_in(None).await;
-        match client.get_bucket_location().bucket(bucket).send().await {
-            Ok(out) => {
-                // No constraint is us-east-1; `EU` is the legacy name of eu-west-1.
-                return Some(match out.location_constraint().map(|c| c.as_str()) {
-                    None | Some("") => "us-east-1".to_string(),
-                    Some("EU") => "eu-west-1".to_string(),
-                    Some(r) => r.to_string(),
-                });
-            }
-            Err(e) => {
-                tracing::debug!(bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "GetBucketLocation failed")
-            }
-        }
-        match client.head_bucket().bucket(bucket).send().await {
-            Ok(out) => out.bucket_region().map(str::to_string),
-            Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
-            Err(_) => None,
-        }
+        lookup_bucket_region(&self.s3_in(None).await, bucket).await
     }
 
-    /// A client in the bucket's own region (a central trail bucket is often elsewhere).
-    pub async fn s3_for_bucket(&self, bucket: &str) -> aws_sdk_s3::Client {
+    /// A client for a bucket: in the configured region while the bucket's own region is looked
+    /// up, then in the bucket's region (a central trail bucket is often elsewhere). Reads do not
+    /// wait for the lookup (see [`RegionalClient`]).
+    pub async fn s3_for_bucket(&self, bucket: &str) -> RegionalClient<aws_sdk_s3::Client> {
         let client = self.s3_in(None).await;
         let current = client.config().region().map(|r| r.as_ref().to_string());
-        match self.bucket_region(bucket).await {
-            Some(r) if Some(&r) != current.as_ref() => {
-                tracing::info!(bucket, region = %r, "using the bucket's region");
-                self.s3_in(Some(r)).await
+        let (config, lookup_client, bucket) = (self.sdk_config().await.clone(), client.clone(), bucket.to_string());
+        let lookup = async move {
+            match lookup_bucket_region(&lookup_client, &bucket).await {
+                Some(r) if Some(&r) != current.as_ref() => {
+                    tracing::info!(bucket, region = %r, "using the bucket's region");
+                    Some(s3_client(&config, Some(r)))
+                }
+                _ => None,
             }
-            _ => client,
-        }
+        };
+        RegionalClient::looking_up(client, lookup)
     }
 
     pub async fn s3(&self) -> aws_sdk_s3::Client {
@@ -442,18 +439,49 @@ impl AwsClients {
     }
 
     async fn s3_in(&self, region: Option<String>) -> aws_sdk_s3::Client {
-        let config = self.sdk_config().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(config);
-        // S3-compatible endpoints (moto, MinIO, LocalStack) need path-style addressing.
-        if config.endpoint_url().is_some() {
-            builder = builder.force_path_style(true);
+        s3_client(self.sdk_config().await, region)
+    }
+}
+
+fn s3_client(config: &aws_config::SdkConfig, region: Option<String>) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(config);
+    // S3-compatible endpoints (moto, MinIO, LocalStack) need path-style addressing.
+    if config.endpoint_url().is_some() {
+        builder = builder.force_path_style(true);
+    }
+    if let Some(r) = region {
+        builder = builder.region(aws_sdk_s3::config::Region::new(r));
+    } else if config.region().is_none() {
+        builder = builder.region(aws_sdk_s3::config::Region::new("us-east-1"));
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// The region a bucket lives in. GetBucketLocation first: it needs only s3:GetBucketLocation,
+/// which the stack grants on its buckets, while HeadBucket needs s3:ListBucket with no
+/// `s3:prefix` in the request, which a role limited to a prefix never has
+/// (https://docs.aws.amazon.com/AmazonS3/latest/API/API_HeadBucket.html,
+/// https://docs.aws.amazon.com/AmazonS3/latest/API/API_GetBucketLocation.html). HeadBucket's
+/// `x-amz-bucket-region` header (sent even on a denial) is the fallback, e.g. for a bucket of
+/// another account whose policy does not grant GetBucketLocation.
+async fn lookup_bucket_region(client: &aws_sdk_s3::Client, bucket: &str) -> Option<String> {
+    match client.get_bucket_location().bucket(bucket).send().await {
+        Ok(out) => {
+            // No constraint is us-east-1; `EU` is the legacy name of eu-west-1.
+            return Some(match out.location_constraint().map(|c| c.as_str()) {
+                None | Some("") => "us-east-1".to_string(),
+                Some("EU") => "eu-west-1".to_string(),
+                Some(r) => r.to_string(),
+            });
         }
-        if let Some(r) = region {
-            builder = builder.region(aws_sdk_s3::config::Region::new(r));
-        } else if config.region().is_none() {
-            builder = builder.region(aws_sdk_s3::config::Region::new("us-east-1"));
+        Err(e) => {
+            tracing::debug!(bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&e), "GetBucketLocation failed")
         }
-        aws_sdk_s3::Client::from_conf(builder.build())
+    }
+    match client.head_bucket().bucket(bucket).send().await {
+        Ok(out) => out.bucket_region().map(str::to_string),
+        Err(SdkError::ServiceError(se)) => se.raw().headers().get("x-amz-bucket-region").map(str::to_string),
+        Err(_) => None,
     }
 }
 
@@ -637,12 +665,20 @@ impl Drop for FolderLock {
     }
 }
 
+fn object_info(key: &str, obj: &aws_sdk_s3::types::Object) -> ObjectInfo {
+    ObjectInfo {
+        key: key.to_string(),
+        size: obj.size().unwrap_or(0).max(0) as u64,
+        storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
+    }
+}
+
 /// Reads of one object whose body breaks mid-stream, before the item fails (retryable).
 const BODY_ATTEMPTS: u32 = 4;
 
 /// An S3 bucket through aws-sdk-s3.
 pub struct S3Store {
-    client: aws_sdk_s3::Client,
+    client: RegionalClient<aws_sdk_s3::Client>,
     bucket: String,
     /// SSE-KMS key for objects this store writes (None: the bucket's default encryption).
     kms_key: Option<String>,
@@ -652,7 +688,7 @@ pub struct S3Store {
 
 impl S3Store {
     pub fn new(client: aws_sdk_s3::Client, bucket: String) -> Self {
-        Self { client, bucket, kms_key: None, endpoint: "S3".into() }
+        Self { client: RegionalClient::fixed(client), bucket, kms_key: None, endpoint: "S3".into() }
     }
 
     /// Maps an SDK error to what a caller acts on; `action` is the IAM action the request needs.
@@ -668,78 +704,39 @@ impl S3Store {
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn list_dir(&self, prefix: &str) -> Result<Listing> {
-        let mut listing = Listing::default();
-        let mut pages =
-            self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).delimiter("/").into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
-            for cp in page.common_prefixes() {
-                if let Some(p) = cp.prefix() {
-                    listing.dirs.push(p.to_string());
-                }
-            }
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                listing.objects.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
-                });
-            }
-        }
-        Ok(listing)
+        self.client.read(|client| self.list_dir_with(client, prefix)).await
     }
 
     async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
-        // Keys come in UTF-8 binary order, 1,000 a page; StartAfter skips everything before the
-        // range, and the listing stops at the first page that reaches its end.
-        // https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
-        let mut out = Vec::new();
-        let mut req = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
-        if !start_after.is_empty() {
-            req = req.start_after(start_after);
-        }
-        let mut pages = req.into_paginator().send();
-        'pages: while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key() else { continue };
-                if key >= end_before {
-                    break 'pages;
-                }
-                out.push(ObjectInfo {
-                    key: key.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    storage_class: obj.storage_class().map(|c| c.as_str().to_string()),
-                });
-            }
-        }
-        Ok(out)
+        self.client.read(|client| self.list_range_with(client, prefix, start_after, end_before)).await
+    }
+
+    async fn list_range_first(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<RangePage> {
+        self.client.read(|client| self.list_range_first_with(client, prefix, start_after, end_before)).await
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
-        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
-            Ok(o) => o,
-            Err(e) => {
-                return match self.error(key, "s3:GetObject", e) {
-                    CopyError::NotFound { .. } => Ok(None),
-                    e => Err(e),
-                };
-            }
-        };
-        let tag = out.e_tag().unwrap_or_default().to_string();
-        let body = out.body.collect().await.map_err(|e| CopyError::Retryable {
-            location: self.location(key),
-            message: format!("reading the body failed: {e}"),
-        })?;
-        Ok(Some((body.into_bytes(), tag)))
+        self.client.read(|client| self.get_versioned_with(client, key)).await
+    }
+
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
+        self.client.read(|client| self.get_with_metadata_with(client, key)).await
+    }
+
+    async fn head(&self, key: &str) -> Result<ObjectHead> {
+        self.client.read(|client| self.head_with(client, key)).await
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        Ok(self.get_with_metadata(key).await?.0)
     }
 
     async fn put_if(&self, key: &str, body: Bytes, condition: &PutCondition) -> Result<bool> {
         // Conditional writes: 412 PreconditionFailed when the condition does not hold, 409
         // ConditionalRequestConflict when a concurrent write raced this one (try again).
         // https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html
-        let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
+        let mut req =
+            self.client.settled().await.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
         req = match condition {
             PutCondition::Absent => req.if_none_match("*"),
             PutCondition::Matches(tag) => req.if_match(tag),
@@ -761,6 +758,8 @@ impl ObjectStore for S3Store {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.client
+            .settled()
+            .await
             .delete_object()
             .bucket(&self.bucket)
             .key(key)
@@ -770,18 +769,152 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn get(&self, key: &str) -> Result<Bytes> {
-        Ok(self.get_with_metadata(key).await?.0)
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        let mut req =
+            self.client.settled().await.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
+        if let Some(k) = &self.kms_key {
+            req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms).ssekms_key_id(k);
+        }
+        req.send().await.map_err(|e| self.error(key, "s3:PutObject", e))?;
+        Ok(())
     }
 
-    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
+    async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let job = GlacierJobParameters::builder()
+            .tier(Tier::from(tier))
+            .build()
+            .map_err(|e| CopyError::Storage { location: self.location(key), message: e.to_string() })?;
+        let mut req = RestoreRequest::builder();
+        // Intelligent-Tiering archive tiers take no Days (and no tier parameters).
+        if let Some(days) = days {
+            req = req.days(days).glacier_job_parameters(job);
+        }
+        let result = self
+            .client
+            .settled()
+            .await
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .restore_request(req.build())
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) if se.err().code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(e) => Err(self.error(key, "s3:RestoreObject", e)),
+        }
+    }
+
+    fn location(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+}
+
+/// The requests behind each read, with the client [`RegionalClient::read`] picked.
+impl S3Store {
+    async fn list_dir_with(&self, client: aws_sdk_s3::Client, prefix: &str) -> Result<Listing> {
+        let mut listing = Listing::default();
+        let mut pages =
+            client.list_objects_v2().bucket(&self.bucket).prefix(prefix).delimiter("/").into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
+            for cp in page.common_prefixes() {
+                if let Some(p) = cp.prefix() {
+                    listing.dirs.push(p.to_string());
+                }
+            }
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                listing.objects.push(object_info(key, obj));
+            }
+        }
+        Ok(listing)
+    }
+
+    async fn list_range_with(
+        &self,
+        client: aws_sdk_s3::Client,
+        prefix: &str,
+        start_after: &str,
+        end_before: &str,
+    ) -> Result<Vec<ObjectInfo>> {
+        // Keys come in UTF-8 binary order, 1,000 a page; StartAfter skips everything before the
+        // range, and the listing stops at the first page that reaches its end.
+        // https://docs.aws.amazon.com/AmazonS3/latest/API/API_ListObjectsV2.html
+        let mut out = Vec::new();
+        let mut req = client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        if !start_after.is_empty() {
+            req = req.start_after(start_after);
+        }
+        let mut pages = req.into_paginator().send();
+        'pages: while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key() else { continue };
+                if key >= end_before {
+                    break 'pages;
+                }
+                out.push(object_info(key, obj));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn list_range_first_with(
+        &self,
+        client: aws_sdk_s3::Client,
+        prefix: &str,
+        start_after: &str,
+        end_before: &str,
+    ) -> Result<RangePage> {
+        let mut req = client.list_objects_v2().bucket(&self.bucket).prefix(prefix);
+        if !start_after.is_empty() {
+            req = req.start_after(start_after);
+        }
+        let page = req.send().await.map_err(|e| self.error(prefix, "s3:ListBucket", e))?;
+        let mut out = RangePage { objects: Vec::new(), complete: !page.is_truncated().unwrap_or(false) };
+        for obj in page.contents() {
+            let Some(key) = obj.key() else { continue };
+            if key >= end_before {
+                out.complete = true;
+                break;
+            }
+            out.objects.push(object_info(key, obj));
+        }
+        Ok(out)
+    }
+
+    async fn get_versioned_with(&self, client: aws_sdk_s3::Client, key: &str) -> Result<Option<(Bytes, String)>> {
+        let out = match client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(o) => o,
+            Err(e) => {
+                return match self.error(key, "s3:GetObject", e) {
+                    CopyError::NotFound { .. } => Ok(None),
+                    e => Err(e),
+                };
+            }
+        };
+        let tag = out.e_tag().unwrap_or_default().to_string();
+        let body = out.body.collect().await.map_err(|e| CopyError::Retryable {
+            location: self.location(key),
+            message: format!("reading the body failed: {e}"),
+        })?;
+        Ok(Some((body.into_bytes(), tag)))
+    }
+
+    async fn get_with_metadata_with(
+        &self,
+        client: aws_sdk_s3::Client,
+        key: &str,
+    ) -> Result<(Bytes, HashMap<String, String>)> {
         // The SDK retries requests, but not a body that breaks after the response began:
         // such a read is asked for again, a bounded number of times.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let out = self
-                .client
+            let out = client
                 .get_object()
                 .bucket(&self.bucket)
                 .key(key)
@@ -805,18 +938,8 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        let mut req = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body));
-        if let Some(k) = &self.kms_key {
-            req = req.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms).ssekms_key_id(k);
-        }
-        req.send().await.map_err(|e| self.error(key, "s3:PutObject", e))?;
-        Ok(())
-    }
-
-    async fn head(&self, key: &str) -> Result<ObjectHead> {
-        let out = self
-            .client
+    async fn head_with(&self, client: aws_sdk_s3::Client, key: &str) -> Result<ObjectHead> {
+        let out = client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -829,30 +952,6 @@ impl ObjectStore for S3Store {
             archive_status: out.archive_status().map(|s| s.as_str().to_string()),
             kms_key_id: out.ssekms_key_id().map(str::to_string),
         })
-    }
-
-    async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()> {
-        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
-        let job = GlacierJobParameters::builder()
-            .tier(Tier::from(tier))
-            .build()
-            .map_err(|e| CopyError::Storage { location: self.location(key), message: e.to_string() })?;
-        let mut req = RestoreRequest::builder();
-        // Intelligent-Tiering archive tiers take no Days (and no tier parameters).
-        if let Some(days) = days {
-            req = req.days(days).glacier_job_parameters(job);
-        }
-        let result =
-            self.client.restore_object().bucket(&self.bucket).key(key).restore_request(req.build()).send().await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(se)) if se.err().code() == Some("RestoreAlreadyInProgress") => Ok(()),
-            Err(e) => Err(self.error(key, "s3:RestoreObject", e)),
-        }
-    }
-
-    fn location(&self, key: &str) -> String {
-        format!("s3://{}/{}", self.bucket, key)
     }
 }
 
