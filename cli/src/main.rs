@@ -277,6 +277,7 @@ fn flag(field: &str) -> &'static str {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    trailcopy::budget::return_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAILCOPY_LOG").unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)

@@ -108,6 +108,22 @@ impl FetchBudget {
     }
 }
 
+/// Free heap memory glibc keeps before it gives it back to the system. Its default threshold
+/// grows with the largest buffer freed (inflated log files, Parquet batches of tens of MB), so a
+/// copy's peak RSS held ~50 MB of freed pages on the 1 GB benchmark trail (benches/RESULTS.md,
+/// issue 13 round 3: 271–310 → 225–239 MiB, for ~8 % more system CPU). A fixed 1 MiB keeps the
+/// peak near what is live. `MALLOC_TRIM_THRESHOLD_` in the environment still wins
+/// (https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html).
+pub fn return_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; it is thread-safe in glibc.
+        unsafe {
+            libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
+        }
+    }
+}
+
 impl Default for FetchBudget {
     fn default() -> Self {
         FetchBudget::new(DEFAULT_MAX_REQUESTS, DEFAULT_MAX_FETCH_BYTES)
