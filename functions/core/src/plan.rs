@@ -464,8 +464,14 @@ async fn discover_and_record(ctx: &CopyContext, written: Option<CopyRecord>) -> 
     if !ctx.window.is_empty() {
         let (first, last) = ctx.window.day_span();
         let source = ctx.source.as_ref();
-        let (units, mut early) =
-            discover::source_account_regions_ahead(source, ctx.source_location.prefix(), first, last).await?;
+        let prefix = ctx.source_location.prefix();
+        let (units, mut early) = match &ctx.source_location {
+            // A local folder answers at once: listing ahead would hide no round trip.
+            Location::Local { .. } => {
+                (discover::source_account_regions(source, prefix).await?, discover::EarlyPages::default())
+            }
+            Location::S3 { .. } => discover::source_account_regions_ahead(source, prefix, first, last).await?,
+        };
         let mut listings = futures::stream::iter(units)
             .map(|u| {
                 let pages = early.take(&u);
