@@ -1,5 +1,6 @@
 //! Arrow column builders for one date's rows, struct columns included.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow_array::builder::{BooleanBuilder, StringBuilder, TimestampMicrosecondBuilder};
@@ -27,30 +28,31 @@ enum ColBuilder {
     Struct(StructBuilder),
 }
 
-/// Rows the builders start with room for. Arrow's default (1,024 rows per column) made a parsed
-/// 20-event file hold ~0.3 MiB, and parsed files wait for the batch writer; from a small start
-/// the buffers grow by doubling, so a big file costs a few more reallocations.
-const START_ROWS: usize = 16;
+/// Bytes of log text per event, about (real files: 1.0–1.6 KB), to size builders from a file's
+/// length. Arrow's default (1,024 rows per column) made a parsed 20-event file hold ~0.3 MiB,
+/// and parsed files wait for the batch writer; growing from 16 rows by doubling cost a
+/// reallocation per column per doubling, ~80 columns over, for every file.
+const TEXT_BYTES_PER_EVENT: usize = 1_200;
 
-/// A string column's builder with room for [`START_ROWS`] short values.
-fn string_builder() -> StringBuilder {
-    StringBuilder::with_capacity(START_ROWS, START_ROWS * 16)
+/// A string column's builder with room for `rows` short values.
+fn string_builder(rows: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, rows * 16)
 }
 
 impl Builders {
-    pub(super) fn new() -> Self {
+    /// Builders for the events of a file of `text_len` bytes.
+    pub(super) fn new(text_len: usize) -> Self {
+        let rows = (text_len / TEXT_BYTES_PER_EVENT).clamp(16, 1 << 16);
         let cols = COLUMNS
             .iter()
             .map(|(_, k)| match k {
-                Kind::Str | Kind::Json => ColBuilder::Str(string_builder()),
-                Kind::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(START_ROWS)),
-                Kind::Time => {
-                    ColBuilder::Time(TimestampMicrosecondBuilder::with_capacity(START_ROWS).with_timezone("UTC"))
-                }
-                Kind::Struct(n) => ColBuilder::Struct(StructBuilder::new(n.shape())),
+                Kind::Str | Kind::Json => ColBuilder::Str(string_builder(rows)),
+                Kind::Bool => ColBuilder::Bool(BooleanBuilder::with_capacity(rows)),
+                Kind::Time => ColBuilder::Time(TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")),
+                Kind::Struct(n) => ColBuilder::Struct(StructBuilder::new(n.shape(), rows)),
             })
             .collect();
-        Builders { cols, other: string_builder(), keys: Vec::new() }
+        Builders { cols, other: string_builder(rows), keys: Vec::with_capacity(rows) }
     }
 
     pub(super) fn finish(mut self, date: Date) -> DatePart {
@@ -90,7 +92,9 @@ impl Builders {
         if other.is_empty() {
             self.other.append_null();
         } else {
-            self.other.append_value(format!("{{{other}}}"));
+            // Written into the builder's buffer (no String per event), then ended as one value.
+            let _ = write!(self.other, "{{{other}}}");
+            self.other.append_value("");
         }
         self.keys.push(key);
     }
@@ -104,13 +108,10 @@ struct StructBuilder {
 }
 
 impl StructBuilder {
-    fn new(shape: &'static Shape) -> Self {
-        let strings = shape.nodes.iter().map(|n| (n.kind != NodeKind::Struct).then(string_builder)).collect();
-        let valid = shape
-            .nodes
-            .iter()
-            .map(|n| (n.kind == NodeKind::Struct).then(|| BooleanBufferBuilder::new(START_ROWS)))
-            .collect();
+    fn new(shape: &'static Shape, rows: usize) -> Self {
+        let strings = shape.nodes.iter().map(|n| (n.kind != NodeKind::Struct).then(|| string_builder(rows))).collect();
+        let valid =
+            shape.nodes.iter().map(|n| (n.kind == NodeKind::Struct).then(|| BooleanBufferBuilder::new(rows))).collect();
         StructBuilder { shape, strings, valid }
     }
 

@@ -8,7 +8,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::scan::json_str;
+use super::scan::{Key, json_str};
 use super::schema::{NodeKind, Shape};
 
 /// One field's value in an event, borrowed from the text.
@@ -49,7 +49,7 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, '_, 'de> {
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         let Self { shape, node, slots, other } = self;
-        while let Some((key, value)) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
+        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
             let text = value.get();
             let Some(c) = shape.child(node, &key) else {
                 push_member(other, &key, text);

@@ -18,6 +18,7 @@ use serde_json::value::RawValue;
 
 use super::format_event_time;
 use super::nested::push_json_string;
+use super::scan::Key;
 use super::schema::{COLUMNS, Kind, NodeKind, OTHER_FIELDS, Shape, column_index};
 
 /// Why a stored file cannot be rebuilt: its columns are not the store's.
@@ -230,8 +231,8 @@ impl<'de> Visitor<'de> for MembersVisitor<'_, 'de> {
         f.write_str("a JSON object")
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-            self.0.push(entry);
+        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+            self.0.push((key, value));
         }
         Ok(())
     }

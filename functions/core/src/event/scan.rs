@@ -52,6 +52,7 @@ pub fn parse_log_partial(text: &[u8], window: &Window) -> (ParsedFile, Option<Fi
         nested: Nested::ALL.map(|n| Vec::with_capacity(n.shape().nodes.len())),
         other: String::new(),
         lossy: false,
+        text_len: text.len(),
     };
     // UTF-8 is checked once, up front (fast for ASCII), so the parser does not check each string
     // again. Text that is not UTF-8 is read with replacement characters, and the events that hold
@@ -129,6 +130,8 @@ struct State<'w, 'a> {
     other: String,
     /// The text was not UTF-8: bad bytes were replaced by U+FFFD.
     lossy: bool,
+    /// The file's length, to size column builders.
+    text_len: usize,
 }
 
 impl<'a> State<'_, 'a> {
@@ -172,7 +175,7 @@ impl<'a> State<'_, 'a> {
             Some(i) => &mut self.days[i].2,
             None => {
                 let date = time.to_zoned_datetime(jiff::tz::TimeZone::UTC).date();
-                self.days.push((day, date, Builders::new()));
+                self.days.push((day, date, Builders::new(self.text_len)));
                 &mut self.days.last_mut().expect("just pushed").2
             }
         };
@@ -192,7 +195,7 @@ impl<'de> Visitor<'de> for FileVisitor<'_, '_, 'de> {
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<bool, M::Error> {
         let mut found = false;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             if key == "Records" {
                 if found {
                     return Err(M::Error::custom("duplicate field `Records`"));
@@ -250,8 +253,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_, '_, 'de> {
     }
     fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
         self.st.fields.clear();
-        while let Some(entry) = map.next_entry::<Cow<'de, str>, &'de RawValue>()? {
-            self.st.fields.push(entry);
+        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+            self.st.fields.push((key, value));
         }
         self.st.event();
         Ok(())
@@ -308,6 +311,32 @@ fn dedup_key(event_id: Option<&Slot>, fields: &[(Cow<str>, &RawValue)]) -> u128 
             h.update(b"}");
             h.digest128() ^ 1
         }
+    }
+}
+
+/// An object key borrowed from the text unless it has escapes. (serde's own `Cow<str>` always
+/// allocates: it deserializes through `String`, one allocation per key read.)
+pub(super) struct Key<'a>(pub Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s.to_owned())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(s)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
     }
 }
 
