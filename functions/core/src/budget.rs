@@ -111,7 +111,7 @@ impl FetchBudget {
 /// Free heap memory glibc keeps before it gives it back to the system. Its default threshold
 /// grows with the largest buffer freed (inflated log files, Parquet batches of tens of MB), so a
 /// copy's peak RSS held ~50 MB of freed pages on the 1 GB benchmark trail (benches/RESULTS.md,
-/// issue 13 round 3: 271–310 → 225–239 MiB, for ~8 % more system CPU). A fixed 1 MiB keeps the
+/// issue 13 round 3: 264–301 → 221–243 MiB, for ~6 % more CPU, all system). A fixed 1 MiB keeps the
 /// peak near what is live. `MALLOC_TRIM_THRESHOLD_` in the environment still wins
 /// (https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html).
 pub fn return_freed_memory() {

@@ -313,6 +313,33 @@ mod tests {
     }
 
     #[test]
+    fn keys_are_borrowed_unless_escaped() {
+        let text = r#"{"eventName":1,"a\u0042c":2}"#;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let got = serde::Deserializer::deserialize_map(&mut de, Pairs).unwrap();
+        let keys: Vec<_> = got.into_iter().map(|(k, _)| k.0).collect();
+        assert!(matches!(&keys[0], std::borrow::Cow::Borrowed("eventName")), "{keys:?}");
+        assert!(matches!(&keys[1], std::borrow::Cow::Owned(k) if k == "aBc"), "{keys:?}");
+    }
+
+    /// Collects an object's (key, ignored value) pairs.
+    struct Pairs;
+
+    impl<'de> serde::de::Visitor<'de> for Pairs {
+        type Value = Vec<(scan::Key<'de>, serde::de::IgnoredAny)>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("an object")
+        }
+        fn visit_map<M: serde::de::MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut out = Vec::new();
+            while let Some(entry) = map.next_entry()? {
+                out.push(entry);
+            }
+            Ok(out)
+        }
+    }
+
+    #[test]
     fn column_index_matches_columns() {
         for (i, (name, _)) in COLUMNS.iter().enumerate() {
             assert_eq!(column_index(name), Some(i), "{name}");

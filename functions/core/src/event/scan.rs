@@ -314,31 +314,11 @@ fn dedup_key(event_id: Option<&Slot>, fields: &[(Cow<str>, &RawValue)]) -> u128 
     }
 }
 
-/// An object key borrowed from the text unless it has escapes. (serde's own `Cow<str>` always
-/// allocates: it deserializes through `String`, one allocation per key read.)
-pub(super) struct Key<'a>(pub Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for Key<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(s)))
-            }
-            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s.to_owned())))
-            }
-            fn visit_string<E>(self, s: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(s)))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
-    }
-}
+/// An object key borrowed from the text unless it has escapes. (A bare `Cow<str>` always
+/// allocates: serde deserializes it through `String`; `#[serde(borrow)]` borrows.)
+#[derive(serde::Deserialize)]
+#[serde(transparent)]
+pub(super) struct Key<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// A JSON string's value: borrowed from the text unless it has escapes.
 pub(super) fn json_str(text: &str) -> Option<Cow<'_, str>> {
