@@ -215,10 +215,12 @@ PRICE = {
 }
 
 
-def cost_on_paper(results, gz_bytes=100e9, prefixes=7300, memory_gb=0.5, get_ms=25.0, get_concurrency=4):
+def cost_on_paper(results, gz_bytes=100e9, prefixes=7300, memory_gb=1.0, get_ms=25.0, get_concurrency=128):
     """100 GB of gzip trail through the state machine, from the measured rates.
 
     prefixes: day prefixes (work items); 7,300 = 20 account-regions x 365 days.
+    memory_gb and get_concurrency: the copy function's MemorySize in template.yaml (1,024 MB) and
+    its default GETs in flight (budget::LAMBDA_MAX_REQUESTS, 128).
     The Lambda's CPU share is memory/1769 MB of one vCPU; an invocation lasts as long as its CPU
     work at the measured one-core rate, or its GETs (get_ms each, get_concurrency at once) if longer.
     """

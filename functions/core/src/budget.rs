@@ -12,11 +12,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// flight keep ~1,700–5,000 small files/s coming, more than two cores parse. Memory does not grow
 /// with it: fetched files wait compressed (the byte budget), only the next few are parsed.
 pub const DEFAULT_MAX_REQUESTS: usize = 256;
-/// The copy Lambda's default: in-region round trips are ~10–30 ms, so 64 in flight are already
-/// ~2,000–6,000 GET/s, about what S3 serves one partitioned prefix (5,500 GET/HEAD per second:
-/// https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html); more
-/// would buy 503 Slow Down retries.
-pub const LAMBDA_MAX_REQUESTS: usize = 64;
+/// The copy Lambda's default: enough to keep a full core's parse rate (~1,000 small files/s,
+/// measured on the handler path) coming at 100 ms round trips, which 64 did not (1.9× the no-delay
+/// time at 100 ms; 128: 1.06–1.53×, benches/RESULTS.md). It does not raise the steady request
+/// rate in-Region: there the function's CPU sets it (1,769 MB of memory is one vCPU, so the
+/// 1,024 MB copy function has ~0.6:
+/// https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), well under what S3
+/// serves one partitioned prefix (5,500 GET/HEAD per second:
+/// https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html).
+pub const LAMBDA_MAX_REQUESTS: usize = 128;
 /// Fetched (compressed) bytes held from the GET until the file's events are in the batch writer.
 pub const DEFAULT_MAX_FETCH_BYTES: u64 = 64 << 20;
 /// Environment variables read by the CLI (as flag defaults) and by the copy Lambda.

@@ -506,6 +506,30 @@ impl LocalStore {
     }
 }
 
+/// Files up to this size are read on the calling task; larger ones on tokio's blocking pool.
+const INLINE_READ_BYTES: u64 = 256 << 10;
+
+/// Reads a local file. Log files are small (tens of KB) and usually in the page cache, where a
+/// read takes microseconds: less than handing it to the blocking pool and back, which cost ~12 %
+/// of a local copy's CPU (two thread switches per file; issue 13, benches/RESULTS.md round 5).
+/// A larger file, which could hold the worker for milliseconds, still goes to the pool.
+async fn read_local(path: PathBuf) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(&path)?;
+    let len = file.metadata()?.len();
+    if len > INLINE_READ_BYTES {
+        return tokio::task::spawn_blocking(move || {
+            let mut buf = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut buf).map(|_| buf)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    file.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 fn io_error(location: String, e: std::io::Error) -> CopyError {
     match e.kind() {
         std::io::ErrorKind::NotFound => CopyError::NotFound { location },
@@ -547,7 +571,7 @@ impl ObjectStore for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let path = self.path(key)?;
-        tokio::fs::read(&path).await.map(Bytes::from).map_err(|e| io_error(self.location(key), e))
+        read_local(path).await.map(Bytes::from).map_err(|e| io_error(self.location(key), e))
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
@@ -963,6 +987,21 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("trailcopy-storage-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         LocalStore::new(dir)
+    }
+
+    #[tokio::test]
+    async fn local_get_reads_small_and_large_files_whole() {
+        let s = temp_store("get");
+        let small: Bytes = (0..1000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>().into();
+        let large: Bytes =
+            (0..(INLINE_READ_BYTES as u32 / 2)).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>().into();
+        assert!(large.len() as u64 > INLINE_READ_BYTES, "the large file takes the blocking pool");
+        s.put("a/small", small.clone()).await.unwrap();
+        s.put("a/large", large.clone()).await.unwrap();
+        assert_eq!(s.get("a/small").await.unwrap(), small);
+        assert_eq!(s.get("a/large").await.unwrap(), large);
+        assert!(matches!(s.get("a/missing").await, Err(CopyError::NotFound { .. })));
+        assert!(s.get("a").await.is_err(), "a folder is not an object");
     }
 
     #[tokio::test]
