@@ -510,8 +510,9 @@ impl LocalStore {
 const INLINE_READ_BYTES: u64 = 256 << 10;
 
 /// Reads a local file. Log files are small (tens of KB) and usually in the page cache, where a
-/// read takes microseconds: less than handing it to the blocking pool and back, which cost ~12 %
-/// of a local copy's CPU (two thread switches per file; issue 13, benches/RESULTS.md round 5).
+/// read takes microseconds: less than handing it to the blocking pool and back, which cost 5–7 %
+/// of a one-core local copy's CPU (two thread switches per file; benches/RESULTS.md, issue 13
+/// round 5).
 /// A larger file, which could hold the worker for milliseconds, still goes to the pool.
 async fn read_local(path: PathBuf) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
