@@ -4,6 +4,7 @@
 //! so each event can be rebuilt exactly.
 
 mod build;
+mod checked;
 mod nested;
 pub mod rebuild;
 mod scan;

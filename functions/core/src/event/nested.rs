@@ -8,6 +8,7 @@ use std::fmt;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
+use super::checked::{Cursor, Unexpected};
 use super::scan::{Key, json_str};
 use super::schema::{NodeKind, Shape};
 
@@ -26,13 +27,79 @@ pub enum Leaf<'a> {
 /// Reads the object text `raw` as struct node `node` of `shape` into `slots` (one per node;
 /// `slots[node]` is left to the caller). Members that do not fit are appended to `other`.
 /// `false` (nothing written) when `raw` is not a JSON object.
+///
+/// `raw` is text the scanner has checked, so it is walked without serde_json (`checked`); if that
+/// walk meets anything it does not expect, what it wrote is undone and serde_json reads the text.
 pub fn read_object<'a>(shape: &Shape, node: usize, raw: &'a str, slots: &mut [Leaf<'a>], other: &mut String) -> bool {
+    if !raw.starts_with('{') {
+        return false;
+    }
+    let mark = other.len();
+    let mut cursor = Cursor::new(raw);
+    if read_checked(shape, node, &mut cursor, slots, other).is_ok() && cursor.at_end() {
+        return true;
+    }
+    other.truncate(mark);
+    clear_below(shape, node, slots);
+    read_serde(shape, node, raw, slots, other)
+}
+
+/// [`read_object`] with serde_json.
+fn read_serde<'a>(shape: &Shape, node: usize, raw: &'a str, slots: &mut [Leaf<'a>], other: &mut String) -> bool {
     if !raw.starts_with('{') {
         return false;
     }
     let mut de = serde_json::Deserializer::from_str(raw);
     // `raw` is a JSON object the scanner already checked, so this cannot fail on syntax.
     de.deserialize_map(ObjectVisitor { shape, node, slots, other }).is_ok()
+}
+
+/// [`read_object`] on checked text, in one pass and without serde_json; the same choices as
+/// [`ObjectVisitor`]. A nested object is read where it stands, not captured and read again.
+fn read_checked<'a>(
+    shape: &Shape,
+    node: usize,
+    cursor: &mut Cursor<'a>,
+    slots: &mut [Leaf<'a>],
+    other: &mut String,
+) -> Result<(), Unexpected> {
+    cursor.open_object()?;
+    let mut first = true;
+    while let Some(key) = cursor.next_key(first)? {
+        first = false;
+        let child = shape.child(node, &key);
+        let kind = child.map(|c| shape.nodes[c].kind);
+        if let (Some(c), Some(NodeKind::Struct)) = (child, kind)
+            && cursor.peek() == Some(b'{')
+        {
+            let mark = other.len();
+            open_member(other, &key);
+            let inner = other.len();
+            read_checked(shape, c, cursor, slots, other)?;
+            slots[c] = Leaf::Present;
+            close_member(other, mark, inner);
+            continue;
+        }
+        let value = cursor.value()?;
+        match (child, kind) {
+            (Some(c), Some(NodeKind::Str)) => match value.plain.map(Cow::Borrowed).or_else(|| json_str(value.raw)) {
+                Some(s) => slots[c] = Leaf::Str(s),
+                None => push_member(other, &key, value.raw),
+            },
+            (Some(c), Some(NodeKind::Json)) if value.raw != "null" => slots[c] = Leaf::Json(value.raw),
+            // Unknown names, `null` free-form fields, struct fields that are not objects.
+            _ => push_member(other, &key, value.raw),
+        }
+    }
+    Ok(())
+}
+
+/// Forgets the fields of struct node `node`'s descendants.
+fn clear_below(shape: &Shape, node: usize, slots: &mut [Leaf]) {
+    for &c in &shape.nodes[node].children {
+        slots[c] = Leaf::Absent;
+        clear_below(shape, c, slots);
+    }
 }
 
 struct ObjectVisitor<'s, 'o, 'a> {
@@ -66,7 +133,7 @@ impl<'de> Visitor<'de> for ObjectVisitor<'_, '_, 'de> {
                     let mark = other.len();
                     open_member(other, &key);
                     let inner = other.len();
-                    if read_object(shape, c, text, slots, other) {
+                    if read_serde(shape, c, text, slots, other) {
                         slots[c] = Leaf::Present;
                         close_member(other, mark, inner);
                     } else {
@@ -118,5 +185,69 @@ pub fn push_json_string(out: &mut String, s: &str) {
     } else {
         // A &str always serializes.
         out.push_str(&serde_json::to_string(s).unwrap_or_default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::event::schema::Nested;
+
+    /// JSON values whose member names are often the struct's own, at any depth.
+    fn arb_value(names: Vec<&'static str>) -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[a-z\"\\\\é{}\\[\\],: \u{1}]{0,8}".prop_map(Value::String),
+        ];
+        let name = prop_oneof![3 => prop::sample::select(names), 1 => Just("x\"{"), 1 => Just("")];
+        leaf.prop_recursive(5, 64, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((name.clone().prop_map(String::from), inner), 0..8)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn read(text: &str, checked: bool) -> (bool, String, String) {
+        let shape = Nested::UserIdentity.shape();
+        let mut slots = vec![Leaf::Absent; shape.nodes.len()];
+        let mut other = String::new();
+        let read = if checked { read_object } else { read_serde };
+        let ok = read(shape, 0, text, &mut slots, &mut other);
+        (ok, format!("{slots:?}"), other)
+    }
+
+    proptest! {
+        /// The one-pass read of checked text fills the same fields and the same otherFields as
+        /// serde_json's, compact or pretty, escapes and nesting included.
+        #[test]
+        fn checked_read_matches_serde_json(
+            value in arb_value(Nested::UserIdentity.shape().nodes.iter().map(|n| n.name).collect()),
+            pretty in any::<bool>(),
+        ) {
+            let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) };
+            let text = text.expect("a Value serializes");
+            prop_assert_eq!(read(&text, true), read(&text, false), "{}", text);
+        }
+    }
+
+    #[test]
+    fn checked_read_reads_nested_fields_and_keeps_the_rest() {
+        let text = r#"{"type":"AssumedRole","x":{"y":1},"sessionContext":{"attributes":{"mfaAuthenticated":"false","z":[1,{"}":"{"}]},"sessionIssuer":"not an object","sourceIdentity":"a\u0041"}}"#;
+        let (ok, slots, other) = read(text, true);
+        assert!(ok);
+        assert_eq!((ok, &slots, &other), (true, &read(text, false).1, &read(text, false).2));
+        assert_eq!(
+            other,
+            r#""x":{"y":1},"sessionContext":{"attributes":{"z":[1,{"}":"{"}]},"sessionIssuer":"not an object"}"#
+        );
+        assert!(slots.contains(r#"Str("AssumedRole")"#) && slots.contains(r#"Str("aA")"#), "{slots}");
     }
 }

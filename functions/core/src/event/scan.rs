@@ -323,7 +323,7 @@ pub(super) struct Key<'a>(#[serde(borrow)] pub Cow<'a, str>);
 /// A JSON string's value: borrowed from the text unless it has escapes.
 pub(super) fn json_str(text: &str) -> Option<Cow<'_, str>> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    if !inner.as_bytes().contains(&b'\\') {
+    if memchr::memchr(b'\\', inner.as_bytes()).is_none() {
         // The text is a valid JSON string token (the parser checked it): no escapes, no quotes.
         return Some(Cow::Borrowed(inner));
     }
