@@ -40,8 +40,9 @@ fn string_builder(rows: usize) -> Strings {
 }
 
 /// A string column's builder that appends each run of nulls at once: most of the ~80 string
-/// columns (struct leaves included) are null in most events, and one `append_null` per column
-/// per event was ~4 % of a copy's CPU.
+/// columns (struct leaves included) are null in most events. One `append_null` per column per
+/// event was 2.7 % of a profiled parse-and-encode run; in runs, the appends take 12 % fewer
+/// instructions (benches/RESULTS.md, issue 13 round 6).
 struct Strings {
     builder: StringBuilder,
     /// Nulls not yet appended to `builder`.
