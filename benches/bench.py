@@ -157,7 +157,7 @@ def main():
         log(f"copy Lambda handler path, one work item ({a.lambda_mb} MiB uncompressed)")
         results["lambda"] = lambda_batch(work, a.lambda_mb)
     if a.delays:
-        log("S3 latency curve (s3s-fs behind benches/delay_proxy.py)")
+        log("S3 latency curve (s3s-fs behind examples/delay_proxy)")
         results["latency"] = latency.curve(work, {"this tree": TRAILCOPY}, COPY_BATCH,
                                            latency.parse_delays(a.delays))
     out = Path(a.json_out) if a.json_out else work / "results.json"
@@ -215,12 +215,12 @@ PRICE = {
 }
 
 
-def cost_on_paper(results, gz_bytes=100e9, prefixes=7300, memory_gb=1.0, get_ms=25.0, get_concurrency=128):
+def cost_on_paper(results, gz_bytes=100e9, prefixes=7300, memory_gb=1.0, get_ms=25.0, get_concurrency=256):
     """100 GB of gzip trail through the state machine, from the measured rates.
 
     prefixes: day prefixes (work items); 7,300 = 20 account-regions x 365 days.
     memory_gb and get_concurrency: the copy function's MemorySize in template.yaml (1,024 MB) and
-    its default GETs in flight (budget::LAMBDA_MAX_REQUESTS, 128).
+    its default GETs in flight (budget::DEFAULT_MAX_REQUESTS, 256).
     The Lambda's CPU share is memory/1769 MB of one vCPU; an invocation lasts as long as its CPU
     work at the measured one-core rate, or its GETs (get_ms each, get_concurrency at once) if longer.
     """

@@ -6,7 +6,7 @@
 # (c) decompression alone, each on 1 pinned core and on all cores, and (d) the copy Lambda's
 # handler path on one ~64 MB (gzip) work item in process, (e) the S3 latency curve: files/s of the
 # CLI copy S3 -> local and of the handler path at 0/30/100 ms added per request (s3s-fs behind
-# benches/delay_proxy.py; benches/latency.py). Prints Markdown tables.
+# examples/delay_proxy; benches/latency.py). Prints Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,5 +25,5 @@ if ! .bench-tools/bin/s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; 
 fi
 echo "[bench] building (release)" >&2
 cargo build --release --quiet -p trailcopy-cli --bin trailcopy
-cargo build --release --quiet -p trailcopy-core --example inflate --example copy_batch
+cargo build --release --quiet -p trailcopy-core --example inflate --example copy_batch --example delay_proxy
 exec .venv/bin/python benches/bench.py "$@"

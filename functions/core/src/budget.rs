@@ -8,19 +8,17 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// The CLI's default, sized for 50–150 ms round trips (a laptop or another region to S3): 256 in
-/// flight keep ~1,700–5,000 small files/s coming, more than two cores parse. Memory does not grow
-/// with it: fetched files wait compressed (the byte budget), only the next few are parsed.
-pub const DEFAULT_MAX_REQUESTS: usize = 256;
-/// The copy Lambda's default: enough to keep a full core's parse rate (~1,000 small files/s,
-/// measured on the handler path) coming at 100 ms round trips, which 64 did not (1.9× the no-delay
-/// time at 100 ms; 128: 1.06–1.53×, benches/RESULTS.md). It does not raise the steady request
-/// rate in-Region: there the function's CPU sets it (1,769 MB of memory is one vCPU, so the
-/// 1,024 MB copy function has ~0.6:
+/// GETs in flight by default, for the CLI and the copy Lambda alike: sized for 50–150 ms round
+/// trips (a laptop or another Region to S3). By Little's law the window a parse rate needs is
+/// rate × round trip: the handler path now parses ~1,500–1,700 small files/s on two cores, so at
+/// 100 ms it needs ~170 in flight, which 128 (the Lambda's earlier default) no longer gave
+/// (issue 13 round 7, benches/RESULTS.md). Memory does not grow with it: fetched files wait
+/// compressed (the byte budget), only the next few are parsed. In the Region the function's CPU
+/// sets the request rate, not the window (1,769 MB of memory is one vCPU:
 /// https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), well under what S3
 /// serves one partitioned prefix (5,500 GET/HEAD per second:
 /// https://docs.aws.amazon.com/AmazonS3/latest/userguide/optimizing-performance.html).
-pub const LAMBDA_MAX_REQUESTS: usize = 128;
+pub const DEFAULT_MAX_REQUESTS: usize = 256;
 /// Fetched (compressed) bytes held from the GET until the file's events are in the batch writer.
 pub const DEFAULT_MAX_FETCH_BYTES: u64 = 64 << 20;
 /// Environment variables read by the CLI (as flag defaults) and by the copy Lambda.
@@ -74,7 +72,7 @@ impl FetchBudget {
     pub fn for_lambda() -> FetchBudget {
         let memory_mb = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").ok().and_then(|v| v.parse::<u64>().ok());
         let bytes = memory_mb.map_or(DEFAULT_MAX_FETCH_BYTES, |mb| ((mb << 20) / 8).clamp(8 << 20, 256 << 20));
-        FetchBudget::from_env(LAMBDA_MAX_REQUESTS, bytes)
+        FetchBudget::from_env(DEFAULT_MAX_REQUESTS, bytes)
     }
 
     pub fn max_requests(&self) -> usize {
