@@ -5,8 +5,8 @@
 //! as the first scan (~10 % of the CPU in a profile of the copy's stages: every nested level was
 //! parsed again from its own text). Here the grammar is known to hold, so members are found by looking only for quotes,
 //! backslashes and braces, and a nested object is read in the same pass. Anything unexpected
-//! (which checked text never has) is an `Err(Unexpected)`, and the caller reads the text with
-//! serde_json as before.
+//! (which checked text never has) is an `Err(Unexpected)`, and the caller keeps the object's
+//! whole text in otherFields instead.
 
 use std::borrow::Cow;
 

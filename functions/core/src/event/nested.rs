@@ -3,13 +3,9 @@
 //! list for `otherFields`, nested the way the object is: `"sessionContext":{"attributes":{"x":1}}`.
 
 use std::borrow::Cow;
-use std::fmt;
-
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 
 use super::checked::{Cursor, Unexpected};
-use super::scan::{Key, json_str};
+use super::scan::json_str;
 use super::schema::{NodeKind, Shape};
 
 /// One field's value in an event, borrowed from the text.
@@ -28,8 +24,9 @@ pub enum Leaf<'a> {
 /// `slots[node]` is left to the caller). Members that do not fit are appended to `other`.
 /// `false` (nothing written) when `raw` is not a JSON object.
 ///
-/// `raw` is text the scanner has checked, so it is walked without serde_json (`checked`); if that
-/// walk meets anything it does not expect, what it wrote is undone and serde_json reads the text.
+/// `raw` is text the scanner has checked, so it is walked without serde_json (`checked`). If that
+/// walk meets anything it does not expect (checked text cannot hold it), what it wrote is undone
+/// and the answer is `false`: the caller keeps the whole value in otherFields, so nothing is lost.
 pub fn read_object<'a>(shape: &Shape, node: usize, raw: &'a str, slots: &mut [Leaf<'a>], other: &mut String) -> bool {
     if !raw.starts_with('{') {
         return false;
@@ -41,21 +38,11 @@ pub fn read_object<'a>(shape: &Shape, node: usize, raw: &'a str, slots: &mut [Le
     }
     other.truncate(mark);
     clear_below(shape, node, slots);
-    read_serde(shape, node, raw, slots, other)
+    false
 }
 
-/// [`read_object`] with serde_json.
-fn read_serde<'a>(shape: &Shape, node: usize, raw: &'a str, slots: &mut [Leaf<'a>], other: &mut String) -> bool {
-    if !raw.starts_with('{') {
-        return false;
-    }
-    let mut de = serde_json::Deserializer::from_str(raw);
-    // `raw` is a JSON object the scanner already checked, so this cannot fail on syntax.
-    de.deserialize_map(ObjectVisitor { shape, node, slots, other }).is_ok()
-}
-
-/// [`read_object`] on checked text, in one pass and without serde_json; the same choices as
-/// [`ObjectVisitor`]. A nested object is read where it stands, not captured and read again.
+/// [`read_object`] on checked text, in one pass and without serde_json; the tests check it makes
+/// the same choices as a serde_json visitor (`serde_reference`). A nested object is read where it stands, not captured and read again.
 fn read_checked<'a>(
     shape: &Shape,
     node: usize,
@@ -102,51 +89,6 @@ fn clear_below(shape: &Shape, node: usize, slots: &mut [Leaf]) {
     }
 }
 
-struct ObjectVisitor<'s, 'o, 'a> {
-    shape: &'s Shape,
-    node: usize,
-    slots: &'o mut [Leaf<'a>],
-    other: &'o mut String,
-}
-
-impl<'de> Visitor<'de> for ObjectVisitor<'_, '_, 'de> {
-    type Value = ();
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
-        let Self { shape, node, slots, other } = self;
-        while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
-            let text = value.get();
-            let Some(c) = shape.child(node, &key) else {
-                push_member(other, &key, text);
-                continue;
-            };
-            match shape.nodes[c].kind {
-                NodeKind::Str => match json_str(text) {
-                    Some(s) => slots[c] = Leaf::Str(s),
-                    None => push_member(other, &key, text),
-                },
-                NodeKind::Json if text != "null" => slots[c] = Leaf::Json(text),
-                NodeKind::Json => push_member(other, &key, text),
-                NodeKind::Struct => {
-                    let mark = other.len();
-                    open_member(other, &key);
-                    let inner = other.len();
-                    if read_serde(shape, c, text, slots, other) {
-                        slots[c] = Leaf::Present;
-                        close_member(other, mark, inner);
-                    } else {
-                        other.truncate(mark);
-                        push_member(other, &key, text);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Appends `"name":raw` to a member list (the list may be inside an object opened with `{`).
 pub(super) fn push_member(list: &mut String, name: &str, raw: &str) {
     push_key(list, name);
@@ -188,6 +130,77 @@ pub fn push_json_string(out: &mut String, s: &str) {
     }
 }
 
+/// The reference the tests hold [`read_object`] to: the same read by a serde_json visitor.
+#[cfg(test)]
+mod serde_reference {
+    use std::fmt;
+
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    use super::*;
+    use crate::event::scan::Key;
+
+    pub(super) fn read_serde<'a>(
+        shape: &Shape,
+        node: usize,
+        raw: &'a str,
+        slots: &mut [Leaf<'a>],
+        other: &mut String,
+    ) -> bool {
+        if !raw.starts_with('{') {
+            return false;
+        }
+        let mut de = serde_json::Deserializer::from_str(raw);
+        de.deserialize_map(ObjectVisitor { shape, node, slots, other }).is_ok()
+    }
+
+    struct ObjectVisitor<'s, 'o, 'a> {
+        shape: &'s Shape,
+        node: usize,
+        slots: &'o mut [Leaf<'a>],
+        other: &'o mut String,
+    }
+
+    impl<'de> Visitor<'de> for ObjectVisitor<'_, '_, 'de> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<(), M::Error> {
+            let Self { shape, node, slots, other } = self;
+            while let Some((Key(key), value)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                let text = value.get();
+                let Some(c) = shape.child(node, &key) else {
+                    push_member(other, &key, text);
+                    continue;
+                };
+                match shape.nodes[c].kind {
+                    NodeKind::Str => match json_str(text) {
+                        Some(s) => slots[c] = Leaf::Str(s),
+                        None => push_member(other, &key, text),
+                    },
+                    NodeKind::Json if text != "null" => slots[c] = Leaf::Json(text),
+                    NodeKind::Json => push_member(other, &key, text),
+                    NodeKind::Struct => {
+                        let mark = other.len();
+                        open_member(other, &key);
+                        let inner = other.len();
+                        if read_serde(shape, c, text, slots, other) {
+                            slots[c] = Leaf::Present;
+                            close_member(other, mark, inner);
+                        } else {
+                            other.truncate(mark);
+                            push_member(other, &key, text);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -219,7 +232,7 @@ mod tests {
         let shape = Nested::UserIdentity.shape();
         let mut slots = vec![Leaf::Absent; shape.nodes.len()];
         let mut other = String::new();
-        let read = if checked { read_object } else { read_serde };
+        let read = if checked { read_object } else { serde_reference::read_serde };
         let ok = read(shape, 0, text, &mut slots, &mut other);
         (ok, format!("{slots:?}"), other)
     }
@@ -235,6 +248,19 @@ mod tests {
             let text = if pretty { serde_json::to_string_pretty(&value) } else { serde_json::to_string(&value) };
             let text = text.expect("a Value serializes");
             prop_assert_eq!(read(&text, true), read(&text, false), "{}", text);
+        }
+    }
+
+    #[test]
+    fn text_the_cursor_does_not_expect_is_not_read_at_all() {
+        // Not JSON, so never checked text; what the cursor wrote before it stopped is undone,
+        // and the caller keeps the whole value in otherFields.
+        for text in [r#"{"type":"A","x":1,}"#, r#"{"type":"A","sessionContext":{"attributes":{"mfaAuthenticated":"f"}"#]
+        {
+            let (ok, slots, other) = read(text, true);
+            assert!(!ok, "{text}");
+            assert_eq!(other, "", "{text}");
+            assert!(!slots.contains("Str") && !slots.contains("Present"), "{text}: {slots}");
         }
     }
 
