@@ -141,6 +141,8 @@ def main():
     ap.add_argument("--json-out", default=None)
     ap.add_argument("--delays", default="0,p0,30,100",
                     help="ms added per S3 request for the latency curve (p0: 0 ms through the proxy; empty: skip it)")
+    ap.add_argument("--latency-days", default="1,7",
+                    help="days of the latency shape (576 files a day), one curve each; the handler path runs for 1")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -158,8 +160,9 @@ def main():
         results["lambda"] = lambda_batch(work, a.lambda_mb)
     if a.delays:
         log("S3 latency curve (s3s-fs behind examples/delay_proxy)")
-        results["latency"] = latency.curve(work, {"this tree": TRAILCOPY}, COPY_BATCH,
-                                           latency.parse_delays(a.delays))
+        results["latency"] = [row for days in a.latency_days.split(",") if days
+                              for row in latency.curve(work, {"this tree": TRAILCOPY}, COPY_BATCH,
+                                                       latency.parse_delays(a.delays), days=int(days))]
     out = Path(a.json_out) if a.json_out else work / "results.json"
     out.write_text(json.dumps(results, indent=1))
     print_table(results)

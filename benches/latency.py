@@ -5,9 +5,14 @@ benches/run.sh) in front of a local S3 API server (s3s-fs, pinned, installed by 
 .bench-tools/; moto caps at a few hundred requests/s here, which would measure moto). Peak RSS of
 each run from GNU time.
 
-    python benches/latency.py [--delays 0,30,100] [--binary NAME=PATH ...]   # standalone
+    python benches/latency.py [--delays 0,30,100] [--days 1] [--binary NAME=PATH ...]   # standalone
+
+`--days N` copies N such days: the discovery's round trips (the `AWSLogs/` listing, then the
+regions and day listings) are a fixed cost before the first GET, so a longer copy shows how far
+it is spread. The handler path copies one item (one date) whatever N, so it runs for N = 1 only.
 """
 import argparse
+import datetime as dt
 import json
 import os
 import shutil
@@ -23,9 +28,17 @@ S3S_FS = ROOT / ".bench-tools" / "bin" / "s3s-fs"
 DELAY_PROXY = ROOT / "target" / "release" / "examples" / "delay_proxy"
 BUCKET = "bench-trail"
 DAY = "2024-03-01"
-# The issue's shape: 1 account, 2 regions, one day, 288 files per region (every 5 minutes), small.
-LAYOUT = ["--accounts", "1", "--regions", "us-east-1,eu-west-1", "--days", "1", "--start-day", DAY,
-          "--files-per-day", "288", "--events-per-file", "20"]
+
+
+def layout(days: int) -> list[str]:
+    """The issue's shape: 1 account, 2 regions, 288 files per region and day (every 5 minutes),
+    small; one day by default."""
+    return ["--accounts", "1", "--regions", "us-east-1,eu-west-1", "--days", str(days), "--start-day", DAY,
+            "--files-per-day", "288", "--events-per-file", "20"]
+
+
+def end_day(days: int) -> str:
+    return (dt.date.fromisoformat(DAY) + dt.timedelta(days=days)).isoformat()
 
 
 def log(msg):
@@ -51,15 +64,16 @@ def wait_port(port, proc, seconds=30):
     sys.exit(f"nothing listens on {port}")
 
 
-def trail(work: Path):
-    out, manifest = work / "trail-latency", work / "trail-latency.manifest.json"
-    stamp = work / "trail-latency.args"
-    if not (manifest.exists() and stamp.exists() and stamp.read_text() == json.dumps(LAYOUT)):
+def trail(work: Path, days: int = 1):
+    name = "trail-latency" if days == 1 else f"trail-latency-{days}d"
+    out, manifest, stamp = work / name, work / f"{name}.manifest.json", work / f"{name}.args"
+    args = layout(days)
+    if not (manifest.exists() and stamp.exists() and stamp.read_text() == json.dumps(args)):
         shutil.rmtree(out, ignore_errors=True)
         log(f"generating {out}")
         subprocess.run([str(PY), str(ROOT / "tests" / "gen_trail.py"), "--out", str(out), "--manifest", str(manifest),
-                        "--manifest-detail", "summary", "--seed", "1", *LAYOUT], check=True, stdout=subprocess.DEVNULL)
-        stamp.write_text(json.dumps(LAYOUT))
+                        "--manifest-detail", "summary", "--seed", "1", *args], check=True, stdout=subprocess.DEVNULL)
+        stamp.write_text(json.dumps(args))
     m = json.loads(manifest.read_text())
     files = [f for f in m["files"] if f.get("kind") == "trail"]
     return out, {"files": len(files), "events": sum(f["events"] for f in files),
@@ -125,8 +139,12 @@ def parse_delays(text: str) -> list[tuple[float, bool]]:
     return [(float(d[1:]), True) if d.startswith("p") else (float(d), float(d) > 0) for d in text.split(",") if d]
 
 
-def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1, batch_bytes: int = 0) -> list[dict]:
-    trail_dir, facts = trail(work)
+def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1, batch_bytes: int = 0,
+          days: int = 1) -> list[dict]:
+    trail_dir, facts = trail(work, days)
+    if days > 1:
+        copy_batch = None
+    shape = "" if days == 1 else f", {days} days"
     s3 = S3Bench(work, trail_dir)
     rows = []
     try:
@@ -139,7 +157,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                     store = work / "store-latency"
                     shutil.rmtree(store, ignore_errors=True)
                     wall, cpu, rss, out = timed([str(binary), "copy", "--source", f"s3://{BUCKET}", "--store",
-                                                 str(store), "--start", DAY, "--end", "2024-03-02", "--json"],
+                                                 str(store), "--start", DAY, "--end", end_day(days), "--json"],
                                                 env(endpoint, batch_bytes))
                     record = json.loads(out)
                     s = record["statistics"]
@@ -147,16 +165,17 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                     if best is None or wall < best[0]:
                         best = (wall, cpu, rss)
                 wall, cpu, rss = best
-                rows.append({"path": "CLI S3 -> local" + (f" ({batch_bytes // 1024} KiB batches)" if batch_bytes else ""),
+                batches = f", {batch_bytes // 1024} KiB batches" if batch_bytes else ""
+                rows.append({"path": f"CLI S3 -> local{shape}{batches}",
                              "binary": name, "delayMs": delay, "via": via, "files": facts["files"],
                              "seconds": wall, "cpuSeconds": cpu, "peakRssMiB": rss, "filesPerSecond": facts["files"] / wall})
-                log(f"{name} {delay} ms: {facts['files'] / wall:.0f} files/s ({wall:.2f} s, RSS {rss:.0f} MiB)")
+                log(f"{name}{shape} {delay} ms: {facts['files'] / wall:.0f} files/s ({wall:.2f} s, RSS {rss:.0f} MiB)")
             if copy_batch:
                 best = None
                 for _ in range(repeat):
                     store = work / "store-latency-lambda"
                     shutil.rmtree(store, ignore_errors=True)
-                    _, cpu, rss, out = timed([str(copy_batch), f"s3://{BUCKET}", str(store), DAY, "2024-03-02"],
+                    _, cpu, rss, out = timed([str(copy_batch), f"s3://{BUCKET}", str(store), DAY, end_day(1)],
                                              env(endpoint))
                     r = json.loads(out)
                     if best is None or r["seconds"] < best[2]["seconds"]:
@@ -195,12 +214,13 @@ def main():
     ap.add_argument("--copy-batch", default=str(ROOT / "target" / "release" / "examples" / "copy_batch"))
     ap.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
     ap.add_argument("--batch-bytes", type=int, default=0, help="TRAILCOPY_BATCH_BYTES for the CLI runs (0: default)")
+    ap.add_argument("--days", type=int, default=1, help="days of the shape copied (the handler path: 1 only)")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     binaries = dict(b.split("=", 1) for b in a.binary) or {"this tree": str(ROOT / "target" / "release" / "trailcopy")}
     cb = Path(a.copy_batch) if a.copy_batch and Path(a.copy_batch).exists() else None
-    rows = curve(work, binaries, cb, parse_delays(a.delays), a.repeat, a.batch_bytes)
+    rows = curve(work, binaries, cb, parse_delays(a.delays), a.repeat, a.batch_bytes, a.days)
     print_table(rows)
     (work / "latency.json").write_text(json.dumps(rows, indent=1))
 

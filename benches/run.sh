@@ -4,7 +4,8 @@
 # Generates synthetic trails with tests/gen_trail.py (reused when present), then in the same run
 # measures (a) `trailcopy copy` local -> local, (b) DuckDB converting the same files to Parquet,
 # (c) decompression alone, each on 1 pinned core and on all cores, and (d) the copy Lambda's
-# handler path on one ~64 MB (gzip) work item in process, (e) the S3 latency curve: files/s of the
+# handler path on one ~64 MB (gzip) work item in process, (e) the S3 latency curve (576 files a day,
+# over 1 and 7 days; --latency-days): files/s of the
 # CLI copy S3 -> local and of the handler path at 0/30/100 ms added per request (s3s-fs behind
 # examples/delay_proxy; benches/latency.py). Prints Markdown tables.
 set -euo pipefail
