@@ -42,7 +42,8 @@ pub fn read_object<'a>(shape: &Shape, node: usize, raw: &'a str, slots: &mut [Le
 }
 
 /// [`read_object`] on checked text, in one pass and without serde_json; the tests check it makes
-/// the same choices as a serde_json visitor (`serde_reference`). A nested object is read where it stands, not captured and read again.
+/// the same choices as a serde_json visitor (`serde_reference`). A nested object is read where it
+/// stands, not captured and read again.
 fn read_checked<'a>(
     shape: &Shape,
     node: usize,
