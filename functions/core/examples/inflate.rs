@@ -1,6 +1,7 @@
 //! The decompression floor for benches/run.sh: reads and inflates every `*.json.gz` under a
-//! folder with the copy path's own gunzip (flate2 + zlib-rs), on N threads, and prints one JSON
-//! line. Nothing else is done with the text, so a copy can at best approach this rate.
+//! folder with the copy path's own gunzip (libdeflate for one-member files, else flate2 +
+//! zlib-rs), on N threads, and prints one JSON line. Nothing else is done with the text, so a
+//! copy can at best approach this rate.
 //!
 //! cargo run --release --example inflate -- DIR [THREADS]
 

@@ -5,13 +5,13 @@
 
 mod build;
 mod checked;
+mod gzip;
 mod nested;
 pub mod rebuild;
 mod scan;
 pub mod schema;
 
 use std::fmt;
-use std::io::Read;
 
 use arrow_array::RecordBatch;
 use jiff::Timestamp;
@@ -19,6 +19,8 @@ use jiff::civil::Date;
 
 use crate::range::Window;
 
+pub use gzip::{MAX_DECOMPRESSED, gunzip, gunzip_partial};
+use gzip::{give_text_buffer, gunzip_into, take_text_buffer};
 pub use scan::{parse_log, parse_log_partial};
 pub use schema::{COLUMNS, Kind, Nested, OTHER_FIELDS, SCHEMA, SOURCE_LOG_FILE, STORE_SCHEMA};
 
@@ -56,75 +58,6 @@ pub struct ParsedFile {
 
 /// No CloudTrail event comes near this (the service caps events far lower).
 pub const MAX_EVENT_BYTES: usize = 1 << 20;
-
-/// Hard cap on one decompressed log file (CloudTrail files are far smaller).
-pub const MAX_DECOMPRESSED: u64 = 2 << 30;
-
-/// Inflates a (multi-member) gzip file.
-pub fn gunzip(compressed: &[u8]) -> Result<Vec<u8>, FileError> {
-    match gunzip_partial(compressed) {
-        (out, None) => Ok(out),
-        (_, Some(e)) => Err(e),
-    }
-}
-
-/// Inflates what it can: a damaged or truncated stream keeps the text before the damage.
-pub fn gunzip_partial(compressed: &[u8]) -> (Vec<u8>, Option<FileError>) {
-    let mut out = Vec::new();
-    let error = gunzip_into(compressed, &mut out);
-    (out, error)
-}
-
-/// Inflates into `out` (cleared first); on damage `out` keeps the text before it.
-fn gunzip_into(compressed: &[u8], out: &mut Vec<u8>) -> Option<FileError> {
-    out.clear();
-    if compressed.is_empty() {
-        return Some(FileError {
-            error_type: "CorruptGzip",
-            message: "the object is empty (0 bytes): not a gzip file".into(),
-        });
-    }
-    out.reserve(compressed.len().saturating_mul(8).min(256 << 20));
-    let decoder = flate2::read::MultiGzDecoder::new(compressed);
-    match decoder.take(MAX_DECOMPRESSED + 1).read_to_end(out) {
-        Ok(n) if n as u64 > MAX_DECOMPRESSED => {
-            out.clear();
-            Some(FileError {
-                error_type: "CorruptGzip",
-                message: format!("decompresses to more than {MAX_DECOMPRESSED} bytes"),
-            })
-        }
-        Ok(_) => None,
-        Err(e) => Some(FileError {
-            error_type: "CorruptGzip",
-            message: format!("gzip: {e} (after {} readable bytes)", out.len()),
-        }),
-    }
-}
-
-/// Inflate buffers are reused up to this size. A fresh buffer per file cost a page fault per
-/// 4 KiB written (about a tenth of the copy's CPU time on one core); files are ~250 KiB inflated
-/// on average, so most fit, and a rare large one is not held on to.
-const KEPT_TEXT_BYTES: usize = 4 << 20;
-
-/// How many buffers are kept: about the parsers running at once. (Not one per thread: parses run
-/// on tokio's blocking pool, whose threads also serve file reads and number in the dozens.)
-const KEPT_TEXTS: usize = 8;
-
-static TEXTS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-
-fn take_text_buffer() -> Vec<u8> {
-    TEXTS.lock().map(|mut pool| pool.pop()).ok().flatten().unwrap_or_default()
-}
-
-fn give_text_buffer(text: Vec<u8>) {
-    if text.capacity() <= KEPT_TEXT_BYTES
-        && let Ok(mut pool) = TEXTS.lock()
-        && pool.len() < KEPT_TEXTS
-    {
-        pool.push(text);
-    }
-}
 
 /// Reads one compressed log file as far as it can be read. Events before damage (a truncated or
 /// corrupt gzip stream, broken JSON) are kept and counted; the damage is the returned error.
