@@ -217,13 +217,17 @@ impl<'a> Ahead<'a> {
     }
 }
 
+/// An item's dedup keys. They are xxh3-128 digests already, so SipHash's strength buys nothing;
+/// foldhash (hashbrown's own default) hashes them in a few cycles and still seeds per process.
+type SeenKeys = HashSet<u128, foldhash::fast::RandomState>;
+
 /// The dedup keys of the committed batches, read a few at once (a resumed item reads one object
 /// per batch; their order does not matter).
-async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<HashSet<u128>> {
+async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<SeenKeys> {
     let mut reads = futures::stream::iter(0..batches)
         .map(|b| async move { crate::storage::get_opt(ctx.store.as_ref(), &ctx.keys.item_seen(index, b)).await })
         .buffer_unordered(SEEN_READ_CONCURRENCY);
-    let mut seen = HashSet::new();
+    let mut seen = SeenKeys::default();
     while let Some(bytes) = reads.next().await {
         if let Some(bytes) = bytes? {
             seen.extend(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))));
