@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 use std::io::Read;
+use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use libdeflate_sys::{
@@ -87,20 +88,24 @@ fn inflate_whole(compressed: &[u8], out: &mut Vec<u8>) -> bool {
     if size > WHOLE_MAX || size > compressed.len().saturating_mul(DEFLATE_MAX_RATIO) {
         return false;
     }
-    out.resize(size, 0);
+    // Inflated into spare capacity, not a zero-filled buffer: libdeflate writes every byte it
+    // reports, and only those become the text.
+    out.clear();
+    out.reserve(size);
     let whole = DECOMPRESSOR.with(|d| {
         let mut d = d.borrow_mut();
         if d.is_none() {
             *d = Decompressor::new();
         }
-        d.as_mut().and_then(|d| d.gzip_member(compressed, out))
+        d.as_mut().and_then(|d| d.gzip_member(compressed, &mut out.spare_capacity_mut()[..size]))
     });
-    if whole == Some((compressed.len(), size)) {
-        true
-    } else {
-        out.clear();
-        false
+    if whole != Some((compressed.len(), size)) {
+        return false;
     }
+    // SAFETY: libdeflate succeeded and wrote `size` bytes (its own count) from the start of the
+    // spare capacity, which `reserve(size)` made at least `size` long.
+    unsafe { out.set_len(size) };
+    true
 }
 
 thread_local! {
@@ -120,11 +125,12 @@ impl Decompressor {
 
     /// Inflates the first gzip member of `input` into `out`: (input bytes used, bytes written),
     /// or `None` for bad data or an `out` of the wrong size.
-    fn gzip_member(&mut self, input: &[u8], out: &mut [u8]) -> Option<(usize, usize)> {
+    fn gzip_member(&mut self, input: &[u8], out: &mut [MaybeUninit<u8>]) -> Option<(usize, usize)> {
         let (mut used, mut written) = (0usize, 0usize);
         // SAFETY: the decompressor is live and this thread's alone (&mut self); the pointers and
         // lengths come from slices that outlive the call; libdeflate writes at most `out.len()`
-        // bytes into `out` and the two counts into the locals.
+        // bytes into `out` (it reads back only bytes it wrote: deflate's matches point behind)
+        // and the two counts into the locals.
         let result = unsafe {
             libdeflate_gzip_decompress_ex(
                 self.0.as_ptr(),
