@@ -23,6 +23,7 @@ PY = ROOT / ".venv" / "bin" / "python"
 TRAILCOPY = ROOT / "target" / "release" / "trailcopy"
 INFLATE = ROOT / "target" / "release" / "examples" / "inflate"
 COPY_BATCH = ROOT / "target" / "release" / "examples" / "copy_batch"
+FLOOR = ROOT / "target" / "release" / "examples" / "floor"
 START, END = "2024-02-28", "2024-03-06"
 CORES = os.cpu_count() or 1
 MB = 1e6
@@ -93,6 +94,11 @@ def measure(trail: Path, facts: dict, work: Path, workers: str) -> list[dict]:
     events = record["statistics"]["eventsCompleted"]
     assert events == facts["events"], (events, facts)
     rows.append({"tool": "trailcopy copy", "events": events, "output": du(store / "events"), **m})
+    if pin:
+        # The floor of the work itself (examples/floor, one thread): inflate + JSON check + zstd
+        # of the pages this copy wrote.
+        _, out = timed([str(FLOOR), str(trail), str(store / "events")], pin)
+        rows[0]["floor"] = json.loads(out)
     shutil.rmtree(store, ignore_errors=True)
 
     parquet = work / "duckdb.parquet"
@@ -196,6 +202,19 @@ def print_table(results):
                   f"| {r['eventsPerSecond']:,.0f} | {r['mbPerSecond']:.1f} | {r['peakRssMiB']:.0f} "
                   f"| {fmt(r['output'] and r['output'] / MB, '.1f')} | {fmt(r.get('vsDuckdb'), '.1f')} "
                   f"| {fmt(r.get('vsInflate'), '.2f')} |")
+    for s in results["sizes"]:
+        for r in s["runs"]:
+            f = r.get("floor")
+            if f:
+                print(f"\nFloor of the work ({s['uncompressed'] / MB:.0f} MB trail, one thread, thread CPU; "
+                      f"examples/floor): inflate {f['inflateSeconds']:.2f} s + JSON check (serde_json into "
+                      f"IgnoredAny) {f['jsonCheckSeconds']:.2f} s + zstd level 1 of the store's "
+                      f"{f['pageBytes'] / MB:.0f} MB of pages {f['zstdSeconds']:.2f} s = "
+                      f"{f['floorSeconds']:.2f} s = **{f['floorOverInflate']:.2f}x inflate**: no copy into "
+                      f"this store can take less CPU than that. The copy took {r['cpuSeconds']:.2f} CPU s = "
+                      f"{r['cpuSeconds'] / f['floorSeconds']:.2f}x the floor. Snappy instead of zstd: "
+                      f"{f['snappySeconds']:.2f} s for {f['snappyBytes'] / MB:.0f} MB against zstd's "
+                      f"{f['zstdBytes'] / MB:.0f} MB, a floor of {f['snappyFloorOverInflate']:.2f}x inflate.")
     lam = results.get("lambda")
     if lam:
         print(f"\nCopy Lambda handler path (in process, one work item = {lam['batches']} batch(es) of "

@@ -3,7 +3,8 @@
 #   bash benches/run.sh [--sizes 50,1024] [--lambda-mb 450] [--workdir /tmp/trailcopy-bench]
 # Generates synthetic trails with tests/gen_trail.py (reused when present), then in the same run
 # measures (a) `trailcopy copy` local -> local, (b) DuckDB converting the same files to Parquet,
-# (c) decompression alone, each on 1 pinned core and on all cores, and (d) the copy Lambda's
+# (c) decompression alone, each on 1 pinned core and on all cores, the floor of the work on one
+# thread (inflate + JSON check + zstd of the pages: examples/floor), and (d) the copy Lambda's
 # handler path on one ~64 MB (gzip) work item in process, (e) the S3 latency curve (576 files a day,
 # over 1 and 7 days; --latency-days): files/s of the
 # CLI copy S3 -> local and of the handler path at 0/30/100 ms added per request (s3s-fs behind
@@ -26,5 +27,5 @@ if ! .bench-tools/bin/s3s-fs --version 2>/dev/null | grep -q "$S3S_FS_VERSION"; 
 fi
 echo "[bench] building (release)" >&2
 cargo build --release --quiet -p trailcopy-cli --bin trailcopy
-cargo build --release --quiet -p trailcopy-core --example inflate --example copy_batch --example delay_proxy
+cargo build --release --quiet -p trailcopy-core --example inflate --example floor --example copy_batch --example delay_proxy
 exec .venv/bin/python benches/bench.py "$@"
