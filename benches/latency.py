@@ -10,6 +10,16 @@ each run from GNU time.
 `--days N` copies N such days: the discovery's round trips (the `AWSLogs/` listing, then the
 regions and day listings) are a fixed cost before the first GET, so a longer copy shows how far
 it is spread. The handler path copies one item (one date) whatever N, so it runs for N = 1 only.
+`--narrow` gives the CLI the account's `AWSLogs/<account>/CloudTrail/` as its source instead of the
+bucket, which saves the `AWSLogs/` listing.
+
+Each row also gives its *dependent round trips* k: requests that cannot start before the answer of
+an earlier one, up to the first log file's bytes. The bucket as source: k = 3 (`AWSLogs/` names the
+accounts; then an account's regions listing, with the day listings of the Regions sent beside it;
+then the GETs). A narrowed source: k = 2. The handler path, whose item names its files: k = 1.
+`T0 + k·d` is what the copy takes when the delay adds exactly those round trips to the no-delay
+time and nothing else; its ratio to T0 is the floor of `vs 0 ms` for any client that does not
+know the bucket's layout in advance.
 """
 import argparse
 import datetime as dt
@@ -139,12 +149,21 @@ def parse_delays(text: str) -> list[tuple[float, bool]]:
     return [(float(d[1:]), True) if d.startswith("p") else (float(d), float(d) > 0) for d in text.split(",") if d]
 
 
+# Dependent round trips up to the first log file's bytes (see the docstring).
+ROUND_TRIPS = {"bucket": 3, "narrowed": 2, "handler": 1}
+
+
 def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: int = 1, batch_bytes: int = 0,
-          days: int = 1) -> list[dict]:
+          days: int = 1, narrow: bool = False) -> list[dict]:
     trail_dir, facts = trail(work, days)
-    if days > 1:
+    if days > 1 or narrow:
         copy_batch = None
-    shape = "" if days == 1 else f", {days} days"
+    source = f"s3://{BUCKET}"
+    if narrow:
+        accounts = sorted(p.name for p in (trail_dir / "AWSLogs").iterdir())
+        assert len(accounts) == 1, accounts
+        source = f"s3://{BUCKET}/AWSLogs/{accounts[0]}/CloudTrail/"
+    shape = ("" if days == 1 else f", {days} days") + (", narrowed source" if narrow else "")
     s3 = S3Bench(work, trail_dir)
     rows = []
     try:
@@ -156,7 +175,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                 for _ in range(repeat):
                     store = work / "store-latency"
                     shutil.rmtree(store, ignore_errors=True)
-                    wall, cpu, rss, out = timed([str(binary), "copy", "--source", f"s3://{BUCKET}", "--store",
+                    wall, cpu, rss, out = timed([str(binary), "copy", "--source", source, "--store",
                                                  str(store), "--start", DAY, "--end", end_day(days), "--json"],
                                                 env(endpoint, batch_bytes))
                     record = json.loads(out)
@@ -167,6 +186,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                 wall, cpu, rss = best
                 batches = f", {batch_bytes // 1024} KiB batches" if batch_bytes else ""
                 rows.append({"path": f"CLI S3 -> local{shape}{batches}",
+                             "roundTrips": ROUND_TRIPS["narrowed" if narrow else "bucket"],
                              "binary": name, "delayMs": delay, "via": via, "files": facts["files"],
                              "seconds": wall, "cpuSeconds": cpu, "peakRssMiB": rss, "filesPerSecond": facts["files"] / wall})
                 log(f"{name}{shape} {delay} ms: {facts['files'] / wall:.0f} files/s ({wall:.2f} s, RSS {rss:.0f} MiB)")
@@ -181,7 +201,8 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
                     if best is None or r["seconds"] < best[2]["seconds"]:
                         best = (cpu, rss, r)
                 cpu, rss, r = best
-                rows.append({"path": "copy Lambda handler (one item)", "binary": "this tree", "delayMs": delay, "via": via,
+                rows.append({"path": "copy Lambda handler (one item)", "roundTrips": ROUND_TRIPS["handler"],
+                             "binary": "this tree", "delayMs": delay, "via": via,
                              "files": r["files"], "seconds": r["seconds"], "cpuSeconds": cpu, "peakRssMiB": rss,
                              "filesPerSecond": r["files"] / r["seconds"]})
                 log(f"copy_batch {delay} ms: {r['files'] / r['seconds']:.0f} files/s")
@@ -191,19 +212,23 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
 
 
 def print_table(rows):
-    """`vs 0 ms`: against the direct 0 ms run; `vs proxied 0 ms`: against 0 ms through the proxy."""
+    """`vs 0 ms`: against the direct 0 ms run; `vs proxied 0 ms`: against 0 ms through the proxy;
+    `k`, `(T0 + k·d) ÷ T0`: the dependent round trips and the ratio they alone give (T0 the direct
+    0 ms time), the floor of `vs 0 ms`."""
     print("\n| path | binary | added delay | via | files | seconds | files/s | CPU s | peak RSS MiB | vs 0 ms "
-          "| vs proxied 0 ms |")
-    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| vs proxied 0 ms | k | (T0 + k·d) ÷ T0 |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     base = {}
     for r in rows:
         if r["delayMs"] == 0:
             base[(r["path"], r["binary"], r.get("via", "direct"))] = r["seconds"]
     for r in rows:
-        ratio = lambda via: r["seconds"] / base[(r["path"], r["binary"], via)] if (r["path"], r["binary"], via) in base else float("nan")
+        t0 = lambda via: base.get((r["path"], r["binary"], via), float("nan"))
+        k = r.get("roundTrips", 0)
+        floor = (t0("direct") + k * r["delayMs"] / 1000) / t0("direct")
         print(f"| {r['path']} | {r['binary']} | {r['delayMs']:g} ms | {r.get('via', 'direct')} | {r['files']} "
               f"| {r['seconds']:.2f} | {r['filesPerSecond']:.0f} | {r['cpuSeconds']:.2f} | {r['peakRssMiB']:.0f} "
-              f"| {ratio('direct'):.2f}x | {ratio('proxy'):.2f}x |")
+              f"| {r['seconds'] / t0('direct'):.2f}x | {r['seconds'] / t0('proxy'):.2f}x | {k} | {floor:.2f}x |")
 
 
 def main():
@@ -215,12 +240,14 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="runs per point; the fastest is kept")
     ap.add_argument("--batch-bytes", type=int, default=0, help="TRAILCOPY_BATCH_BYTES for the CLI runs (0: default)")
     ap.add_argument("--days", type=int, default=1, help="days of the shape copied (the handler path: 1 only)")
+    ap.add_argument("--narrow", action="store_true",
+                    help="the CLI's source is AWSLogs/<account>/CloudTrail/, not the bucket (no handler path)")
     a = ap.parse_args()
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     binaries = dict(b.split("=", 1) for b in a.binary) or {"this tree": str(ROOT / "target" / "release" / "trailcopy")}
     cb = Path(a.copy_batch) if a.copy_batch and Path(a.copy_batch).exists() else None
-    rows = curve(work, binaries, cb, parse_delays(a.delays), a.repeat, a.batch_bytes, a.days)
+    rows = curve(work, binaries, cb, parse_delays(a.delays), a.repeat, a.batch_bytes, a.days, a.narrow)
     print_table(rows)
     (work / "latency.json").write_text(json.dumps(rows, indent=1))
 

@@ -6,9 +6,10 @@
 # (c) decompression alone, each on 1 pinned core and on all cores, the floor of the work on one
 # thread (inflate + JSON check + zstd of the pages: examples/floor), and (d) the copy Lambda's
 # handler path on one ~64 MB (gzip) work item in process, (e) the S3 latency curve (576 files a day,
-# over 1 and 7 days; --latency-days): files/s of the
+# over 1 and 7 days; --latency-days; and 1 day from a narrowed source): files/s of the
 # CLI copy S3 -> local and of the handler path at 0/30/100 ms added per request (s3s-fs behind
-# examples/delay_proxy; benches/latency.py). Prints Markdown tables.
+# examples/delay_proxy; benches/latency.py), with each path's dependent round trips and the ratio
+# they alone give. Prints Markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

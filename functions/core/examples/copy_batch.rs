@@ -1,14 +1,66 @@
 //! The copy Lambda's handler path, in process, for benches/run.sh: plans a copy of SOURCE into
 //! a local STORE, prepares the work item with the most bytes, then runs `copy_item` on it as the
 //! copy Lambda does (one invocation, default 64 MiB batches), and prints one JSON line with the
-//! throughput and the peak RSS (VmHWM) of the process.
+//! throughput and the peak RSS (VmHWM) of the process. The batch's Parquet output is held in
+//! memory, as the Lambda's S3 store holds it (a local store spools it to a file).
 //!
 //! cargo run --release --example copy_batch -- SOURCE STORE START END
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
+use async_trait::async_trait;
+use bytes::Bytes;
+use trailcopy::storage::{Listing, ObjectHead, ObjectInfo, ObjectStore, PutCondition, RangePage};
 use trailcopy::{AwsClients, CopyLimits, CopyRequest, plan_copy, prepare_item};
+
+/// A store that spools in memory, as an S3 store does (the trait's default), and otherwise is
+/// the local store it wraps.
+struct SpoolInMemory(Arc<dyn ObjectStore>);
+
+type Result<T> = std::result::Result<T, trailcopy::CopyError>;
+
+#[async_trait]
+impl ObjectStore for SpoolInMemory {
+    async fn list_dir(&self, prefix: &str) -> Result<Listing> {
+        self.0.list_dir(prefix).await
+    }
+    async fn list_range(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<Vec<ObjectInfo>> {
+        self.0.list_range(prefix, start_after, end_before).await
+    }
+    async fn list_range_first(&self, prefix: &str, start_after: &str, end_before: &str) -> Result<RangePage> {
+        self.0.list_range_first(prefix, start_after, end_before).await
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.0.get(key).await
+    }
+    async fn get_with_metadata(&self, key: &str) -> Result<(Bytes, HashMap<String, String>)> {
+        self.0.get_with_metadata(key).await
+    }
+    async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
+        self.0.get_versioned(key).await
+    }
+    async fn put(&self, key: &str, body: Bytes) -> Result<()> {
+        self.0.put(key, body).await
+    }
+    async fn put_if(&self, key: &str, body: Bytes, condition: &PutCondition) -> Result<bool> {
+        self.0.put_if(key, body, condition).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key).await
+    }
+    async fn head(&self, key: &str) -> Result<ObjectHead> {
+        self.0.head(key).await
+    }
+    async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()> {
+        self.0.restore(key, tier, days).await
+    }
+    fn location(&self, key: &str) -> String {
+        self.0.location(key)
+    }
+}
 
 /// A line of /proc/self/status in kB (VmHWM: peak RSS; VmRSS: current).
 fn status_kb(field: &str) -> u64 {
@@ -35,7 +87,8 @@ async fn main() {
         end: Some(end.clone()),
         ..Default::default()
     };
-    let (ctx, items) = plan_copy(&aws, &request, jiff::Timestamp::now()).await.expect("plan");
+    let (mut ctx, items) = plan_copy(&aws, &request, jiff::Timestamp::now()).await.expect("plan");
+    ctx.store = Arc::new(SpoolInMemory(ctx.store.clone()));
     // The item with the most files: a Lambda invocation's worst case.
     let mut best = None;
     for item in items {

@@ -57,7 +57,7 @@ fn main() {
     let (mut t_inflate, mut t_parse, mut t_write) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut t_skip = Duration::ZERO;
     let (mut bytes, mut events) = (0u64, 0u64);
-    let mut writer = BatchWriter::new();
+    let mut writer = BatchWriter::in_memory();
     for p in &files {
         let t = Instant::now();
         let text = event::gunzip(&std::fs::read(p).expect("read")).expect("gunzip");
@@ -79,7 +79,8 @@ fn main() {
         t_write += t.elapsed();
     }
     let t = Instant::now();
-    let out_bytes = writer.finish().expect("finish").iter().map(|(_, b)| b.len()).sum::<usize>();
+    let out_bytes =
+        writer.finish().expect("finish").into_iter().map(|(_, b)| b.into_bytes().map_or(0, |b| b.len())).sum::<usize>();
     t_write += t.elapsed();
     let mbs = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
     let total = t_inflate + t_parse + t_write;

@@ -314,7 +314,7 @@ pub async fn copy_item_prefetched<'a>(
         let batch_no = state.cursor.batch;
         let mut delta = Statistics::default();
         let mut failures = Vec::new();
-        let mut writer = BatchWriter::new();
+        let mut writer = BatchWriter::new(ctx.store.as_ref());
         let mut new_keys: Vec<u128> = Vec::new();
         for file in &files[start..end] {
             let (result, held) =
@@ -397,9 +397,9 @@ pub async fn copy_item_prefetched<'a>(
             return Err(CopyError::Injected(format!("batch {batch_no} of item {} failed before commit", item.index)));
         }
         // Commit: data, then dedup keys, then the checkpoint.
-        for (date, body) in writer.finish()? {
+        for (date, spool) in writer.finish()? {
             let key = event_file_key(ctx.store_location.prefix(), date, &ctx.window, &source_name, item, batch_no);
-            ctx.store.put(&key, body.into()).await?;
+            ctx.store.put_spool(&key, spool).await?;
         }
         if let Some(n) = *ABORT_AFTER
             && COMMITS.load(Ordering::SeqCst) >= n

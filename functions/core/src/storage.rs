@@ -93,6 +93,16 @@ pub trait ObjectStore: Send + Sync {
     /// `get` with the object's version tag for [`put_if`](Self::put_if); `None` when missing.
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>>;
     async fn put(&self, key: &str, body: Bytes) -> Result<()>;
+    /// Somewhere to write an object piece by piece before [`put_spool`](Self::put_spool) stores
+    /// it (a batch's Parquet files). Memory by default: an S3 PUT sends the whole body.
+    fn spool(&self) -> Result<Spool> {
+        Ok(Spool::Memory(Vec::new()))
+    }
+    /// Stores what was written to a [`spool`](Self::spool) under `key`, as [`put`](Self::put) does.
+    async fn put_spool(&self, key: &str, spool: Spool) -> Result<()> {
+        let body = spool.into_bytes().map_err(|e| io_error(self.location(key), e))?;
+        self.put(key, body).await
+    }
     /// Compare-and-swap: writes only if `condition` holds; `Ok(false)` when it did not.
     async fn put_if(&self, key: &str, body: Bytes, condition: &PutCondition) -> Result<bool>;
     /// Removes an object; a missing one is not an error.
@@ -102,6 +112,48 @@ pub trait ObjectStore: Send + Sync {
     async fn restore(&self, key: &str, tier: &str, days: Option<i32>) -> Result<()>;
     /// Where `key` is, for messages and failure entries (`s3://bucket/key` or a path).
     fn location(&self, key: &str) -> String;
+}
+
+/// An object being written: in memory, or in a temporary file of a local store, which the
+/// commit renames into place. A batch's Parquet output is tens of MB per running work item, so
+/// a local copy keeps it on disk rather than in memory (benches/RESULTS.md, issue 13 round 12).
+/// Dropped uncommitted, a temporary file is removed.
+pub enum Spool {
+    Memory(Vec<u8>),
+    File(tempfile::NamedTempFile),
+}
+
+impl Spool {
+    /// The bytes written (a file's are read back).
+    pub fn into_bytes(self) -> std::io::Result<Bytes> {
+        match self {
+            Spool::Memory(v) => Ok(v.into()),
+            Spool::File(f) => std::fs::read(f.path()).map(Bytes::from),
+        }
+    }
+}
+
+impl std::io::Write for Spool {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Spool::Memory(v) => v.write(buf),
+            Spool::File(f) => f.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Spool::Memory(v) => v.write_all(buf),
+            Spool::File(f) => f.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Spool::Memory(_) => Ok(()),
+            Spool::File(f) => f.flush(),
+        }
+    }
 }
 
 fn in_range(key: &str, start_after: &str, end_before: &str) -> bool {
@@ -504,6 +556,12 @@ impl LocalStore {
         }
         Ok(self.root.join(rel))
     }
+
+    /// Temporary files live outside the dataset (readers' globs never pick them up, a crash
+    /// leaves nothing in it) and on its file system, so a rename puts them in place.
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(".trailcopy-tmp")
+    }
 }
 
 /// Files up to this size are read on the calling task; larger ones on tokio's blocking pool.
@@ -581,15 +639,35 @@ impl ObjectStore for LocalStore {
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(loc.clone(), e))?;
         }
-        // Write then rename: a reader (or a crash) never sees half a file. Temporary files live
-        // outside the dataset, so a crash leaves nothing that readers' globs pick up.
+        // Write then rename: a reader (or a crash) never sees half a file.
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp_dir = self.root.join(".trailcopy-tmp");
+        let tmp_dir = self.tmp_dir();
         tokio::fs::create_dir_all(&tmp_dir).await.map_err(|e| io_error(loc.clone(), e))?;
         let unique = TMP_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let tmp = tmp_dir.join(format!("{}-{unique}-{name}", std::process::id()));
         tokio::fs::write(&tmp, &body).await.map_err(|e| io_error(loc.clone(), e))?;
         tokio::fs::rename(&tmp, &path).await.map_err(|e| io_error(loc, e))
+    }
+
+    fn spool(&self) -> Result<Spool> {
+        let dir = self.tmp_dir();
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| tempfile::NamedTempFile::new_in(&dir))
+            .map(Spool::File)
+            .map_err(|e| io_error(dir.display().to_string(), e))
+    }
+
+    async fn put_spool(&self, key: &str, spool: Spool) -> Result<()> {
+        let file = match spool {
+            Spool::File(f) => f,
+            memory => return self.put(key, memory.into_bytes().map_err(|e| io_error(self.location(key), e))?).await,
+        };
+        let path = self.path(key)?;
+        if let Some(parent) = path.parent() {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| io_error(self.location(key), e))?;
+        }
+        // A rename, as `put` ends: a reader never sees half a file.
+        file.persist(&path).map(|_| ()).map_err(|e| io_error(self.location(key), e.error))
     }
 
     async fn get_versioned(&self, key: &str) -> Result<Option<(Bytes, String)>> {
@@ -1003,6 +1081,37 @@ mod tests {
         assert_eq!(s.get("a/large").await.unwrap(), large);
         assert!(matches!(s.get("a/missing").await, Err(CopyError::NotFound { .. })));
         assert!(s.get("a").await.is_err(), "a folder is not an object");
+    }
+
+    #[tokio::test]
+    async fn a_local_spool_is_a_file_renamed_into_place_and_gone_if_dropped() {
+        use std::io::Write as _;
+        let s = temp_store("spool");
+        let tmp_files = |s: &LocalStore| {
+            std::fs::read_dir(s.tmp_dir()).unwrap().filter(|e| e.as_ref().unwrap().path().is_file()).count()
+        };
+        let mut spool = s.spool().unwrap();
+        assert!(matches!(spool, Spool::File(_)), "a local store spools to disk, not memory");
+        spool.write_all(b"PAR1 first").unwrap();
+        spool.write_all(b" second").unwrap();
+        assert!(matches!(s.get("events/date=2026-11-01/a.parquet").await, Err(CopyError::NotFound { .. })));
+        s.put_spool("events/date=2026-11-01/a.parquet", spool).await.unwrap();
+        assert_eq!(&s.get("events/date=2026-11-01/a.parquet").await.unwrap()[..], b"PAR1 first second");
+        assert_eq!(tmp_files(&s), 0, "the temporary file was renamed, not copied");
+
+        // A batch that fails before its commit leaves nothing behind.
+        let mut dropped = s.spool().unwrap();
+        dropped.write_all(b"half a batch").unwrap();
+        assert_eq!(tmp_files(&s), 1);
+        drop(dropped);
+        assert_eq!(tmp_files(&s), 0);
+        assert_eq!(s.list_dir("events/").await.unwrap().dirs, vec!["events/date=2026-11-01/".to_string()]);
+
+        // A memory spool (the trait's default, an S3 store's) is stored like a put.
+        let mut memory = Spool::Memory(Vec::new());
+        memory.write_all(b"in memory").unwrap();
+        s.put_spool("events/b.parquet", memory).await.unwrap();
+        assert_eq!(&s.get("events/b.parquet").await.unwrap()[..], b"in memory");
     }
 
     #[tokio::test]

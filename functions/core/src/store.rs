@@ -15,6 +15,7 @@ use crate::error::{CopyError, Result};
 use crate::event::STORE_SCHEMA;
 use crate::range::Window;
 use crate::record::WorkItem;
+use crate::storage::{ObjectStore, Spool};
 
 /// Rows per row group: large enough for engines to skip well, small enough to bound memory.
 const ROW_GROUP_ROWS: usize = 64 * 1024;
@@ -67,20 +68,22 @@ fn writer_properties() -> WriterProperties {
     b.build()
 }
 
-/// Writes one batch's events, split by date, into in-memory Parquet files.
-pub struct BatchWriter {
-    writers: BTreeMap<Date, ArrowWriter<Vec<u8>>>,
+/// Writes one batch's events, split by date, into Parquet files on spools the store gives
+/// (a local store's are temporary files, so the batch's output is not held in memory).
+pub struct BatchWriter<'a> {
+    spool: Box<dyn Fn() -> Result<Spool> + Send + Sync + 'a>,
+    writers: BTreeMap<Date, ArrowWriter<Spool>>,
 }
 
-impl Default for BatchWriter {
-    fn default() -> Self {
-        Self::new()
+impl<'a> BatchWriter<'a> {
+    /// Writes into the spools of `store`.
+    pub fn new(store: &'a dyn ObjectStore) -> Self {
+        BatchWriter { spool: Box::new(|| store.spool()), writers: BTreeMap::new() }
     }
-}
 
-impl BatchWriter {
-    pub fn new() -> Self {
-        BatchWriter { writers: BTreeMap::new() }
+    /// Writes into memory.
+    pub fn in_memory() -> BatchWriter<'static> {
+        BatchWriter { spool: Box::new(|| Ok(Spool::Memory(Vec::new()))), writers: BTreeMap::new() }
     }
 
     /// Writes a parsed batch (`event::SCHEMA`) with its provenance: the log file it came from.
@@ -92,7 +95,7 @@ impl BatchWriter {
         let w = match self.writers.entry(date) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                let w = ArrowWriter::try_new(Vec::new(), STORE_SCHEMA.clone(), Some(writer_properties()))
+                let w = ArrowWriter::try_new((self.spool)()?, STORE_SCHEMA.clone(), Some(writer_properties()))
                     .map_err(parquet_error)?;
                 v.insert(w)
             }
@@ -100,8 +103,8 @@ impl BatchWriter {
         w.write(&batch).map_err(parquet_error)
     }
 
-    /// Closes every file: (date, Parquet bytes).
-    pub fn finish(self) -> Result<Vec<(Date, Vec<u8>)>> {
+    /// Closes every file: (date, its spool, for [`ObjectStore::put_spool`]).
+    pub fn finish(self) -> Result<Vec<(Date, Spool)>> {
         self.writers.into_iter().map(|(d, w)| w.into_inner().map(|b| (d, b)).map_err(parquet_error)).collect()
     }
 }
