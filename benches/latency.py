@@ -18,8 +18,9 @@ an earlier one, up to the first log file's bytes. The bucket as source: k = 3 (`
 accounts; then an account's regions listing, with the day listings of the Regions sent beside it;
 then the GETs). A narrowed source: k = 2. The handler path, whose item names its files: k = 1.
 `T0 + k·d` is what the copy takes when the delay adds exactly those round trips to the no-delay
-time and nothing else; its ratio to T0 is the floor of `vs 0 ms` for any client that does not
-know the bucket's layout in advance.
+time T0 and nothing else: the work a copy does at 0 ms (parsing, writing) waits for the files,
+so no client that does not know the bucket's layout in advance does much better. (One run's T0
+swings by ±20 % on these machines; compare medians of paired runs, benches/RESULTS.md round 12.)
 """
 import argparse
 import datetime as dt
@@ -214,7 +215,7 @@ def curve(work: Path, binaries: dict, copy_batch: Path | None, delays, repeat: i
 def print_table(rows):
     """`vs 0 ms`: against the direct 0 ms run; `vs proxied 0 ms`: against 0 ms through the proxy;
     `k`, `(T0 + k·d) ÷ T0`: the dependent round trips and the ratio they alone give (T0 the direct
-    0 ms time), the floor of `vs 0 ms`."""
+    0 ms time)."""
     print("\n| path | binary | added delay | via | files | seconds | files/s | CPU s | peak RSS MiB | vs 0 ms "
           "| vs proxied 0 ms | k | (T0 + k·d) ÷ T0 |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
