@@ -141,13 +141,6 @@ impl std::io::Write for Spool {
         }
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        match self {
-            Spool::Memory(v) => v.write_all(buf),
-            Spool::File(f) => f.write_all(buf),
-        }
-    }
-
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Spool::Memory(_) => Ok(()),
@@ -658,9 +651,9 @@ impl ObjectStore for LocalStore {
     }
 
     async fn put_spool(&self, key: &str, spool: Spool) -> Result<()> {
-        let file = match spool {
-            Spool::File(f) => f,
-            memory => return self.put(key, memory.into_bytes().map_err(|e| io_error(self.location(key), e))?).await,
+        let Spool::File(file) = spool else {
+            let body = spool.into_bytes().map_err(|e| io_error(self.location(key), e))?;
+            return self.put(key, body).await;
         };
         let path = self.path(key)?;
         if let Some(parent) = path.parent() {

@@ -71,19 +71,20 @@ fn writer_properties() -> WriterProperties {
 /// Writes one batch's events, split by date, into Parquet files on spools the store gives
 /// (a local store's are temporary files, so the batch's output is not held in memory).
 pub struct BatchWriter<'a> {
-    spool: Box<dyn Fn() -> Result<Spool> + Send + Sync + 'a>,
+    /// `None`: in memory.
+    store: Option<&'a dyn ObjectStore>,
     writers: BTreeMap<Date, ArrowWriter<Spool>>,
 }
 
 impl<'a> BatchWriter<'a> {
     /// Writes into the spools of `store`.
     pub fn new(store: &'a dyn ObjectStore) -> Self {
-        BatchWriter { spool: Box::new(|| store.spool()), writers: BTreeMap::new() }
+        BatchWriter { store: Some(store), writers: BTreeMap::new() }
     }
 
     /// Writes into memory.
     pub fn in_memory() -> BatchWriter<'static> {
-        BatchWriter { spool: Box::new(|| Ok(Spool::Memory(Vec::new()))), writers: BTreeMap::new() }
+        BatchWriter { store: None, writers: BTreeMap::new() }
     }
 
     /// Writes a parsed batch (`event::SCHEMA`) with its provenance: the log file it came from.
@@ -95,7 +96,8 @@ impl<'a> BatchWriter<'a> {
         let w = match self.writers.entry(date) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(v) => {
-                let w = ArrowWriter::try_new((self.spool)()?, STORE_SCHEMA.clone(), Some(writer_properties()))
+                let spool = self.store.map_or(Ok(Spool::Memory(Vec::new())), |s| s.spool())?;
+                let w = ArrowWriter::try_new(spool, STORE_SCHEMA.clone(), Some(writer_properties()))
                     .map_err(parquet_error)?;
                 v.insert(w)
             }
