@@ -2,7 +2,9 @@
 
 Selection rules (contracts.md):
   * day prefix in scope iff its UTC day intersects [start - 15 min, end + 60 min);
-  * a file in such a prefix is read iff its name timestamp is in [start - 15 min, end + 60 min)
+  * a file in such a prefix not named like a CloudTrail log file (`.DS_Store`, `notes-x.txt`; manifest
+    `notLogFile`) is skipped by name: filesSkipped and filesNotLogFiles, a "skipped" entry, not a failure;
+  * a log file in such a prefix is read iff its name timestamp is in [start - 15 min, end + 60 min)
     (unparseable timestamp: read); a read file that is not .json.gz is an UnsupportedFileType failure;
   * an event is copied iff it is valid, max(start, retentionCutoff) <= eventTime < end, and its dedup key
     (eventID, else the record's hash) was not already copied within the same account-region-day, from
@@ -50,16 +52,22 @@ def expected(manifest: dict, start, end, retention_cutoff=None) -> dict:
         if d < win_hi and d + dt.timedelta(days=1) > win_lo:
             prefixes.add(f["dayPrefix"])
 
-    out = {"prefixesFound": len(prefixes), "filesFound": 0, "filesSkipped": 0, "filesCompleted": 0,
-           "eventsRead": 0, "eventsCompleted": 0, "eventsOutOfRange": 0, "eventsInvalid": 0, "eventsDuplicate": 0,
-           "bytesInScope": 0}
+    out = {"prefixesFound": len(prefixes), "filesFound": 0, "filesSkipped": 0, "filesNotLogFiles": 0,
+           "filesCompleted": 0, "eventsRead": 0, "eventsCompleted": 0, "eventsOutOfRange": 0, "eventsInvalid": 0,
+           "eventsDuplicate": 0, "bytesInScope": 0}
     failures = []  # (key, errorType)
+    skipped = []  # keys of files not named like log files
     copied = []  # canonical JSON of every copied event
     seen = defaultdict(set)
     for f in sorted(trail_files, key=lambda f: f["key"]):
         if f["dayPrefix"] not in prefixes:
             continue
         out["filesFound"] += 1
+        if f.get("notLogFile"):
+            out["filesSkipped"] += 1
+            out["filesNotLogFiles"] += 1
+            skipped.append(f["key"])
+            continue
         if f["fileTime"] is not None and not (win_lo <= ts(f["fileTime"]) < win_hi):
             out["filesSkipped"] += 1
             continue
@@ -91,6 +99,7 @@ def expected(manifest: dict, start, end, retention_cutoff=None) -> dict:
             copied.append(e["json"])
     out["failures"] = sorted(failures)
     out["failedEntries"] = len(failures)
+    out["skipped"] = sorted(skipped)
     out["copied"] = copied
     return out
 

@@ -7,8 +7,8 @@ Writes a trail folder in the layout a trail delivers to S3:
         <acct>_CloudTrail_<region>_YYYYMMDDTHHmmZ_<16 alnum>.json.gz
 
 with realistic events (~1-2 KB each), every event's eventTime within the 15 minutes before its
-file's name timestamp, plus optional defects (non-gzip files, corrupt/truncated gzip, gzip of
-non-JSON, JSON without Records, invalid events, redelivered duplicates, stray events far outside
+file's name timestamp, plus optional defects (non-gzip files, a file not named like a log file,
+corrupt/truncated gzip, gzip of non-JSON, JSON without Records, invalid events, redelivered duplicates, stray events far outside
 the file's time, digest/insight/other-service folders that must be ignored).
 
 A ground-truth manifest (JSON, written outside the trail folder) lists every file and every event
@@ -496,6 +496,7 @@ class Gen:
 
         is_defect = day == self.defect_day
         fatal_files = []
+        not_log_files = []  # (key, body): files in the day folder not named like log files
         if is_defect:
             slots = self.defect_slots.get((acct, region), {})
 
@@ -531,7 +532,8 @@ class Gen:
                 ts = midday()
                 body = json.dumps({"Records": self.make_events(acct, region, ts, 2)}).encode()
                 fatal_files.append((dayp + self.trail_name(acct, region, ts, ext=".json"), ts, body, "UnsupportedFileType", "non-gzip-json"))
-                fatal_files.append((dayp + f"notes-{self.alnum(6)}.txt", None, b"not a log file\n", "UnsupportedFileType", "non-gzip-txt"))
+                # Not named like a log file: skipped by name (filesSkipped, filesNotLogFiles), not a failure.
+                not_log_files.append((dayp + f"notes-{self.alnum(6)}.txt", b"not a log file\n"))
             for _ in range(slots.get("corrupt", 0)):
                 ts = midday()
                 body = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + bytes(r.getrandbits(8) for _ in range(300))
@@ -585,6 +587,11 @@ class Gen:
             self.files.append({"key": key, "kind": "trail", "dayPrefix": dayp,
                                "day": f"{day:%Y-%m-%d}", "fileTime": fmt_time(ts) if ts else None,
                                "errorType": err, "fatal": True, "events": 0, "size": len(body), "defect": kind})
+        for key, body in not_log_files:
+            self.write(key, body)
+            self.files.append({"key": key, "kind": "trail", "dayPrefix": dayp, "day": f"{day:%Y-%m-%d}",
+                               "fileTime": None, "errorType": None, "fatal": False, "notLogFile": True, "events": 0,
+                               "size": len(body), "defect": "non-gzip-txt"})
 
         if self.a.digest:
             for h in (0, 8, 16):
@@ -702,7 +709,9 @@ def parse_args(argv=None):
     p.add_argument("--target-mb", type=int, default=0, help="size the trail by uncompressed MiB (overrides --files-per-day)")
     p.add_argument("--gzip-level", type=int, default=6)
     g = p.add_argument_group("defects (all on the middle day, in files named 10:00-14:00 UTC)")
-    g.add_argument("--non-gzip", type=int, default=0, help="pairs of .json + notes-*.txt files in day folders")
+    g.add_argument("--non-gzip", type=int, default=0,
+                   help="pairs of a log-file-named .json (UnsupportedFileType) + a notes-*.txt (not a log file: "
+                        "skipped) in day folders")
     g.add_argument("--corrupt", type=int, default=0, help="corrupt gzip files")
     g.add_argument("--truncated", type=int, default=0, help="truncated gzip files")
     g.add_argument("--non-json", type=int, default=0, help="gzip files of non-JSON text")

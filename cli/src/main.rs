@@ -201,6 +201,15 @@ struct CopyArgs {
     /// (its events would be stored twice).
     #[arg(long)]
     allow_overlap: bool,
+    /// Copy from where the last completed copy of this source into this store is complete, up
+    /// to now (instead of --start/--end or --last); events it already stored are not stored again.
+    #[arg(long, conflicts_with_all = ["start", "end", "last"])]
+    since_last: bool,
+    /// How late log files may arrive after their events (CloudTrail: about 5 minutes on average,
+    /// not guaranteed). A range ending closer than this to now is complete only up to now minus
+    /// it; `--since-last` goes on from there. Same units as --last.
+    #[arg(long, default_value = trailcopy::plan::DEFAULT_DELIVERY_ALLOWANCE)]
+    delivery_allowance: String,
     /// Check every file read against CloudTrail's signed digest files (SHA-256 of its content,
     /// signature and chain of each digest); a file that fails is copied and listed.
     #[arg(long)]
@@ -312,7 +321,8 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let copy_id =
                 request.copy_id.get_or_insert_with(|| trailcopy::record::new_copy_id(jiff::Timestamp::now())).clone();
             let hint = retry_command(&copy_id, &a.store.store);
-            let (opts, bar) = progress::run_options(a.concurrency, fetch.budget(), a.store.json, hint);
+            let (mut opts, bar) = progress::run_options(a.concurrency, fetch.budget(), a.store.json, hint);
+            opts.probe = probe(aws, &a.store.store).await;
             let result = trailcopy::run_copy(aws, &request, &opts).await;
             bar.finish_and_clear();
             match result {
@@ -325,7 +335,9 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             // Checked here first: a bad flag fails now, not in the execution (a local folder is
             // refused as such before anything looks for it).
             trailcopy::plan::check_serverless(&request, false)?;
-            trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
+            if !request.since_last {
+                trailcopy::plan::resolve_request(&request, jiff::Timestamp::now())?;
+            }
             let copy_id =
                 request.copy_id.clone().unwrap_or_else(|| trailcopy::record::new_copy_id(jiff::Timestamp::now()));
             request.copy_id = Some(copy_id.clone());
@@ -444,11 +456,16 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         Command::Status { copy_id, store, state_machine: None } => {
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
             let record = trailcopy::current_record(&ctx).await?;
-            report(&record, &store)
+            let probe = probe(aws, &store.store).await;
+            match not_running(&ctx, &record, probe.as_ref()).await? {
+                Some(why) => report_not_running(&record, &store, &why),
+                None => report(&record, &store),
+            }
         }
         Command::Retry { copy_id, store, concurrency, fetch, state_machine: None } => {
             let hint = retry_command(&copy_id, &store.store);
-            let (opts, bar) = progress::run_options(concurrency, fetch.budget(), store.json, hint);
+            let (mut opts, bar) = progress::run_options(concurrency, fetch.budget(), store.json, hint);
+            opts.probe = probe(aws, &store.store).await;
             let before = CopyContext::open(aws, &store.store, &copy_id).await?.read_record().await?;
             if before.status == CopyStatus::Completed {
                 bar.finish_and_clear();
@@ -456,17 +473,31 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             }
             let record = trailcopy::retry_copy(aws, &store.store, &copy_id, &opts).await;
             bar.finish_and_clear();
-            report(&record?, &store)
+            let record = record?;
+            if !store.json
+                && let Some(a) = record.attempts.last().filter(|a| a.files_reread > 0)
+            {
+                let still = a.files_reread - a.files_fixed;
+                print_out(&format!(
+                    "re-read {}: {} copied{}\n",
+                    counted(a.files_reread, "failed file", "failed files"),
+                    counted(a.events_copied, "event", "events"),
+                    if still > 0 { format!(", {still} still failing") } else { String::new() }
+                ));
+            }
+            report(&record, &store)
         }
         Command::Failures { copy_id, store } => {
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
-            let failures = trailcopy::read_failures(&ctx).await?;
+            let (failures, skipped) = trailcopy::finalize::read_failures_and_skipped(&ctx).await?;
             if store.json {
-                print_json(&serde_json::json!({ "copyId": copy_id, "failures": failures }));
-            } else if failures.is_empty() {
-                print_out(&format!("copy {copy_id}: no failure entries\n"));
+                print_json(&serde_json::json!({ "copyId": copy_id, "failures": failures, "skipped": skipped }));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut text = String::new();
+            if failures.is_empty() {
+                let _ = writeln!(text, "copy {copy_id}: no failure entries");
             } else {
-                let mut text = String::new();
                 for f in &failures {
                     let _ = writeln!(
                         text,
@@ -475,8 +506,18 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                     );
                 }
                 let _ = writeln!(text, "{}", counted(failures.len() as u64, "failure entry", "failure entries"));
-                print_out(&text);
             }
+            for f in &skipped {
+                let _ = writeln!(text, "SKIPPED  {}  {}\n    {}", f.error_type, f.location, f.error_message);
+            }
+            if !skipped.is_empty() {
+                let _ = writeln!(
+                    text,
+                    "{} skipped by name (not CloudTrail log files; not failures)",
+                    counted(skipped.len() as u64, "file", "files")
+                );
+            }
+            print_out(&text);
             Ok(ExitCode::SUCCESS)
         }
         Command::Export { store, start, end } => {
@@ -546,6 +587,43 @@ async fn planning_failed(aws: &AwsClients, store: &str, copy_id: &str, e: &CopyE
         ));
     }
     code
+}
+
+/// What tells whether a state machine execution still runs: only an S3 store can be shared with
+/// the stack (local copies never touch AWS configuration).
+async fn probe(aws: &AwsClients, store: &str) -> std::sync::Arc<dyn trailcopy::claims::ExecutionProbe> {
+    match Location::parse("store", store) {
+        Ok(Location::S3 { .. }) => std::sync::Arc::new(trailcopy::claims::SfnProbe::new(aws.sdk_config().await)),
+        _ => std::sync::Arc::new(trailcopy::claims::NoProbe),
+    }
+}
+
+/// Why an unfinished copy is not running (its holder died, or nothing holds it); `None` otherwise.
+async fn not_running(
+    ctx: &CopyContext,
+    record: &CopyRecord,
+    probe: &dyn trailcopy::claims::ExecutionProbe,
+) -> Result<Option<String>, CopyError> {
+    if !matches!(record.status, CopyStatus::InProgress | CopyStatus::Initializing) {
+        return Ok(None);
+    }
+    trailcopy::claims::not_running(ctx.store.as_ref(), ctx.store_location.prefix(), &ctx.copy_id, probe).await
+}
+
+/// `status` of a copy whose run ended without finishing it: the record, what happened, the
+/// command that resumes it; exit 1.
+fn report_not_running(record: &CopyRecord, store: &StoreArgs, why: &str) -> Result<ExitCode, CopyError> {
+    let resume = retry_command(&record.copy_id, &record.request.store);
+    if store.json {
+        let mut v = serde_json::to_value(record).map_err(|e| CopyError::State(e.to_string()))?;
+        v["running"] = serde_json::Value::Bool(false);
+        v["notRunning"] = serde_json::Value::String(format!("{why}; resume with `{resume}`"));
+        print_json(&v);
+    } else {
+        report(record, store)?;
+        print_out(&format!("  note       not running: {why}; resume with `{resume}`\n"));
+    }
+    Ok(ExitCode::from(1))
 }
 
 /// `retry` of a COMPLETED copy: nothing to do, and nothing is changed.
@@ -638,6 +716,8 @@ fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> Result<CopyRequest, 
         verify_digests: a.verify_digests,
         require_verified: a.digests.require_verified,
         digest_public_keys: a.digests.key_documents()?,
+        since_last: a.since_last,
+        delivery_allowance: Some(a.delivery_allowance.clone()),
     })
 }
 
@@ -679,8 +759,21 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
     let n = |v: u64| HumanCount(v).to_string();
     let mut t = String::new();
     let _ = writeln!(t, "copy {}: {}", record.copy_id, record.status.as_str());
-    let _ =
-        writeln!(t, "  range      {} .. {} (events before {} are past retention)", r.start, r.end, r.retention_cutoff);
+    let asked = match r.requested_end {
+        Some(e) => format!("; asked until {e}, clipped to now"),
+        None => String::new(),
+    };
+    let _ = writeln!(
+        t,
+        "  range      {} .. {} (events before {} are past retention{asked})",
+        r.start, r.end, r.retention_cutoff
+    );
+    if let Some(c) = r.complete_through.filter(|c| *c < r.end) {
+        let _ = writeln!(
+            t,
+            "  complete   through {c}: later log files may still arrive (`--since-last` goes on from there)"
+        );
+    }
     let _ = writeln!(t, "  source     {}", r.source);
     let _ = writeln!(t, "  store      {}", r.store);
     let _ = writeln!(
@@ -714,6 +807,15 @@ fn report(record: &CopyRecord, store: &StoreArgs) -> Result<ExitCode, CopyError>
         },
         n(s.events_read)
     );
+    if s.files_not_log_files > 0 {
+        let _ = writeln!(
+            t,
+            "  skipped    {} not named like CloudTrail log files (trailcopy failures {} --store {})",
+            counted(s.files_not_log_files, "file", "files"),
+            record.copy_id,
+            r.store
+        );
+    }
     if s.restores_started + s.restores_pending > 0 {
         let _ = writeln!(
             t,

@@ -43,7 +43,7 @@ pub fn run_options(concurrency: usize, budget: FetchBudget, json: bool, resume: 
         let bar = bar.clone();
         Arc::new(move |p: &Progress| view.lock().unwrap_or_else(|e| e.into_inner()).show(&bar, p))
     };
-    (RunOptions { concurrency, budget, cancel, progress }, bar)
+    (RunOptions { concurrency, budget, cancel, progress, ..RunOptions::default() }, bar)
 }
 
 fn style(template: &str) -> ProgressStyle {

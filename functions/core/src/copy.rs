@@ -21,7 +21,10 @@ use crate::event::{self, ParsedFile};
 use crate::plan::CopyContext;
 use crate::prepare::{load_item_state, save_item_state};
 use crate::range::Window;
-use crate::record::{Cursor, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json};
+use crate::layout;
+use crate::record::{
+    Cursor, FailedFile, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json,
+};
 use crate::rollup;
 use crate::storage::ObjectStore;
 use crate::store::{BatchWriter, event_file_key};
@@ -233,6 +236,10 @@ async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<SeenK
             seen.extend(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))));
         }
     }
+    // Events earlier copies stored in this copy's window (their open tails) count as seen.
+    if ctx.request.tail_until.is_some() {
+        seen.extend(read_keys(ctx, &ctx.keys.tail_seen()).await?);
+    }
     Ok(seen)
 }
 
@@ -276,7 +283,7 @@ pub async fn copy_item_prefetched<'a>(
             // A crash may have come between the checkpoint and the roll-up: record it (a no-op
             // when the roll-up already has it) and tidy again.
             rollup::record_item(ctx, &state).await?;
-            tidy_item(ctx, item, state.cursor.batch).await;
+            tidy_item(ctx, item, &state).await;
             outcome.done = true;
             return Ok(outcome);
         }
@@ -285,8 +292,12 @@ pub async fn copy_item_prefetched<'a>(
         }
         ItemStatus::Copying => {}
     }
-    let files: Vec<FileToCopy> =
-        files?.ok_or_else(|| CopyError::State(format!("{} has no file list", item.describe())))?;
+    // A completed item reopened to re-read its failed files has no file list any more.
+    let files: Vec<FileToCopy> = match files? {
+        Some(files) => files,
+        None if state.repair.is_some_and(|r| r.pending) && state.statistics.work_items_completed > 0 => Vec::new(),
+        None => return Err(CopyError::State(format!("{} has no file list", item.describe()))),
+    };
     let mut seen = load_seen(ctx, &item.index, state.cursor.batch).await?;
     let digests = match &ctx.request.verification {
         Some(v) => {
@@ -308,14 +319,14 @@ pub async fn copy_item_prefetched<'a>(
         None => Ahead::new(ctx, limits.budget, files.into(), state.cursor.next_file),
     };
     let files = ahead.files.clone();
+    // Set once an item first completes: a completed item reopened to re-read failed files has
+    // its digests' end-of-item entries already.
+    let completed_before = state.statistics.work_items_completed > 0;
     while state.cursor.next_file < files.len() {
         let start = state.cursor.next_file;
         let end = batch_end(&files, start, limit);
         let batch_no = state.cursor.batch;
-        let mut delta = Statistics::default();
-        let mut failures = Vec::new();
-        let mut writer = BatchWriter::new(ctx.store.as_ref());
-        let mut new_keys: Vec<u128> = Vec::new();
+        let mut batch = Batch::new(ctx);
         for file in &files[start..end] {
             let (result, held) =
                 ahead.next().await.ok_or_else(|| CopyError::State("the file list ended early".into()))?;
@@ -325,93 +336,17 @@ pub async fn copy_item_prefetched<'a>(
                 rollup::record_item(ctx, &state).await?;
                 return Ok(outcome);
             }
-            delta.bytes_read += file.size;
-            match result? {
-                FileResult::Failed(entry) => {
-                    delta.files_failed += 1;
-                    failures.push(entry);
-                }
-                FileResult::Parsed(parsed, damage, sha256) => {
-                    let source_log_file = ctx.source.location(&file.key);
-                    let copy_it = digests.as_ref().is_none_or(|d| {
-                        d.check(&file.key, &source_log_file, sha256.as_ref(), &mut delta, &mut failures)
-                    });
-                    let damaged = damage.is_some();
-                    if let Some(entry) = damage {
-                        failures.push(entry);
-                    }
-                    if damaged || !copy_it {
-                        delta.files_failed += 1;
-                    } else {
-                        delta.files_completed += 1;
-                    }
-                    delta.events_read += parsed.events_read;
-                    if !copy_it {
-                        // --require-verified: read (to hash it), counted, and not copied.
-                        delta.files_rejected += 1;
-                        delta.events_unverified += parsed.events_read;
-                        drop(held);
-                        continue;
-                    }
-                    delta.events_out_of_range += parsed.events_out_of_range;
-                    delta.events_invalid += parsed.events_invalid;
-                    if parsed.events_invalid > 0 {
-                        let samples: Vec<String> =
-                            parsed.invalid_samples.iter().map(|(i, why)| format!("Records[{i}]: {why}")).collect();
-                        failures.push(FailureEntry::new(
-                            ctx.source.location(&file.key),
-                            "InvalidEvents",
-                            format!(
-                                "{} of {} events invalid; {}",
-                                parsed.events_invalid,
-                                parsed.events_read,
-                                samples.join("; ")
-                            ),
-                        ));
-                    }
-                    for part in parsed.parts {
-                        let mask: BooleanArray = part.keys.iter().map(|k| Some(seen.insert(*k))).collect();
-                        let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
-                        new_keys.extend(kept.map(|(k, _)| *k));
-                        // Usually nothing is a duplicate: then the batch is written as it is, uncopied.
-                        let rows = if mask.values().count_set_bits() == part.batch.num_rows() {
-                            part.batch
-                        } else {
-                            arrow_select::filter::filter_record_batch(&part.batch, &mask).map_err(|e| {
-                                CopyError::Storage { location: "arrow filter".into(), message: e.to_string() }
-                            })?
-                        };
-                        let duplicates = part.keys.len() - rows.num_rows();
-                        delta.events_duplicate += duplicates as u64;
-                        delta.events_completed += rows.num_rows() as u64;
-                        writer.write(part.date, &rows, &source_log_file)?;
-                    }
-                }
-            }
+            let account = account_file(ctx, file, result?, digests.as_ref(), &mut seen, None, &mut batch.writer)?;
             // The file's bytes are in the batch writer now: they leave the fetch budget.
             drop(held);
+            batch.add(file, account);
         }
         if let Some(n) = *FAIL_AFTER
             && COMMITS.load(Ordering::SeqCst) >= n
         {
             return Err(CopyError::Injected(format!("batch {batch_no} of item {} failed before commit", item.index)));
         }
-        // Commit: data, then dedup keys, then the checkpoint.
-        for (date, spool) in writer.finish()? {
-            let key = event_file_key(ctx.store_location.prefix(), date, &ctx.window, &source_name, item, batch_no);
-            ctx.store.put_spool(&key, spool).await?;
-        }
-        if let Some(n) = *ABORT_AFTER
-            && COMMITS.load(Ordering::SeqCst) >= n
-        {
-            eprintln!("trailcopy: injected crash after writing batch {batch_no} of item {}", item.index);
-            std::process::abort();
-        }
-        let keys: Vec<u8> = new_keys.iter().flat_map(|k| k.to_le_bytes()).collect();
-        ctx.store.put(&ctx.keys.item_seen(&item.index, batch_no), keys.into()).await?;
-        delta.failed_entries = failures.len() as u64;
-        state.statistics += delta;
-        state.failures.extend(failures);
+        let delta = commit_batch(ctx, item, &source_name, batch_no, batch, &mut state).await?;
         state.cursor = Cursor { next_file: end, batch: batch_no + 1 };
         state.status = ItemStatus::Copying;
         state.error = None;
@@ -427,8 +362,15 @@ pub async fn copy_item_prefetched<'a>(
             return Ok(outcome);
         }
     }
-    if let Some(d) = &digests {
-        // Once, with the completion: a retry of a completed item never gets here again.
+    drop(ahead);
+    if state.repair.is_some_and(|r| r.pending) {
+        reread_failed_files(ctx, item, &source_name, &mut state, digests.as_ref(), &mut seen, limits).await?;
+        (limits.on_commit)(&state);
+    }
+    if let Some(d) = &digests
+        && !completed_before
+    {
+        // Once, with the first completion.
         let (stats, failures, fingerprints) = d.finish(ctx);
         state.statistics += stats;
         state.failures.extend(failures);
@@ -441,19 +383,264 @@ pub async fn copy_item_prefetched<'a>(
     save_item_state(ctx, &state).await?;
     rollup::record_item(ctx, &state).await?;
     (limits.on_commit)(&state);
-    tidy_item(ctx, item, state.cursor.batch).await;
+    tidy_item(ctx, item, &state).await;
     outcome.done = true;
     outcome.cursor = state.cursor;
     Ok(outcome)
 }
 
-/// A completed item never runs again: its file lists and dedup keys are only needed to resume,
-/// so they go (its checkpoint, with statistics and failures, stays). Best effort: an object
-/// left by a crash here is only clutter.
-async fn tidy_item(ctx: &CopyContext, item: &WorkItem, batches: u32) {
+/// What reading one file added: its counts, its failure entries, the dedup keys it stored.
+struct FileAccount {
+    delta: Statistics,
+    failures: Vec<FailureEntry>,
+    /// Keys of the events written now (new in the item).
+    new_keys: Vec<u128>,
+    /// Keys of every event of the file that is in the store (written now, or by an earlier attempt).
+    stored_keys: Vec<u128>,
+}
+
+/// Accounts for one file's result: every event read is copied, out of range, invalid, duplicate
+/// (or, on a re-read, already stored from this file by an earlier attempt: `stored_before`), and
+/// the events to store go to `writer`. Any failure entry makes the file a failed file.
+fn account_file(
+    ctx: &CopyContext,
+    file: &FileToCopy,
+    result: FileResult,
+    digests: Option<&ItemDigests>,
+    seen: &mut SeenKeys,
+    stored_before: Option<&SeenKeys>,
+    writer: &mut BatchWriter<'_>,
+) -> Result<FileAccount> {
+    let mut a = FileAccount {
+        delta: Statistics { bytes_read: file.size, ..Default::default() },
+        failures: Vec::new(),
+        new_keys: Vec::new(),
+        stored_keys: Vec::new(),
+    };
+    let delta = &mut a.delta;
+    let (parsed, damage, sha256) = match result {
+        FileResult::Failed(entry) => {
+            delta.files_failed += 1;
+            a.failures.push(entry);
+            return Ok(a);
+        }
+        FileResult::Parsed(parsed, damage, sha256) => (parsed, damage, sha256),
+    };
+    let source_log_file = ctx.source.location(&file.key);
+    let copy_it = digests.is_none_or(|d| d.check(&file.key, &source_log_file, sha256.as_ref(), delta, &mut a.failures));
+    let damaged = damage.is_some();
+    if let Some(entry) = damage {
+        a.failures.push(entry);
+    }
+    if damaged || !copy_it {
+        delta.files_failed += 1;
+    } else {
+        delta.files_completed += 1;
+    }
+    delta.events_read += parsed.events_read;
+    if !copy_it {
+        // --require-verified: read (to hash it), counted, and not copied.
+        delta.files_rejected += 1;
+        delta.events_unverified += parsed.events_read;
+        return Ok(a);
+    }
+    delta.events_out_of_range += parsed.events_out_of_range;
+    delta.events_invalid += parsed.events_invalid;
+    if parsed.events_invalid > 0 {
+        let samples: Vec<String> =
+            parsed.invalid_samples.iter().map(|(i, why)| format!("Records[{i}]: {why}")).collect();
+        a.failures.push(FailureEntry::new(
+            source_log_file.clone(),
+            "InvalidEvents",
+            format!("{} of {} events invalid; {}", parsed.events_invalid, parsed.events_read, samples.join("; ")),
+        ));
+    }
+    for part in parsed.parts {
+        let mut already = 0usize;
+        let mask: BooleanArray = part
+            .keys
+            .iter()
+            .map(|k| {
+                if stored_before.is_some_and(|s| s.contains(k)) {
+                    already += 1;
+                    a.stored_keys.push(*k);
+                    Some(false)
+                } else {
+                    Some(seen.insert(*k))
+                }
+            })
+            .collect();
+        let kept = part.keys.iter().zip(mask.values().iter()).filter(|(_, keep)| *keep);
+        a.new_keys.extend(kept.map(|(k, _)| *k));
+        // Usually nothing is a duplicate: then the batch is written as it is, uncopied.
+        let rows = if mask.values().count_set_bits() == part.batch.num_rows() {
+            part.batch
+        } else {
+            arrow_select::filter::filter_record_batch(&part.batch, &mask)
+                .map_err(|e| CopyError::Storage { location: "arrow filter".into(), message: e.to_string() })?
+        };
+        delta.events_duplicate += (part.keys.len() - rows.num_rows() - already) as u64;
+        delta.events_completed += (rows.num_rows() + already) as u64;
+        if rows.num_rows() > 0 {
+            writer.write(part.date, &rows, &source_log_file)?;
+        }
+    }
+    a.stored_keys.extend_from_slice(&a.new_keys);
+    Ok(a)
+}
+
+/// One batch's results before its commit.
+struct Batch<'a> {
+    writer: BatchWriter<'a>,
+    delta: Statistics,
+    failures: Vec<FailureEntry>,
+    new_keys: Vec<u128>,
+    /// Files with failure entries, and the keys of the events stored from each.
+    failed: Vec<(FailedFile, Vec<u128>)>,
+}
+
+impl<'a> Batch<'a> {
+    fn new(ctx: &'a CopyContext) -> Self {
+        Batch {
+            writer: BatchWriter::new(ctx.store.as_ref()),
+            delta: Statistics::default(),
+            failures: Vec::new(),
+            new_keys: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, file: &FileToCopy, a: FileAccount) {
+        self.delta += a.delta;
+        self.new_keys.extend(a.new_keys);
+        if !a.failures.is_empty() {
+            let failed = FailedFile {
+                key: file.key.clone(),
+                size: file.size,
+                statistics: a.delta,
+                salvaged: a.stored_keys.len() as u64,
+            };
+            self.failed.push((failed, a.stored_keys));
+            self.failures.extend(a.failures);
+        }
+    }
+}
+
+/// Commits a batch in order: data, dedup keys, the failed files' stored keys; then the caller
+/// writes the checkpoint. Adds the batch to `state` (not yet saved) and returns its counts.
+async fn commit_batch(
+    ctx: &CopyContext,
+    item: &WorkItem,
+    source_name: &str,
+    batch_no: u32,
+    batch: Batch<'_>,
+    state: &mut ItemState,
+) -> Result<Statistics> {
+    let Batch { writer, mut delta, failures, new_keys, failed } = batch;
+    for (date, spool) in writer.finish()? {
+        let key = event_file_key(ctx.store_location.prefix(), date, &ctx.window, source_name, item, batch_no);
+        ctx.store.put_spool(&key, spool).await?;
+    }
+    if let Some(n) = *ABORT_AFTER
+        && COMMITS.load(Ordering::SeqCst) >= n
+    {
+        eprintln!("trailcopy: injected crash after writing batch {batch_no} of item {}", item.index);
+        std::process::abort();
+    }
+    let keys: Vec<u8> = new_keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+    ctx.store.put(&ctx.keys.item_seen(&item.index, batch_no), keys.into()).await?;
+    for (f, stored) in &failed {
+        if !stored.is_empty() {
+            let body: Vec<u8> = stored.iter().flat_map(|k| k.to_le_bytes()).collect();
+            ctx.store.put(&ctx.keys.item_salvaged(&item.index, &f.key), body.into()).await?;
+        }
+    }
+    delta.failed_entries = failures.len() as u64;
+    state.statistics += delta;
+    state.failures.extend(failures);
+    state.failed_files.extend(failed.into_iter().map(|(f, _)| f));
+    Ok(delta)
+}
+
+/// A retry's re-read of the item's failed files, checked afresh as one more batch: each file's
+/// earlier counts and entries are taken back and replaced by the new read's; events an earlier
+/// attempt stored from it are not stored again. Committed as a batch is (a crash re-runs it and
+/// overwrites the same output); the caller saves the checkpoint.
+async fn reread_failed_files(
+    ctx: &CopyContext,
+    item: &WorkItem,
+    source_name: &str,
+    state: &mut ItemState,
+    digests: Option<&ItemDigests>,
+    seen: &mut SeenKeys,
+    limits: &CopyLimits<'_>,
+) -> Result<()> {
+    let Some(mut repair) = state.repair else { return Ok(()) };
+    let failed = std::mem::take(&mut state.failed_files);
+    let batch_no = state.cursor.batch;
+    let mut batch = Batch::new(ctx);
+    // Only gzip logs are fetched; a log-like name that is not .json.gz fails again as it is.
+    let (fetch, by_name): (Vec<FailedFile>, Vec<FailedFile>) = failed.into_iter().partition(|f| layout::is_gzip_log(&f.key));
+    for f in fetch.iter().chain(&by_name) {
+        let location = ctx.source.location(&f.key);
+        state.statistics.subtract(&f.statistics);
+        state.failures.retain(|e| e.location != location);
+    }
+    for f in &by_name {
+        let file = FileToCopy { key: f.key.clone(), size: f.size };
+        let entry = crate::prepare::not_gzip_entry(ctx, &f.key);
+        let account = account_file(ctx, &file, FileResult::Failed(entry), None, seen, None, &mut batch.writer)?;
+        batch.add(&file, FileAccount { delta: Statistics { bytes_read: 0, ..account.delta }, ..account });
+    }
+    let files: Vec<FileToCopy> = fetch.iter().map(|f| FileToCopy { key: f.key.clone(), size: f.size }).collect();
+    let mut ahead = Ahead::new(ctx, limits.budget, files.clone().into(), 0);
+    for (f, file) in fetch.iter().zip(&files) {
+        let (result, held) = ahead.next().await.ok_or_else(|| CopyError::State("the file list ended early".into()))?;
+        let before = match f.salvaged {
+            0 => SeenKeys::default(),
+            _ => read_keys(ctx, &ctx.keys.item_salvaged(&item.index, &f.key)).await?,
+        };
+        let account = account_file(ctx, file, result?, digests, seen, Some(&before), &mut batch.writer)?;
+        drop(held);
+        repair.events_copied += account.new_keys.len() as u64;
+        if account.failures.is_empty() {
+            repair.files_fixed += 1;
+        }
+        batch.add(file, account);
+    }
+    drop(ahead);
+    repair.files_reread = (fetch.len() + by_name.len()) as u64;
+    let fixed: Vec<String> = fetch
+        .iter()
+        .filter(|f| f.salvaged > 0 && !batch.failed.iter().any(|(g, _)| g.key == f.key))
+        .map(|f| ctx.keys.item_salvaged(&item.index, &f.key))
+        .collect();
+    commit_batch(ctx, item, source_name, batch_no, batch, state).await?;
+    state.cursor.batch = batch_no + 1;
+    repair.pending = false;
+    state.repair = Some(repair);
+    save_item_state(ctx, state).await?;
+    for key in fixed {
+        if let Err(e) = ctx.store.delete(&key).await {
+            tracing::warn!(key = %key, error = %e, "could not remove a fixed file's stored keys");
+        }
+    }
+    Ok(())
+}
+
+async fn read_keys(ctx: &CopyContext, key: &str) -> Result<SeenKeys> {
+    let bytes = crate::storage::get_opt(ctx.store.as_ref(), key).await?.unwrap_or_default();
+    Ok(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))).collect())
+}
+
+/// A completed item runs again only to re-read failed files: its file lists, and (without failed
+/// files) its dedup keys, are only needed to resume, so they go (its checkpoint, with statistics
+/// and failures, stays). Best effort: an object left by a crash here is only clutter.
+async fn tidy_item(ctx: &CopyContext, item: &WorkItem, state: &ItemState) {
+    let seen = if state.failed_files.is_empty() { state.cursor.batch } else { 0 };
     let keys = [ctx.keys.item_listing(&item.index), ctx.keys.item_files(&item.index)]
         .into_iter()
-        .chain((0..batches).map(|b| ctx.keys.item_seen(&item.index, b)));
+        .chain((0..seen).map(|b| ctx.keys.item_seen(&item.index, b)));
     let deletes = futures::stream::iter(keys)
         .map(|k| async move {
             if let Err(e) = ctx.store.delete(&k).await {

@@ -7,7 +7,7 @@ use crate::digest::item::DIGEST_ERROR_TYPES;
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;
 use crate::record::{
-    CopyRecord, CopyStatus, FailureEntry, ItemStatus, Statistics, VerificationSummary, WorkItem, write_json,
+    CopyRecord, CopyStatus, FailureEntry, ItemStatus, Repair, Statistics, VerificationSummary, WorkItem, write_json,
 };
 use crate::rollup::{ItemSummary, read_summaries};
 
@@ -15,15 +15,25 @@ use crate::rollup::{ItemSummary, read_summaries};
 pub struct Rollup {
     pub statistics: Statistics,
     pub failures: Vec<FailureEntry>,
+    /// Files skipped by name (not log files), listed apart from the failures.
+    pub skipped: Vec<FailureEntry>,
     pub all_completed: bool,
     /// Fingerprints of the keys that verified the items' digests.
     pub key_fingerprints: BTreeSet<String>,
+    /// What the items' latest re-reads did, per attempt.
+    pub repairs: BTreeMap<u32, Repair>,
+    /// Items that never started (a stopped copy).
+    pub not_started: u64,
 }
 
-/// Sums the summaries of `items`; an item without a completed summary is a failure entry.
-pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> Rollup {
+/// Sums the summaries of `items`; an item without a completed summary is a failure entry, unless
+/// the copy was `stopped` (then it is not started, or stopped, and a retry resumes it).
+pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>, stopped: bool) -> Rollup {
     let mut statistics = Statistics::default();
     let mut failures = Vec::new();
+    let mut skipped = Vec::new();
+    let mut repairs: BTreeMap<u32, Repair> = BTreeMap::new();
+    let mut not_started = 0;
     let mut completed = 0;
     let mut key_fingerprints = BTreeSet::new();
     // A digest next to two items' days is checked by both: its entry is kept once.
@@ -32,6 +42,14 @@ pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> 
         let s = summaries.get(&item.index);
         if let Some(s) = s {
             statistics += s.statistics;
+            skipped.extend(s.skipped.iter().cloned());
+            if let Some(r) = s.repair {
+                let sum = repairs.entry(r.attempt).or_insert(Repair { attempt: r.attempt, ..Default::default() });
+                sum.files_reread += r.files_reread;
+                sum.files_fixed += r.files_fixed;
+                sum.events_copied += r.events_copied;
+                sum.pending |= r.pending;
+            }
             key_fingerprints.extend(s.key_fingerprints.iter().cloned());
             failures.extend(
                 s.failures
@@ -48,6 +66,12 @@ pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> 
             continue;
         }
         let error = s.and_then(|s| s.error.clone());
+        if s.is_none_or(|s| s.status == ItemStatus::Pending) && error.is_none() {
+            not_started += 1;
+        }
+        if stopped && error.is_none() {
+            continue;
+        }
         // One entry per blocking cause (e.g. a disabled KMS key shared by many items).
         if let Some(e) = &error
             && failures.iter().any(|f: &FailureEntry| f.location == e.location && f.error_type == e.error_type)
@@ -75,25 +99,33 @@ pub fn rollup(items: &[WorkItem], summaries: &BTreeMap<String, ItemSummary>) -> 
     statistics.work_items_found = items.len() as u64;
     statistics.work_items_completed = completed;
     statistics.failed_entries = failures.len() as u64;
-    Rollup { statistics, failures, all_completed: completed == items.len() as u64, key_fingerprints }
+    Rollup {
+        statistics,
+        failures,
+        skipped,
+        all_completed: completed == items.len() as u64,
+        key_fingerprints,
+        repairs,
+        not_started,
+    }
 }
 
 /// The work items and the shards are read at once (independent reads: one round trip, not two).
-async fn read_rollup(ctx: &CopyContext) -> Result<Rollup> {
+async fn read_rollup(ctx: &CopyContext, stopped: bool) -> Result<Rollup> {
     let (items, summaries) = tokio::try_join!(ctx.work_items(), read_summaries(ctx))?;
-    Ok(rollup(&items, &summaries))
+    Ok(rollup(&items, &summaries, stopped))
 }
 
 /// Final status: COMPLETED only when every item completed without a failure entry.
 pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<String>) -> Result<CopyRecord> {
-    let (record, rolled) = tokio::join!(ctx.read_record(), read_rollup(ctx));
+    let (record, rolled) = tokio::join!(ctx.read_record(), read_rollup(ctx, stopped));
     let mut record = record?;
     let r = match rolled {
         Ok(r) => r,
-        Err(CopyError::State(_)) if stopped => rollup(&[], &BTreeMap::new()),
+        Err(CopyError::State(_)) if stopped => rollup(&[], &BTreeMap::new(), true),
         Err(e) => return Err(e),
     };
-    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    write_failures(ctx, &r).await?;
     record.statistics = r.statistics;
     record.verification = verification_summary(ctx, &r);
     record.status = if stopped {
@@ -116,6 +148,11 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
         CopyStatus::Failed => {
             Some(format!("finished with {}", count(r.failures.len() as u64, "failure entry", "failure entries")))
         }
+        CopyStatus::Stopped if r.not_started > 0 => Some(format!(
+            "stopped: {} of {} not started; resume with `{retry}`",
+            r.not_started,
+            count(s.work_items_found, "work item", "work items"),
+        )),
         CopyStatus::Stopped => Some(format!("stopped; resume with `{retry}`")),
         // Nothing to copy is a legitimate result, but one a user should not mistake for a copy.
         CopyStatus::Completed if s.prefixes_found == 0 => Some(format!(
@@ -130,9 +167,41 @@ pub async fn finalize_copy(ctx: &CopyContext, stopped: bool, message: Option<Str
         )),
         _ => None,
     });
+    end_attempt(&mut record, &r);
     record.touch();
     ctx.write_record(&record).await?;
+    release_claim(ctx).await;
     Ok(record)
+}
+
+/// The failure list and the skipped list, as `failures` shows them.
+async fn write_failures(ctx: &CopyContext, r: &Rollup) -> Result<()> {
+    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    write_json(ctx.store.as_ref(), &ctx.keys.skipped(), &r.skipped).await
+}
+
+/// Records how the current attempt ended, with what its re-reads did.
+fn end_attempt(record: &mut CopyRecord, r: &Rollup) {
+    let status = record.status;
+    let failed_entries = r.failures.len() as u64;
+    if let Some(a) = record.attempts.last_mut() {
+        if let Some(repair) = r.repairs.get(&a.number) {
+            a.files_reread = repair.files_reread;
+            a.files_fixed = repair.files_fixed;
+            a.events_copied = repair.events_copied;
+        }
+        a.finished_time = Some(jiff::Timestamp::now().max(a.started_time));
+        a.status = Some(status);
+        a.failed_entries = failed_entries;
+    }
+}
+
+/// The copy is no longer running: its claim goes (best effort: a claim left behind is taken
+/// over by `retry`, or shown as not running).
+async fn release_claim(ctx: &CopyContext) {
+    if let Err(e) = crate::claims::release(ctx.store.as_ref(), ctx.store_location.prefix(), &ctx.copy_id).await {
+        tracing::warn!(error = %e, "could not release the copy's claim");
+    }
 }
 
 /// What the record says of a verifying copy: verified only if every item completed, every file
@@ -161,17 +230,17 @@ pub fn count(n: u64, one: &str, many: &str) -> String {
 /// items' entries, whatever the items say, even when the work items cannot be read. So a record
 /// never stays IN_PROGRESS after its execution ended.
 pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Result<CopyRecord> {
-    let (record, rolled) = tokio::join!(ctx.read_record(), read_rollup(ctx));
+    let (record, rolled) = tokio::join!(ctx.read_record(), read_rollup(ctx, false));
     let mut record = record?;
     let mut r = rolled.unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the work items cannot be read; finalizing without them");
-        let mut r = rollup(&[], &BTreeMap::new());
+        let mut r = rollup(&[], &BTreeMap::new(), false);
         r.statistics.prefixes_found = record.statistics.prefixes_found;
         r
     });
     r.failures.push(failure.clone());
     r.statistics.failed_entries = r.failures.len() as u64;
-    write_json(ctx.store.as_ref(), &ctx.keys.failures(), &r.failures).await?;
+    write_failures(ctx, &r).await?;
     record.statistics = r.statistics;
     record.verification = verification_summary(ctx, &r);
     record.status = CopyStatus::Failed;
@@ -181,8 +250,10 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
         failure.error_message,
         crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display())
     ));
+    end_attempt(&mut record, &r);
     record.touch();
     ctx.write_record(&record).await?;
+    release_claim(ctx).await;
     Ok(record)
 }
 
@@ -190,7 +261,7 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
 pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
     if record.status == CopyStatus::InProgress
-        && let Ok(r) = read_rollup(ctx).await
+        && let Ok(r) = read_rollup(ctx, false).await
     {
         record.statistics = r.statistics;
         record.verification = verification_summary(ctx, &r);
@@ -199,11 +270,21 @@ pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
 }
 
 pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
+    Ok(read_failures_and_skipped(ctx).await?.0)
+}
+
+/// The failure entries and the files skipped by name.
+pub async fn read_failures_and_skipped(ctx: &CopyContext) -> Result<(Vec<FailureEntry>, Vec<FailureEntry>)> {
     let record = ctx.read_record().await?;
     if record.status == CopyStatus::InProgress || record.status == CopyStatus::Initializing {
-        return Ok(read_rollup(ctx).await.map(|r| r.failures).unwrap_or_default());
+        return Ok(read_rollup(ctx, false).await.map(|r| (r.failures, r.skipped)).unwrap_or_default());
     }
-    Ok(crate::record::read_json(ctx.store.as_ref(), &ctx.keys.failures()).await?.unwrap_or_default())
+    let (failures_key, skipped_key) = (ctx.keys.failures(), ctx.keys.skipped());
+    let (failures, skipped) = tokio::try_join!(
+        crate::record::read_json::<Vec<FailureEntry>>(ctx.store.as_ref(), &failures_key),
+        crate::record::read_json::<Vec<FailureEntry>>(ctx.store.as_ref(), &skipped_key)
+    )?;
+    Ok((failures.unwrap_or_default(), skipped.unwrap_or_default()))
 }
 
 #[cfg(test)]
@@ -235,12 +316,15 @@ mod tests {
             error: None,
             prefix: "p/".into(),
             key_fingerprints: vec![fp.into()],
+            skipped: Vec::new(),
+            failed_files: 0,
+            repair: None,
         };
         let summaries = BTreeMap::from([
             ("1".to_string(), summary(vec![entry("d", "DigestChainBroken"), entry("f1", "DigestMismatch")], "a")),
             ("2".to_string(), summary(vec![entry("d", "DigestChainBroken"), entry("f1", "DigestMismatch")], "b")),
         ]);
-        let r = rollup(&[item("1"), item("2")], &summaries);
+        let r = rollup(&[item("1"), item("2")], &summaries, false);
         let types: Vec<&str> = r.failures.iter().map(|f| f.error_type.as_str()).collect();
         // A file's entries are never merged (two items never read the same file).
         assert_eq!(types, ["DigestChainBroken", "DigestMismatch", "DigestMismatch"]);

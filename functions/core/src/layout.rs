@@ -53,6 +53,16 @@ pub fn is_gzip_log(key: &str) -> bool {
     file_name(key).ends_with(".json.gz")
 }
 
+/// Whether a file is named like a CloudTrail log file:
+/// `AccountID_CloudTrail_RegionName_YYYYMMDDTHHmmZ_UniqueString.FileNameFormat`
+/// (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/cloudtrail-log-file-examples.html).
+/// Only the head (`<12 digits>_CloudTrail_`) is required: hand-made names in real trails drop the
+/// unique part or use a dash before the time, and are still log files. Any other name in a day
+/// folder (`.DS_Store`, `notes.txt`) is not a log file: skipped, not a failure.
+pub fn is_log_file_name(name: &str) -> bool {
+    name.get(..12).is_some_and(is_account_id) && name.get(12..).is_some_and(|rest| rest.starts_with("_CloudTrail_"))
+}
+
 /// The delivery timestamp in a log file name: the first `YYYYMMDDTHHmm` (optionally `Z`),
 /// e.g. `123456789012_CloudTrail_us-east-1_20201001T0005Z_abc.json.gz`. `None` when absent.
 pub fn file_timestamp(name: &str) -> Option<Timestamp> {
@@ -151,6 +161,28 @@ mod tests {
         assert!(is_gzip_log("a/b/x.json.gz"));
         assert!(!is_gzip_log("a/b/x.json"));
         assert!(!is_gzip_log("a/b/x.gz"));
+    }
+
+    #[test]
+    fn log_file_names() {
+        for (name, log) in [
+            ("111122223333_CloudTrail_us-east-1_20201001T0005Z_AbCdEf0123456789.json.gz", true),
+            ("111122223333_CloudTrail_us-east-1_20201001T0005Z_AbCdEf0123456789.json", true),
+            ("811596193553_CloudTrail_us-east-1-20200930T2300.json", true),
+            ("111122223333_CloudTrail_x", true),
+            ("111122223333_CloudTrail-Digest_us-east-1_management-events_us-east-1_20201001T000000Z.json.gz", false),
+            (".DS_Store", false),
+            ("notes.txt", false),
+            ("notes-abc123.txt", false),
+            ("11112222333_CloudTrail_us-east-1_20201001T0005Z_x.json.gz", false),
+            ("1111222233334_CloudTrail_us-east-1_20201001T0005Z_x.json.gz", false),
+            ("111122223333_cloudtrail_us-east-1_20201001T0005Z_x.json.gz", false),
+            ("1111222233\u{e9}_CloudTrail_x", false),
+            ("11112222333\u{e9}_CloudTrail_x", false),
+            ("", false),
+        ] {
+            assert_eq!(is_log_file_name(name), log, "{name}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod aws_error;
 pub mod budget;
+pub mod claims;
 pub mod copy;
 pub mod digest;
 pub mod discover;
@@ -28,6 +29,7 @@ pub mod storage;
 pub mod storage_class;
 pub mod store;
 pub mod summary;
+pub mod tail;
 
 pub use budget::FetchBudget;
 pub use copy::{CopyLimits, CopyOutcome, copy_item, fail_item};
@@ -36,5 +38,5 @@ pub use finalize::{current_record, finalize_copy, finalize_failed_run, read_fail
 pub use plan::{CopyContext, CopyRequest, RestoreRequest, plan_copy};
 pub use prepare::{PrepareOutcome, prepare_item};
 pub use record::{CopyRecord, CopyStatus, FailureEntry, Statistics, WorkItem};
-pub use runner::{Progress, RunOptions, reopen_copy, retry_copy, run_copy};
+pub use runner::{Progress, RunOptions, reopen, retry_copy, run_copy};
 pub use storage::AwsClients;

@@ -16,9 +16,10 @@ use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
 use crate::layout;
 use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
+use crate::claims::{self, Claim, ExecutionProbe, Holder};
 use crate::record::{
-    CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, VerificationRequest, WorkItem,
-    new_copy_id, read_json, validate_copy_id, write_json, write_json_compact,
+    Attempt, CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, VerificationRequest,
+    WorkItem, new_copy_id, read_json, validate_copy_id, write_json, write_json_compact,
 };
 use crate::storage::{AwsClients, Location, ObjectStore};
 use crate::storage_class::check_tier;
@@ -60,7 +61,19 @@ pub struct CopyRequest {
     /// region); without them an s3:// source asks CloudTrail ListPublicKeys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest_public_keys: Option<Vec<serde_json::Value>>,
+    /// Copy from where the last completed copy of this source into this store is complete, to now.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub since_last: bool,
+    /// How late log files may arrive (default [`DEFAULT_DELIVERY_ALLOWANCE`]): a window ending
+    /// closer than this to the planning time is complete only through planning time − it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_allowance: Option<String>,
 }
+
+/// The default delivery allowance: CloudTrail delivers a log file about 5 minutes after its events
+/// on average, without a guarantee
+/// (https://docs.aws.amazon.com/awscloudtrail/latest/userguide/get-and-view-cloudtrail-log-files.html).
+pub const DEFAULT_DELIVERY_ALLOWANCE: &str = "1h";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -275,8 +288,21 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
         validate_copy_id(id)?;
     }
     let retention_days = req.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
-    let window =
-        range::resolve_window(req.start.as_deref(), req.end.as_deref(), req.last.as_deref(), retention_days, now)?;
+    if req.since_last && req.last.is_some() {
+        return Err(CopyError::invalid("sinceLast", "give either --since-last or a range (--start/--end, --last)"));
+    }
+    let (window, asked_end) = range::resolve_window_asked(
+        req.start.as_deref(),
+        req.end.as_deref(),
+        req.last.as_deref(),
+        retention_days,
+        now,
+    )?;
+    let allowance = range::parse_duration(
+        "deliveryAllowance",
+        req.delivery_allowance.as_deref().unwrap_or(DEFAULT_DELIVERY_ALLOWANCE),
+    )?;
+    let settled = now.saturating_sub(allowance).unwrap_or(Timestamp::MIN);
     let mut restore = RestoreOptions::default();
     if let Some(r) = &req.restore {
         if let Some(t) = &r.tier {
@@ -322,6 +348,11 @@ pub fn resolve_request(req: &CopyRequest, now: Timestamp) -> Result<(ResolvedReq
         store_kms_key: req.store_kms_key.clone().filter(|k| !k.is_empty()),
         allow_overlap: req.allow_overlap,
         verification: resolve_verification(req, &source)?,
+        requested_end: (asked_end != window.end).then_some(asked_end),
+        delivery_allowance_seconds: Some(allowance.as_secs().max(0) as u64),
+        complete_through: Some(window.end.min(settled).max(window.start)),
+        continues: None,
+        tail_until: None,
     };
     if resolved.store_kms_key.is_some() && matches!(store, Location::Local { .. }) {
         return Err(CopyError::invalid("storeKmsKey", "SSE-KMS needs an s3:// store"));
@@ -345,14 +376,27 @@ fn check_narrowing(source: &Location) -> Result<()> {
     }
 }
 
-/// Plans a copy: writes the record (INITIALIZING), the work items, then the record IN_PROGRESS.
-/// A copy that fails before its first work item is recorded FAILED with the reason, so nothing
-/// is left INITIALIZING and `retry` plans it again once the cause is fixed.
-pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> Result<(CopyContext, Vec<WorkItem>)> {
+/// Plans a copy: claims its range in the store (atomically: of two overlapping copies planned
+/// at once, one is refused), writes the record (INITIALIZING), the work items, then the record
+/// IN_PROGRESS. A copy that fails before its first work item is recorded FAILED with the reason,
+/// so nothing is left INITIALIZING and `retry` plans it again once the cause is fixed.
+pub async fn plan_copy(
+    aws: &AwsClients,
+    req: &CopyRequest,
+    now: Timestamp,
+    holder: Holder,
+    probe: &dyn ExecutionProbe,
+) -> Result<(CopyContext, Vec<WorkItem>)> {
     // Truncated, never rounded up: createdTime must not lie after the record's first update.
     let now =
         now.round(jiff::TimestampRound::new().smallest(jiff::Unit::Second).mode(jiff::RoundMode::Trunc)).unwrap_or(now);
-    let (resolved, _source, store_location) = resolve_request(req, now)?;
+    let mut req = req.clone();
+    let mut continues = None;
+    if req.since_last {
+        continues = Some(resolve_since_last(aws, &mut req, now).await?);
+    }
+    let (mut resolved, _source, store_location) = resolve_request(&req, now)?;
+    resolved.continues = continues;
     let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
     let store = store_location.open(aws).await?;
     let keys = RecordKeys::new(store_location.prefix(), &copy_id);
@@ -366,21 +410,43 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
             format!("copy `{copy_id}` already exists ({}); {hint}", existing.status.as_str()),
         ));
     }
-    if !resolved.allow_overlap {
-        check_overlap(store.as_ref(), store_location.prefix(), &resolved).await?;
+    let prefix = &store_location.prefix().to_string();
+    claims::claim(store.as_ref(), prefix, &Claim::new(&copy_id, &resolved, holder), resolved.allow_overlap, probe)
+        .await?;
+    let record = async {
+        if !resolved.allow_overlap {
+            resolved.tail_until = check_overlap(store.as_ref(), prefix, &copy_id, &resolved).await?;
+        }
+        if let Some(until) = resolved.tail_until {
+            let seen = crate::tail::stored_keys(store.as_ref(), prefix, resolved.start, until).await?;
+            let body: Vec<u8> = seen.iter().flat_map(|k| k.to_le_bytes()).collect();
+            store.put(&keys.tail_seen(), body.into()).await?;
+        }
+        let record = CopyRecord {
+            copy_id: copy_id.clone(),
+            status: CopyStatus::Initializing,
+            request: resolved,
+            statistics: Statistics::default(),
+            created_time: now,
+            updated_time: now,
+            message: None,
+            executions: Vec::new(),
+            verification: None,
+            attempts: vec![Attempt::start(1, "copy")],
+        };
+        write_json(store.as_ref(), &keys.record(), &record).await?;
+        Ok(record)
     }
-    let record = CopyRecord {
-        copy_id: copy_id.clone(),
-        status: CopyStatus::Initializing,
-        request: resolved,
-        statistics: Statistics::default(),
-        created_time: now,
-        updated_time: now,
-        message: None,
-        executions: Vec::new(),
-        verification: None,
+    .await;
+    let record = match record {
+        Ok(r) => r,
+        Err(e) => {
+            if let Err(release_error) = claims::release(store.as_ref(), prefix, &copy_id).await {
+                tracing::warn!(error = %release_error, "could not release the claim of a refused copy");
+            }
+            return Err(e);
+        }
     };
-    write_json(store.as_ref(), &keys.record(), &record).await?;
     let planned = match CopyContext::from_record(aws, record.clone(), store_location, store.clone(), keys.clone()).await
     {
         Ok(ctx) => discover_and_record(&ctx, Some(record.clone())).await.map(|items| (ctx, items)),
@@ -394,9 +460,62 @@ pub async fn plan_copy(aws: &AwsClients, req: &CopyRequest, now: Timestamp) -> R
         if let Err(write_error) = write_json(store.as_ref(), &keys.record(), &failed).await {
             tracing::warn!(error = %write_error, "could not record the failed plan");
         }
+        if let Err(release_error) = claims::release(store.as_ref(), prefix, &copy_id).await {
+            tracing::warn!(error = %release_error, "could not release the claim of a failed plan");
+        }
     }
     planned
 }
+
+/// `--since-last`: the range from where the latest completed copy of this source (or of one
+/// holding it) into this store is complete, to now. Returns that copy's id.
+async fn resolve_since_last(aws: &AwsClients, req: &mut CopyRequest, now: Timestamp) -> Result<String> {
+    if req.start.is_some() || req.end.is_some() || req.last.is_some() {
+        return Err(CopyError::invalid("sinceLast", "give either --since-last or a range (--start/--end, --last)"));
+    }
+    let source = Location::parse_source(req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?)?;
+    let store_location =
+        Location::parse("store", req.store.as_deref().ok_or_else(|| CopyError::invalid("store", "is required"))?)?;
+    let store = store_location.open(aws).await?;
+    let mut latest: Option<(Timestamp, String)> = None;
+    for other in read_records(store.as_ref(), store_location.prefix()).await? {
+        let covers = Location::parse_source(&other.request.source).is_ok_and(|s| s.contains(&source));
+        if other.status == CopyStatus::Completed && covers {
+            let through = other.request.complete_through();
+            if latest.as_ref().is_none_or(|(t, _)| through > *t) {
+                latest = Some((through, other.copy_id));
+            }
+        }
+    }
+    let (from, id) = latest.ok_or_else(|| {
+        CopyError::invalid(
+            "sinceLast",
+            format!(
+                "no completed copy of {} into {} yet: make the first one with --start/--end or --last",
+                source.display(),
+                store_location.display()
+            ),
+        )
+    })?;
+    if from >= now {
+        return Err(CopyError::invalid("sinceLast", format!("copy `{id}` is complete through {from}: nothing newer yet")));
+    }
+    req.start = Some(from.to_string());
+    req.end = Some(now.to_string());
+    Ok(id)
+}
+
+/// Every copy record in the store.
+async fn read_records(store: &dyn ObjectStore, store_prefix: &str) -> Result<Vec<CopyRecord>> {
+    let copies = store.list_dir(&format!("{store_prefix}copies/")).await?;
+    let reads = futures::stream::iter(copies.dirs)
+        .map(|dir| async move { read_json::<CopyRecord>(store, &format!("{dir}record.json")).await })
+        .buffered(RECORD_READ_CONCURRENCY);
+    let records: Vec<Option<CopyRecord>> = futures::TryStreamExt::try_collect(reads).await?;
+    Ok(records.into_iter().flatten().collect())
+}
+
+const RECORD_READ_CONCURRENCY: usize = 16;
 
 /// The command that resumes a copy (local runner; a state machine copy adds `--state-machine`).
 pub fn retry_command(copy_id: &str, store: &str) -> String {
@@ -412,17 +531,31 @@ pub fn sources_overlap(a: &Location, b: &Location) -> bool {
 
 /// Refuses a copy whose range overlaps an earlier copy from the same source into the same store:
 /// their events would be stored twice (output names differ with the range). Sources compare in
-/// their canonical form, so no spelling of the same folder or prefix escapes.
-async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &ResolvedRequest) -> Result<()> {
-    let copies = store.list_dir(&format!("{store_prefix}copies/")).await?;
+/// their canonical form, so no spelling of the same folder or prefix escapes. A completed copy's
+/// open tail (`[completeThrough, end)`: files may still have been on their way) is no overlap:
+/// returns how far into this window such tails reach, so the events they stored are not stored
+/// again.
+async fn check_overlap(
+    store: &dyn ObjectStore,
+    store_prefix: &str,
+    copy_id: &str,
+    req: &ResolvedRequest,
+) -> Result<Option<Timestamp>> {
     let start = req.start.max(req.retention_cutoff);
     let source = Location::parse_source(&req.source)?;
-    for dir in copies.dirs {
-        let Some(other) = read_json::<CopyRecord>(store, &format!("{dir}record.json")).await? else { continue };
+    let mut tail_until: Option<Timestamp> = None;
+    for other in read_records(store, store_prefix).await? {
+        if other.copy_id == copy_id {
+            continue;
+        }
         let o = &other.request;
-        let same_source = Location::parse_source(&o.source).is_ok_and(|s| sources_overlap(&s, &source));
-        let overlaps = same_source && o.start.max(o.retention_cutoff) < req.end && start < o.end;
-        if overlaps {
+        if !Location::parse_source(&o.source).is_ok_and(|s| sources_overlap(&s, &source)) {
+            continue;
+        }
+        let o_start = o.start.max(o.retention_cutoff);
+        let complete = other.status == CopyStatus::Completed;
+        let o_final = if complete { o.complete_through() } else { o.end };
+        if o_start < req.end && start < o_final {
             let what_now = match other.status {
                 CopyStatus::Completed => "That range is already copied: pick a range that does not overlap it, \
                      or pass --allow-overlap to store those events again"
@@ -438,15 +571,19 @@ async fn check_overlap(store: &dyn ObjectStore, store_prefix: &str, req: &Resolv
                     "overlaps copy `{}` ({} .. {}, {}) from {} into this store: its events would be stored \
                      twice. {what_now}",
                     other.copy_id,
-                    o.start,
-                    o.end,
+                    o_start,
+                    o_final,
                     other.status.as_str(),
                     o.source,
                 ),
             ));
         }
+        if complete && start < o.end && o_start < req.end {
+            let reach = o.end.min(req.end);
+            tail_until = Some(tail_until.map_or(reach, |t| t.max(reach)));
+        }
     }
-    Ok(())
+    Ok(tail_until)
 }
 
 /// Finds the day prefixes in scope, packs them into work items (freezing each item's file

@@ -11,7 +11,8 @@ use crate::kms::check_key;
 use crate::layout;
 use crate::plan::CopyContext;
 use crate::record::{
-    FailureEntry, FileToCopy, ItemState, ItemStatus, WorkItem, read_json, write_json, write_json_compact,
+    FailedFile, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json, write_json,
+    write_json_compact,
 };
 use crate::rollup;
 use crate::storage::ObjectInfo;
@@ -81,12 +82,18 @@ pub async fn prepare_item(ctx: &CopyContext, item: &WorkItem) -> Result<PrepareO
 /// What prepare does with a listed key, before any request.
 enum Scope {
     Candidate,
+    /// Not named like a log file (`.DS_Store`, `notes.txt`): skipped and listed.
+    NotALogFile,
+    /// Named like a log file, but not `.json.gz`: a failure (only gzip logs are read).
     NotGzip,
     /// Its file name's timestamp lies outside the window: skipped.
     OutOfRange,
 }
 
 fn scope(ctx: &CopyContext, key: &str) -> Scope {
+    if !layout::is_log_file_name(layout::file_name(key)) {
+        return Scope::NotALogFile;
+    }
     if !layout::is_gzip_log(key) {
         return Scope::NotGzip;
     }
@@ -131,6 +138,7 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     let tier = ctx.request.restore.tier.clone();
     let mut files = Vec::new();
     let mut to_restore: Vec<(ObjectInfo, bool)> = Vec::new();
+    let mut failed_by_name: Vec<(String, u64)> = Vec::new();
     let stats = &mut state.statistics;
     stats.files_found = listing.len() as u64;
     stats.prefixes_found = item.prefixes;
@@ -139,15 +147,23 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
         .into_iter()
         .filter(|o| match scope(ctx, &o.key) {
             Scope::Candidate => true,
-            Scope::NotGzip => {
-                state.failures.push(FailureEntry::new(
+            Scope::NotALogFile => {
+                stats.files_skipped += 1;
+                stats.files_not_log_files += 1;
+                state.skipped.push(FailureEntry::skipped(
                     ctx.source.location(&o.key),
-                    "UnsupportedFileType",
+                    "NotALogFile",
                     format!(
-                        "`{}` is not a gzipped CloudTrail log file (.json.gz); only those are read",
+                        "`{}` is not named like a CloudTrail log file \
+                         (AccountID_CloudTrail_RegionName_YYYYMMDDTHHmmZ_UniqueString.json.gz): skipped",
                         layout::file_name(&o.key)
                     ),
                 ));
+                false
+            }
+            Scope::NotGzip => {
+                state.failures.push(not_gzip_entry(ctx, &o.key));
+                failed_by_name.push((o.key.clone(), o.size));
                 false
             }
             Scope::OutOfRange => {
@@ -186,7 +202,10 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     check_keys(ctx, heads.iter().filter_map(|(_, _, k, _)| k.as_deref())).await?;
     let mut restoring = Vec::new();
     let mut max_wait = 0;
+    let mut failed_here = failed_by_name;
     for (o, readability, _, wait) in heads {
+        let entries = state.failures.len();
+        let (key, size) = (o.key.clone(), o.size);
         match readability {
             Readability::Readable => files.push(FileToCopy { key: o.key, size: o.size }),
             Readability::Restoring => {
@@ -219,7 +238,17 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
                 format!("storage class {class} cannot be read by trailcopy"),
             )),
         }
+        if state.failures.len() > entries {
+            failed_here.push((key, size));
+        }
     }
+    // Files failed before any read: a retry checks them again.
+    state.failed_files.extend(failed_here.into_iter().map(|(key, size)| FailedFile {
+        key,
+        size,
+        statistics: Statistics { files_failed: 1, ..Default::default() },
+        salvaged: 0,
+    }));
     let days = ctx.request.restore.days;
     let started: Vec<String> = futures::stream::iter(to_restore)
         .map(|(o, with_days)| {
@@ -245,6 +274,15 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     }
     save_item_state(ctx, state).await?;
     rollup::record_item(ctx, state).await
+}
+
+/// The entry of a file named like a log file that is not `.json.gz`.
+pub fn not_gzip_entry(ctx: &CopyContext, key: &str) -> FailureEntry {
+    FailureEntry::new(
+        ctx.source.location(key),
+        "UnsupportedFileType",
+        format!("`{}` is not a gzipped CloudTrail log file (.json.gz); only those are read", layout::file_name(key)),
+    )
 }
 
 /// A key that cannot decrypt blocks the whole item with one entry naming the key.

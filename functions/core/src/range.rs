@@ -95,6 +95,8 @@ pub fn parse_duration(field: &'static str, text: &str) -> Result<SignedDuration>
 }
 
 /// Resolves the request's range once, at plan time, so a retry copies exactly the same window.
+/// An end after `now` is cut to `now` (nothing later can have been delivered); a range wholly in
+/// the future is refused.
 pub fn resolve_window(
     start: Option<&str>,
     end: Option<&str>,
@@ -102,6 +104,17 @@ pub fn resolve_window(
     retention_days: u32,
     now: Timestamp,
 ) -> Result<Window> {
+    resolve_window_asked(start, end, last, retention_days, now).map(|(w, _)| w)
+}
+
+/// [`resolve_window`], with the end as asked (before it was cut to `now`).
+pub fn resolve_window_asked(
+    start: Option<&str>,
+    end: Option<&str>,
+    last: Option<&str>,
+    retention_days: u32,
+    now: Timestamp,
+) -> Result<(Window, Timestamp)> {
     if retention_days == 0 {
         return Err(CopyError::invalid("retentionDays", "must be at least 1"));
     }
@@ -123,9 +136,24 @@ pub fn resolve_window(
     if end <= start {
         return Err(CopyError::invalid("end", format!("{end} is not after --start {start}")));
     }
+    let (start, asked_end) = (start, end);
+    let end = clip_to_now(start, end, now)?;
     let keep = SignedDuration::from_hours(24 * i64::from(retention_days));
     let retention_cutoff = now.saturating_sub(keep).unwrap_or(Timestamp::MIN);
-    Ok(Window { start, end, retention_cutoff })
+    Ok((Window { start, end, retention_cutoff }, asked_end))
+}
+
+/// The effective end of `[start, end)` planned at `now`: `end`, cut to `now`. A range that starts
+/// at or after `now` is refused: nothing in it can have been delivered, and copying it would
+/// claim (and lock) a range nothing has been copied from.
+pub fn clip_to_now(start: Timestamp, end: Timestamp, now: Timestamp) -> Result<Timestamp> {
+    if start >= now {
+        return Err(CopyError::invalid(
+            "start",
+            format!("{start} is in the future (now {now}): a range wholly in the future has nothing to copy"),
+        ));
+    }
+    Ok(end.min(now))
 }
 
 #[cfg(test)]
@@ -182,6 +210,27 @@ mod tests {
         assert!(err(Some("2020-10-01"), Some("2020-10-02"), Some("1h")).starts_with("invalid last"));
         assert!(err(None, None, None).starts_with("invalid start"));
         assert!(resolve_window(None, None, Some("1h"), 0, now).is_err());
+    }
+
+    #[test]
+    fn ends_are_clipped_to_now_and_future_ranges_refused() {
+        let now = ts("2026-11-24T12:00:00Z");
+        for (start, end, got) in [
+            ("2026-11-24T10:00:00Z", "2026-11-24T11:00:00Z", Some("2026-11-24T11:00:00Z")),
+            ("2026-11-24T10:00:00Z", "2026-11-24T12:00:00Z", Some("2026-11-24T12:00:00Z")),
+            ("2026-11-24T10:00:00Z", "2099-01-01T00:00:00Z", Some("2026-11-24T12:00:00Z")),
+            ("2026-11-24T11:59:59Z", "2026-11-24T12:00:01Z", Some("2026-11-24T12:00:00Z")),
+            ("2026-11-24T12:00:00Z", "2026-11-24T13:00:00Z", None),
+            ("2027-01-01T00:00:00Z", "2027-02-01T00:00:00Z", None),
+        ] {
+            let r = clip_to_now(ts(start), ts(end), now);
+            match got {
+                Some(e) => assert_eq!(r.unwrap(), ts(e), "{start} .. {end}"),
+                None => assert!(r.unwrap_err().to_string().contains("in the future"), "{start} .. {end}"),
+            }
+        }
+        let (w, asked) = resolve_window_asked(Some("2026-11-01"), Some("2099-01-01"), None, 2557, now).unwrap();
+        assert_eq!((w.end, asked), (now, ts("2099-01-01T00:00:00Z")));
     }
 
     #[test]

@@ -83,6 +83,33 @@ pub struct ResolvedRequest {
     /// Check every file read against CloudTrail's signed digests (`--verify-digests`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationRequest>,
+    /// The end asked for, when it lay after the planning time (`end` is then the planning time:
+    /// nothing later can have been delivered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_end: Option<Timestamp>,
+    /// Log files may arrive this long after their events (CloudTrail delivers in about 5 minutes
+    /// on average, without a guarantee).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_allowance_seconds: Option<u64>,
+    /// Every event up to here was delivered when the copy was planned: `end`, or planning time −
+    /// the delivery allowance when `end` is closer to it. Later copies may start here (the open
+    /// tail `[completeThrough, end)`); `--since-last` does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub complete_through: Option<Timestamp>,
+    /// `--since-last`: the copy this one continues.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continues: Option<String>,
+    /// Earlier copies' open tails overlap this copy's window up to here: the events they stored
+    /// there are not stored again ([`RecordKeys::tail_seen`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail_until: Option<Timestamp>,
+}
+
+impl ResolvedRequest {
+    /// Where this copy's window is final: events before it are all copied once the copy completes.
+    pub fn complete_through(&self) -> Timestamp {
+        self.complete_through.unwrap_or(self.end)
+    }
 }
 
 /// How a copy verifies its files against the digests.
@@ -121,7 +148,12 @@ pub struct Statistics {
     pub events_completed: u64,
     pub failed_entries: u64,
     pub files_found: u64,
+    /// Files not read by their name: timestamps outside the window, and names that are not log
+    /// file names (`filesNotLogFiles`).
     pub files_skipped: u64,
+    /// Files in day folders not named like CloudTrail log files (`.DS_Store`, `notes.txt`):
+    /// skipped and listed, not failures.
+    pub files_not_log_files: u64,
     /// Files that are failure entries as a whole (not a log file, unreadable, damaged): with
     /// the skipped and completed ones they add up to the files found once every item completed.
     pub files_failed: u64,
@@ -157,36 +189,29 @@ pub struct Statistics {
     pub digests_failed: u64,
 }
 
+/// Every counter of [`Statistics`], for the sums and differences below.
+macro_rules! each_counter {
+    ($m:ident) => {
+        $m!(prefixes_found, prefixes_completed, files_completed, events_completed, failed_entries, files_found, files_skipped, files_not_log_files, files_failed, bytes_to_read, bytes_read, events_read, events_out_of_range, events_invalid, events_duplicate, restores_started, restores_pending, restores_finished, work_items_found, work_items_completed, files_verified, files_not_in_digest, files_unverified, files_mismatched, files_rejected, events_unverified, log_files_missing, digests_verified, digests_failed);
+    };
+}
+
 impl AddAssign for Statistics {
     fn add_assign(&mut self, o: Statistics) {
-        self.prefixes_found += o.prefixes_found;
-        self.prefixes_completed += o.prefixes_completed;
-        self.files_completed += o.files_completed;
-        self.events_completed += o.events_completed;
-        self.failed_entries += o.failed_entries;
-        self.files_found += o.files_found;
-        self.files_skipped += o.files_skipped;
-        self.files_failed += o.files_failed;
-        self.bytes_to_read += o.bytes_to_read;
-        self.bytes_read += o.bytes_read;
-        self.events_read += o.events_read;
-        self.events_out_of_range += o.events_out_of_range;
-        self.events_invalid += o.events_invalid;
-        self.events_duplicate += o.events_duplicate;
-        self.restores_started += o.restores_started;
-        self.restores_pending += o.restores_pending;
-        self.restores_finished += o.restores_finished;
-        self.work_items_found += o.work_items_found;
-        self.work_items_completed += o.work_items_completed;
-        self.files_verified += o.files_verified;
-        self.files_not_in_digest += o.files_not_in_digest;
-        self.files_unverified += o.files_unverified;
-        self.files_mismatched += o.files_mismatched;
-        self.files_rejected += o.files_rejected;
-        self.events_unverified += o.events_unverified;
-        self.log_files_missing += o.log_files_missing;
-        self.digests_verified += o.digests_verified;
-        self.digests_failed += o.digests_failed;
+        macro_rules! add {
+            ($($f:ident),*) => { $(self.$f += o.$f;)* };
+        }
+        each_counter!(add);
+    }
+}
+
+impl Statistics {
+    /// Takes back what `o` added (a re-read file's earlier counts, which its new ones replace).
+    pub fn subtract(&mut self, o: &Statistics) {
+        macro_rules! sub {
+            ($($f:ident),*) => { $(self.$f = self.$f.saturating_sub(o.$f);)* };
+        }
+        each_counter!(sub);
     }
 }
 
@@ -210,6 +235,81 @@ impl FailureEntry {
             last_updated_time: Timestamp::now(),
         }
     }
+
+    /// A file skipped by its name (not a failure): listed beside the failures as SKIPPED.
+    pub fn skipped(location: String, error_type: &str, error_message: String) -> Self {
+        FailureEntry { status: "SKIPPED".into(), ..FailureEntry::new(location, error_type, error_message) }
+    }
+}
+
+/// One run of a copy: the first (`copy`) and each `retry`, with what its re-reads did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub number: u32,
+    /// `copy` or `retry`.
+    pub kind: String,
+    pub started_time: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_time: Option<Timestamp>,
+    /// Failed files of earlier attempts read again, those that now read cleanly, and the events
+    /// the re-reads stored.
+    #[serde(default)]
+    pub files_reread: u64,
+    #[serde(default)]
+    pub files_fixed: u64,
+    #[serde(default)]
+    pub events_copied: u64,
+    /// The copy's status when the attempt ended, and its failure entries then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<CopyStatus>,
+    #[serde(default)]
+    pub failed_entries: u64,
+}
+
+impl Attempt {
+    pub fn start(number: u32, kind: &str) -> Self {
+        Attempt {
+            number,
+            kind: kind.into(),
+            started_time: Timestamp::now(),
+            finished_time: None,
+            files_reread: 0,
+            files_fixed: 0,
+            events_copied: 0,
+            status: None,
+            failed_entries: 0,
+        }
+    }
+}
+
+/// A file that got a failure entry: what a retry reads again. Its counts are replaced by the
+/// re-read's; the keys of the events stored from it (a damaged file's first events, an
+/// InvalidEvents file's valid ones) are kept under [`RecordKeys::item_salvaged`], so a re-read
+/// stores each event once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FailedFile {
+    pub key: String,
+    pub size: u64,
+    /// What the file added to the item's statistics.
+    pub statistics: Statistics,
+    /// Events stored from it (their keys are in the salvaged object when > 0).
+    #[serde(default)]
+    pub salvaged: u64,
+}
+
+/// A retry's re-read of an item's failed files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Repair {
+    /// The copy's attempt that re-reads them.
+    pub attempt: u32,
+    /// Set by the retry; cleared once the re-read is committed.
+    pub pending: bool,
+    pub files_reread: u64,
+    pub files_fixed: u64,
+    pub events_copied: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +329,9 @@ pub struct CopyRecord {
     /// Set when the copy verified its files against CloudTrail's digests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationSummary>,
+    /// The first run and each retry, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
 }
 
 impl CopyRecord {
@@ -324,6 +427,15 @@ pub struct ItemState {
     /// Fingerprints of the keys that verified the item's digests (set when it completes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_fingerprints: Vec<String>,
+    /// Files skipped by name (not log files), listed, not failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<FailureEntry>,
+    /// Files with failure entries: a retry reads them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_files: Vec<FailedFile>,
+    /// The latest retry's re-read of `failed_files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
 }
 
 impl ItemState {
@@ -341,6 +453,9 @@ impl ItemState {
             restoring: Vec::new(),
             restore_max_wait_seconds: None,
             key_fingerprints: Vec::new(),
+            skipped: Vec::new(),
+            failed_files: Vec::new(),
+            repair: None,
         }
     }
 }
@@ -376,6 +491,10 @@ impl RecordKeys {
     pub fn failures(&self) -> String {
         format!("{}failures.json", self.base)
     }
+    /// Files skipped by name (not log files), as `failures` lists them.
+    pub fn skipped(&self) -> String {
+        format!("{}skipped.json", self.base)
+    }
     pub fn item_state(&self, index: &str) -> String {
         format!("{}items/{index}/state.json", self.base)
     }
@@ -400,6 +519,14 @@ impl RecordKeys {
     }
     pub fn item_seen(&self, index: &str, batch: u32) -> String {
         format!("{}items/{index}/seen-{batch:06}.bin", self.base)
+    }
+    /// The dedup keys of the events stored from a failed file (see [`FailedFile`]).
+    pub fn item_salvaged(&self, index: &str, file_key: &str) -> String {
+        format!("{}items/{index}/salvaged-{:016x}.bin", self.base, xxhash_rust::xxh3::xxh3_64(file_key.as_bytes()))
+    }
+    /// The dedup keys of the events earlier copies stored in this copy's open tail.
+    pub fn tail_seen(&self) -> String {
+        format!("{}tail-seen.bin", self.base)
     }
     /// Everything of one item (listing, files, dedup keys, checkpoint).
     pub fn item_dir(&self, index: &str) -> String {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CopyError, Result};
 use crate::plan::CopyContext;
-use crate::record::{FailureEntry, ItemState, ItemStatus, Statistics};
+use crate::record::{FailureEntry, ItemState, ItemStatus, Repair, Statistics};
 use crate::storage::PutCondition;
 
 pub const SHARDS: usize = 16;
@@ -32,6 +32,14 @@ pub struct ItemSummary {
     /// Fingerprints of the keys that verified its digests.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub key_fingerprints: Vec<String>,
+    /// Files skipped by name (not log files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<FailureEntry>,
+    /// Files a retry reads again.
+    #[serde(default)]
+    pub failed_files: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<Repair>,
 }
 
 impl From<&ItemState> for ItemSummary {
@@ -43,6 +51,9 @@ impl From<&ItemState> for ItemSummary {
             error: s.error.clone(),
             prefix: s.prefix.clone(),
             key_fingerprints: s.key_fingerprints.clone(),
+            skipped: s.skipped.clone(),
+            failed_files: s.failed_files.len() as u64,
+            repair: s.repair,
         }
     }
 }

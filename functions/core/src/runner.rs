@@ -15,7 +15,10 @@ use crate::error::Result;
 use crate::finalize::{finalize_copy, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{expected_files, load_item_state, prepare_item, save_item_state};
-use crate::record::{CopyRecord, CopyStatus, ItemState, ItemStatus, Statistics, WorkItem, read_json};
+use crate::claims::{self, Claim, ExecutionProbe, Holder, NoProbe};
+use crate::record::{
+    Attempt, CopyRecord, CopyStatus, ItemState, ItemStatus, Repair, Statistics, WorkItem, read_json,
+};
 use crate::rollup::{self, ItemSummary, read_summaries};
 use crate::storage::AwsClients;
 
@@ -53,6 +56,8 @@ pub struct RunOptions {
     pub cancel: Arc<AtomicBool>,
     /// Called as the copy is planned, as each item is listed and as batches commit.
     pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    /// Tells whether a state machine execution holding a claim still runs.
+    pub probe: Arc<dyn ExecutionProbe>,
 }
 
 impl Default for RunOptions {
@@ -62,6 +67,7 @@ impl Default for RunOptions {
             budget: FetchBudget::default(),
             cancel: Arc::new(AtomicBool::new(false)),
             progress: Arc::new(|_: &Progress| {}),
+            probe: Arc::new(NoProbe),
         }
     }
 }
@@ -69,7 +75,7 @@ impl Default for RunOptions {
 /// Plans and runs a new copy to its end.
 pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
     (opts.progress)(&Progress::default());
-    let (ctx, items) = plan_copy(aws, request, Timestamp::now()).await?;
+    let (ctx, items) = plan_copy(aws, request, Timestamp::now(), Holder::this_process(), opts.probe.as_ref()).await?;
     run_items(&ctx, items, opts).await
 }
 
@@ -81,28 +87,29 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
         return Ok(record);
     }
     (opts.progress)(&Progress::default());
-    let (ctx, items) = reopen_copy(aws, store, copy_id).await?;
+    let (ctx, items, _) = reopen(aws, store, copy_id, Holder::this_process(), opts.probe.as_ref()).await?;
     run_items(&ctx, items, opts).await
 }
 
 /// Makes a copy ready to run again (the local retry and the state machine's retry execution):
-/// plans it if planning never finished, puts failed items back in the state they failed in,
-/// and marks the record IN_PROGRESS. Completed items stay completed. Returns every item and
-/// the ones still to run.
-pub async fn reopen_copy(aws: &AwsClients, store: &str, copy_id: &str) -> Result<(CopyContext, Vec<WorkItem>)> {
-    let (ctx, items, _) = reopen(aws, store, copy_id).await?;
-    Ok((ctx, items))
-}
-
-/// [`reopen_copy`], with the items that are not completed yet (what a retry runs).
+/// takes over its claim (refused while its holder still runs), plans it if planning never
+/// finished, puts failed items back in the state they failed in, sets every item with failed
+/// files to read them again, and marks the record IN_PROGRESS with a new attempt. Completed
+/// items without failed files stay completed. Returns every item and the ones to run.
 pub async fn reopen(
     aws: &AwsClients,
     store: &str,
     copy_id: &str,
+    holder: Holder,
+    probe: &dyn ExecutionProbe,
 ) -> Result<(CopyContext, Vec<WorkItem>, Vec<WorkItem>)> {
     let ctx = CopyContext::open(aws, store, copy_id).await?;
     // The source folder may have moved since: say so, rather than fail every file.
     ctx.source_location.check_local_source()?;
+    let claim = Claim::new(copy_id, &ctx.request, holder);
+    claims::claim(ctx.store.as_ref(), ctx.store_location.prefix(), &claim, true, probe).await?;
+    let mut record = ctx.read_record().await?;
+    let attempt = record.attempts.last().map_or(2, |a| a.number + 1);
     // A copy whose planning never finished (a crash, or a failure before its first work item).
     let items = match read_json::<Vec<WorkItem>>(ctx.store.as_ref(), &ctx.keys.work_items()).await? {
         Some(items) => items,
@@ -111,13 +118,14 @@ pub async fn reopen(
     let summaries = read_summaries(&ctx).await?;
     let pending: Vec<WorkItem> = items
         .iter()
-        .filter(|i| summaries.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed))
+        .filter(|i| summaries.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed || s.failed_files > 0))
         .cloned()
         .collect();
-    // Only the unfinished items' checkpoints are read (a crash can leave a checkpoint FAILED whose
-    // roll-up entry does not say so yet).
+    // Only these items' checkpoints are read (a crash can leave a checkpoint FAILED whose roll-up
+    // entry does not say so yet).
     for item in &pending {
         let mut state = load_item_state(&ctx, item).await?;
+        let before = state.clone();
         if state.status == ItemStatus::Failed {
             state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
             state.error = None;
@@ -125,13 +133,26 @@ pub async fn reopen(
                 // A new maximum wait starts with the retry.
                 state.restore_started_time = Some(Timestamp::now());
             }
+        }
+        if !state.failed_files.is_empty() {
+            state.repair = Some(Repair { attempt, pending: true, ..Default::default() });
+            if state.status == ItemStatus::Completed {
+                state.status = ItemStatus::Copying;
+            }
+        }
+        if state != before {
             save_item_state(&ctx, &state).await?;
             rollup::record_item(&ctx, &state).await?;
         }
     }
-    let mut record = ctx.read_record().await?;
     record.status = CopyStatus::InProgress;
     record.message = None;
+    if record.attempts.is_empty() {
+        // A record written before attempts were kept: its first run is attempt 1.
+        record.attempts.push(Attempt { number: 1, ..Attempt::start(1, "copy") });
+        record.attempts[0].started_time = record.created_time;
+    }
+    record.attempts.push(Attempt::start(attempt, "retry"));
     record.touch();
     ctx.write_record(&record).await?;
     Ok((ctx, items, pending))
@@ -143,7 +164,7 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
     let statistics = {
         let live = live.clone();
         let items = items.clone();
-        move || rollup(&items, &live.lock().unwrap_or_else(|p| p.into_inner())).statistics
+        move || rollup(&items, &live.lock().unwrap_or_else(|p| p.into_inner()), false).statistics
     };
     let now = {
         let live = live.clone();
@@ -151,7 +172,7 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
         move || {
             let live = live.lock().unwrap_or_else(|p| p.into_inner());
             let listed = items.iter().filter(|i| live.get(&i.index).is_some_and(is_listed)).map(|i| i.prefixes).sum();
-            Progress { statistics: rollup(&items, &live).statistics, planned: true, prefixes_listed: listed }
+            Progress { statistics: rollup(&items, &live, false).statistics, planned: true, prefixes_listed: listed }
         }
     };
     let report = {

@@ -7,6 +7,7 @@ use jiff::Timestamp;
 use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use trailcopy::claims::{Holder, SfnProbe};
 use trailcopy::serverless::{self, StackScope};
 use trailcopy::storage::Location;
 use trailcopy::{AwsClients, CopyError, CopyRequest, RestoreRequest};
@@ -41,6 +42,12 @@ struct Input {
     /// Resume the copy `copyId` (a new execution: completed items are skipped, failed ones resume).
     #[serde(default)]
     retry: bool,
+    /// Copy from where the last completed copy of the source into the store is complete, to now.
+    #[serde(default)]
+    since_last: bool,
+    /// How late log files may arrive (default 1h): a window ending closer to now is complete only
+    /// through now minus it.
+    delivery_allowance: Option<String>,
 }
 
 /// What the Enumerate state passes: the execution's input and its ARN.
@@ -89,7 +96,7 @@ fn request(input: Input, d: &Defaults, execution_arn: Option<&str>) -> Result<Co
         let from = at.checked_sub(span).map_err(|_| CopyError::invalid("window", "out of range"))?;
         (start, end, last) = (Some(from.to_string()), Some(at.to_string()), None);
         copy_id = copy_id.or_else(|| Some(serverless::scheduled_copy_id(at)));
-    } else if start.is_none() && end.is_none() && last.is_none() {
+    } else if start.is_none() && end.is_none() && last.is_none() && !input.since_last {
         last = Some(d.last.clone());
     }
     if !input.retry {
@@ -109,10 +116,17 @@ fn request(input: Input, d: &Defaults, execution_arn: Option<&str>) -> Result<Co
         verify_digests: input.verify_digests,
         require_verified: input.require_verified,
         digest_public_keys: input.digest_public_keys,
+        since_last: input.since_last,
+        delivery_allowance: input.delivery_allowance,
     })
 }
 
-async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Invocation>) -> Result<Output, Diagnostic> {
+async fn handle(
+    aws: &AwsClients,
+    defaults: &Defaults,
+    probe: &SfnProbe,
+    event: LambdaEvent<Invocation>,
+) -> Result<Output, Diagnostic> {
     let Invocation { input, execution_arn } = event.payload;
     let input: Input = serde_json::from_value(input)
         .map_err(|e| diagnostic_of("InvalidRequest", format!("invalid execution input: {e}")))?;
@@ -133,18 +147,25 @@ async fn handle(aws: &AwsClients, defaults: &Defaults, event: LambdaEvent<Invoca
     let bucket_region = aws.bucket_region(&bucket).await;
     serverless::check_store_region(&bucket, bucket_region.as_deref(), aws.region().await.as_deref())
         .map_err(diagnostic)?;
+    // The claim names this execution: another planner asks Step Functions whether it still runs.
+    let holder = match &execution_arn {
+        Some(arn) => Holder::Execution { execution: arn.clone() },
+        None => Holder::this_process(),
+    };
     let (ctx, items, work_items_key) = if retry {
         let id = req
             .copy_id
             .as_deref()
             .ok_or_else(|| diagnostic_of("InvalidRequest", "invalid copyId: retry needs the copyId".into()))?;
-        let (ctx, _all, pending) = trailcopy::runner::reopen(aws, &store_uri, id).await.map_err(diagnostic)?;
+        let (ctx, _all, pending) =
+            trailcopy::reopen(aws, &store_uri, id, holder, probe).await.map_err(diagnostic)?;
         // Completed items cost nothing on a retry: the Map reads only the others.
         let key = ctx.keys.pending_work_items();
         trailcopy::record::write_json(ctx.store.as_ref(), &key, &pending).await.map_err(diagnostic)?;
         (ctx, pending, key)
     } else {
-        let (ctx, items) = trailcopy::plan_copy(aws, &req, Timestamp::now()).await.map_err(diagnostic)?;
+        let (ctx, items) =
+            trailcopy::plan_copy(aws, &req, Timestamp::now(), holder, probe).await.map_err(diagnostic)?;
         let key = ctx.keys.work_items();
         (ctx, items, key)
     };
@@ -180,5 +201,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         retention_days: env("RETENTION_DAYS").and_then(|v| v.parse().ok()),
         scope,
     };
-    lambda_runtime::run(service_fn(|e| handle(&aws, &defaults, e))).await
+    let probe = SfnProbe::new(aws.sdk_config().await);
+    lambda_runtime::run(service_fn(|e| handle(&aws, &defaults, &probe, e))).await
 }
