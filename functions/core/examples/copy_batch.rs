@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
+use trailcopy::claims::{Holder, NoProbe};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -87,7 +88,8 @@ async fn main() {
         end: Some(end.clone()),
         ..Default::default()
     };
-    let (mut ctx, items) = plan_copy(&aws, &request, jiff::Timestamp::now()).await.expect("plan");
+    let (mut ctx, items) =
+        plan_copy(&aws, &request, jiff::Timestamp::now(), Holder::this_process(), &NoProbe).await.expect("plan");
     ctx.store = Arc::new(SpoolInMemory(ctx.store.clone()));
     // The item with the most files: a Lambda invocation's worst case.
     let mut best = None;

@@ -207,6 +207,11 @@ async fn main() {
         store_kms_key: None,
         allow_overlap: false,
         verification: None,
+        requested_end: None,
+        delivery_allowance_seconds: None,
+        complete_through: None,
+        continues: None,
+        tail_until: None,
     };
     let ctx = CopyContext {
         copy_id: "bench".into(),
@@ -231,6 +236,7 @@ async fn main() {
         message: None,
         executions: Vec::new(),
         verification: None,
+        attempts: Vec::new(),
     };
     ctx.write_record(&record).await.unwrap();
     let rss_before = peak_rss_mib();

@@ -169,7 +169,12 @@ pub async fn claim(
                 if other.holder != mine.holder && holder_gone(&other.holder, probe).await.is_none() {
                     return Err(CopyError::invalid(
                         "copyId",
-                        format!("copy `{}` is running ({}, since {})", other.copy_id, other.holder.describe(), other.since),
+                        format!(
+                            "copy `{}` is running ({}, since {})",
+                            other.copy_id,
+                            other.holder.describe(),
+                            other.since
+                        ),
                     ));
                 }
                 continue;

@@ -18,10 +18,10 @@ use crate::budget::{BytePermit, FetchBudget};
 use crate::digest::ItemDigests;
 use crate::error::{CopyError, Result};
 use crate::event::{self, ParsedFile};
+use crate::layout;
 use crate::plan::CopyContext;
 use crate::prepare::{load_item_state, save_item_state};
 use crate::range::Window;
-use crate::layout;
 use crate::record::{
     Cursor, FailedFile, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json,
 };
@@ -580,7 +580,8 @@ async fn reread_failed_files(
     let batch_no = state.cursor.batch;
     let mut batch = Batch::new(ctx);
     // Only gzip logs are fetched; a log-like name that is not .json.gz fails again as it is.
-    let (fetch, by_name): (Vec<FailedFile>, Vec<FailedFile>) = failed.into_iter().partition(|f| layout::is_gzip_log(&f.key));
+    let (fetch, by_name): (Vec<FailedFile>, Vec<FailedFile>) =
+        failed.into_iter().partition(|f| layout::is_gzip_log(&f.key));
     for f in fetch.iter().chain(&by_name) {
         let location = ctx.source.location(&f.key);
         state.statistics.subtract(&f.statistics);

@@ -8,6 +8,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::claims::{self, Claim, ExecutionProbe, Holder};
 use crate::digest::keys::{PublicKey, parse_public_keys};
 use crate::digest::{CloudTrailKeys, KeyFile, PublicKeySource};
 use crate::discover;
@@ -16,7 +17,6 @@ use crate::kms::{KeyChecker, KeyState, KmsKeyChecker};
 use crate::layout;
 use crate::pack::{PackLimits, Packer, SealedItem};
 use crate::range::{self, DEFAULT_RETENTION_DAYS, Window};
-use crate::claims::{self, Claim, ExecutionProbe, Holder};
 use crate::record::{
     Attempt, CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, VerificationRequest,
     WorkItem, new_copy_id, read_json, validate_copy_id, write_json, write_json_compact,
@@ -473,7 +473,8 @@ async fn resolve_since_last(aws: &AwsClients, req: &mut CopyRequest, now: Timest
     if req.start.is_some() || req.end.is_some() || req.last.is_some() {
         return Err(CopyError::invalid("sinceLast", "give either --since-last or a range (--start/--end, --last)"));
     }
-    let source = Location::parse_source(req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?)?;
+    let source =
+        Location::parse_source(req.source.as_deref().ok_or_else(|| CopyError::invalid("source", "is required"))?)?;
     let store_location =
         Location::parse("store", req.store.as_deref().ok_or_else(|| CopyError::invalid("store", "is required"))?)?;
     let store = store_location.open(aws).await?;
@@ -498,7 +499,10 @@ async fn resolve_since_last(aws: &AwsClients, req: &mut CopyRequest, now: Timest
         )
     })?;
     if from >= now {
-        return Err(CopyError::invalid("sinceLast", format!("copy `{id}` is complete through {from}: nothing newer yet")));
+        return Err(CopyError::invalid(
+            "sinceLast",
+            format!("copy `{id}` is complete through {from}: nothing newer yet"),
+        ));
     }
     req.start = Some(from.to_string());
     req.end = Some(now.to_string());

@@ -192,7 +192,37 @@ pub struct Statistics {
 /// Every counter of [`Statistics`], for the sums and differences below.
 macro_rules! each_counter {
     ($m:ident) => {
-        $m!(prefixes_found, prefixes_completed, files_completed, events_completed, failed_entries, files_found, files_skipped, files_not_log_files, files_failed, bytes_to_read, bytes_read, events_read, events_out_of_range, events_invalid, events_duplicate, restores_started, restores_pending, restores_finished, work_items_found, work_items_completed, files_verified, files_not_in_digest, files_unverified, files_mismatched, files_rejected, events_unverified, log_files_missing, digests_verified, digests_failed);
+        $m!(
+            prefixes_found,
+            prefixes_completed,
+            files_completed,
+            events_completed,
+            failed_entries,
+            files_found,
+            files_skipped,
+            files_not_log_files,
+            files_failed,
+            bytes_to_read,
+            bytes_read,
+            events_read,
+            events_out_of_range,
+            events_invalid,
+            events_duplicate,
+            restores_started,
+            restores_pending,
+            restores_finished,
+            work_items_found,
+            work_items_completed,
+            files_verified,
+            files_not_in_digest,
+            files_unverified,
+            files_mismatched,
+            files_rejected,
+            events_unverified,
+            log_files_missing,
+            digests_verified,
+            digests_failed
+        );
     };
 }
 

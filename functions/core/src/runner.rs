@@ -10,15 +10,13 @@ use futures::StreamExt;
 use jiff::Timestamp;
 
 use crate::budget::FetchBudget;
+use crate::claims::{self, Claim, ExecutionProbe, Holder, NoProbe};
 use crate::copy::{CopyLimits, Prefetch, copy_item_prefetched, fail_item};
 use crate::error::Result;
 use crate::finalize::{finalize_copy, rollup};
 use crate::plan::{CopyContext, CopyRequest, discover_work_items, plan_copy};
 use crate::prepare::{expected_files, load_item_state, prepare_item, save_item_state};
-use crate::claims::{self, Claim, ExecutionProbe, Holder, NoProbe};
-use crate::record::{
-    Attempt, CopyRecord, CopyStatus, ItemState, ItemStatus, Repair, Statistics, WorkItem, read_json,
-};
+use crate::record::{Attempt, CopyRecord, CopyStatus, ItemState, ItemStatus, Repair, Statistics, WorkItem, read_json};
 use crate::rollup::{self, ItemSummary, read_summaries};
 use crate::storage::AwsClients;
 

@@ -15,7 +15,12 @@ use crate::storage::ObjectStore;
 
 /// The dedup keys (xxh3-128 of eventID, as the copy computes them) of the stored events with
 /// `from <= eventTime < until`.
-pub async fn stored_keys(store: &dyn ObjectStore, store_prefix: &str, from: Timestamp, until: Timestamp) -> Result<Vec<u128>> {
+pub async fn stored_keys(
+    store: &dyn ObjectStore,
+    store_prefix: &str,
+    from: Timestamp,
+    until: Timestamp,
+) -> Result<Vec<u128>> {
     let mut keys = Vec::new();
     if from >= until {
         return Ok(keys);
@@ -40,7 +45,12 @@ pub async fn stored_keys(store: &dyn ObjectStore, store_prefix: &str, from: Time
     Ok(keys)
 }
 
-fn keys_in_file(bytes: bytes::Bytes, from: Timestamp, until: Timestamp, keys: &mut Vec<u128>) -> std::result::Result<(), String> {
+fn keys_in_file(
+    bytes: bytes::Bytes,
+    from: Timestamp,
+    until: Timestamp,
+    keys: &mut Vec<u128>,
+) -> std::result::Result<(), String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| e.to_string())?;
     let schema = builder.schema().clone();
     let (Ok(id), Ok(time)) = (schema.index_of("eventID"), schema.index_of("eventTime")) else {

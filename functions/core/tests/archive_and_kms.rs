@@ -166,6 +166,7 @@ impl Setup {
                     message: None,
                     executions: Vec::new(),
                     verification: None,
+                    attempts: Vec::new(),
                 };
                 self.ctx.write_record(&record).await.unwrap();
                 let items = trailcopy::plan::discover_work_items(&self.ctx).await.unwrap();
@@ -201,6 +202,11 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
         store_kms_key: None,
         allow_overlap: false,
         verification: None,
+        requested_end: None,
+        delivery_allowance_seconds: None,
+        complete_through: None,
+        continues: None,
+        tail_until: None,
     };
     let ctx = CopyContext {
         copy_id: "c1".into(),

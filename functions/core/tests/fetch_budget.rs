@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use trailcopy::claims::{Holder, NoProbe};
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -78,7 +79,10 @@ async fn the_store_is_the_same_whatever_the_budget() {
     // A prefetch of the wrong files (here: the item's files in reverse) is dropped before the
     // copy waits for budget: with one byte of budget, one it kept would hang the copy.
     let store = dir.join("mismatched");
-    let (ctx, items) = plan_copy(&AwsClients::new(), &request(&store), jiff::Timestamp::now()).await.unwrap();
+    let (ctx, items) =
+        plan_copy(&AwsClients::new(), &request(&store), jiff::Timestamp::now(), Holder::this_process(), &NoProbe)
+            .await
+            .unwrap();
     let budget = FetchBudget::new(1, 1);
     let never = AtomicBool::new(false);
     let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };

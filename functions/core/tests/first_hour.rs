@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use trailcopy::claims::{Holder, NoProbe};
 
 use trailcopy::plan::{resolve_request, sources_overlap};
 use trailcopy::storage::Location;
@@ -114,7 +115,10 @@ async fn created_time_is_never_after_updated_time() {
     let aws = AwsClients::new();
     // The plan's clock may lead the machine's (a Lambda's event time, a skewed host).
     let ahead = jiff::Timestamp::now() + jiff::SignedDuration::from_millis(5_700);
-    let (ctx, _) = trailcopy::plan_copy(&aws, &request(&sample(), &dir.join("store")), ahead).await.unwrap();
+    let (ctx, _) =
+        trailcopy::plan_copy(&aws, &request(&sample(), &dir.join("store")), ahead, Holder::this_process(), &NoProbe)
+            .await
+            .unwrap();
     let record = ctx.read_record().await.unwrap();
     assert!(record.created_time <= record.updated_time, "{} > {}", record.created_time, record.updated_time);
     assert!(record.created_time <= ahead, "created {} is after the plan's now {ahead}", record.created_time);

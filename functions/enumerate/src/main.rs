@@ -157,8 +157,7 @@ async fn handle(
             .copy_id
             .as_deref()
             .ok_or_else(|| diagnostic_of("InvalidRequest", "invalid copyId: retry needs the copyId".into()))?;
-        let (ctx, _all, pending) =
-            trailcopy::reopen(aws, &store_uri, id, holder, probe).await.map_err(diagnostic)?;
+        let (ctx, _all, pending) = trailcopy::reopen(aws, &store_uri, id, holder, probe).await.map_err(diagnostic)?;
         // Completed items cost nothing on a retry: the Map reads only the others.
         let key = ctx.keys.pending_work_items();
         trailcopy::record::write_json(ctx.store.as_ref(), &key, &pending).await.map_err(diagnostic)?;
