@@ -519,7 +519,7 @@ class ContractFakes:
             raise FunctionError("InvalidRequest", f"enumerate takes {{input, executionArn}}, got {sorted(call)}")
         req = call["input"]
         known = {"source", "store", "start", "end", "last", "retentionDays", "copyId", "restore",
-                 "scheduledTime", "window"}
+                 "scheduledTime", "window", "sinceLast", "deliveryAllowance"}
         unknown = set(req) - known
         if unknown:
             raise FunctionError("InvalidRequest", f"unknown field(s): {sorted(unknown)}")

@@ -190,7 +190,8 @@ pub async fn claim(
                 return Err(CopyError::invalid(
                     "range",
                     format!(
-                        "overlaps copy `{}` ({} .. {}) from {} into this store, {state}: one copy at a time per range",
+                        "overlaps copy `{}`, {state}: it copies {} .. {} from {} into this store, and one copy at \
+                         a time runs per range",
                         other.copy_id, other.start, other.end, other.source
                     ),
                 ));
@@ -296,13 +297,13 @@ mod tests {
 
     #[test]
     fn overlap_needs_nested_sources_and_intersecting_windows() {
-        let a = c("a", "s3://b/AWSLogs/", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
+        let a = c("a", "s3://trail/AWSLogs/", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z");
         for (other, overlaps) in [
-            (c("b", "s3://b/AWSLogs/", "2026-01-01T12:00:00Z", "2026-01-03T00:00:00Z"), true),
-            (c("b", "s3://b/", "2025-12-01T00:00:00Z", "2026-01-01T00:00:01Z"), true),
-            (c("b", "s3://b/AWSLogs/", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"), false),
-            (c("b", "s3://b/AWSLogs/", "2025-12-31T00:00:00Z", "2026-01-01T00:00:00Z"), false),
-            (c("b", "s3://other/AWSLogs/", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"), false),
+            (c("b", "s3://trail/AWSLogs/", "2026-01-01T12:00:00Z", "2026-01-03T00:00:00Z"), true),
+            (c("b", "s3://trail/", "2025-12-01T00:00:00Z", "2026-01-01T00:00:01Z"), true),
+            (c("b", "s3://trail/AWSLogs/", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"), false),
+            (c("b", "s3://trail/AWSLogs/", "2025-12-31T00:00:00Z", "2026-01-01T00:00:00Z"), false),
+            (c("b", "s3://other-trail/AWSLogs/", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"), false),
         ] {
             assert_eq!(a.overlaps(&other), overlaps, "{other:?}");
             assert_eq!(other.overlaps(&a), overlaps, "{other:?}");

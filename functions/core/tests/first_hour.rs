@@ -138,7 +138,9 @@ fn trail_with_defects(dir: &Path) -> PathBuf {
         .unwrap();
     std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0605Z_broken.json.gz"), b"\x1f\x8b no")
         .unwrap();
+    // Not a log file by name: skipped. Named like one but not .json.gz: a failure.
     std::fs::write(day.join("notes.txt"), b"not a log").unwrap();
+    std::fs::write(day.join("448403967001_CloudTrail_us-east-1_20261101T0705Z_plain.json"), b"{}").unwrap();
     src
 }
 
@@ -180,7 +182,8 @@ async fn progress_totals_never_fall_behind_what_is_done() {
     assert_eq!(end.statistics.bytes_read, s.bytes_read);
     assert_eq!(end.files(), (s.files_found - s.files_skipped, s.files_found - s.files_skipped));
     // Every file found is skipped, copied or a failure of its own; InvalidEvents is not a file's failure.
-    assert_eq!((s.files_found, s.files_completed, s.files_failed), (51, 49, 2), "{s:?}");
+    assert_eq!((s.files_found, s.files_completed, s.files_failed), (52, 49, 2), "{s:?}");
+    assert_eq!((s.files_skipped, s.files_not_log_files), (1, 1), "notes.txt: {s:?}");
     assert_eq!(s.failed_entries, 3, "CorruptGzip, UnsupportedFileType, InvalidEvents");
     assert_eq!(s.bytes_read, s.bytes_to_read);
 }
