@@ -430,11 +430,17 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 Some(arn) => Some(sfn::describe(&client, &arn).await?),
                 None => None,
             };
+            let probe = probe(aws, &store.store).await;
+            let gone = not_running(&ctx, &record, probe.as_ref()).await?;
             if store.json {
                 let mut v = serde_json::to_value(&record).map_err(|e| CopyError::State(e.to_string()))?;
                 v["execution"] = execution.unwrap_or(serde_json::Value::Null);
+                if let Some(why) = &gone {
+                    v["running"] = serde_json::Value::Bool(false);
+                    v["notRunning"] = serde_json::Value::String(why.clone());
+                }
                 print_json(&v);
-                return Ok(exit_code(record.status));
+                return Ok(if gone.is_some() { ExitCode::from(1) } else { exit_code(record.status) });
             }
             if let Some(e) = &execution {
                 let mut text = format!(
@@ -451,7 +457,10 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
                 }
                 print_out(&text);
             }
-            report(&record, &store)
+            match gone {
+                Some(why) => report_not_running(&record, &store, &why),
+                None => report(&record, &store),
+            }
         }
         Command::Status { copy_id, store, state_machine: None } => {
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
