@@ -257,11 +257,12 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
     Ok(record)
 }
 
-/// The record with live statistics while a copy runs (items report faster than the record).
+/// The record with live statistics while a copy runs (items report faster than the record); items
+/// still running are not failures yet.
 pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {
     let mut record = ctx.read_record().await?;
     if record.status == CopyStatus::InProgress
-        && let Ok(r) = read_rollup(ctx, false).await
+        && let Ok(r) = read_rollup(ctx, true).await
     {
         record.statistics = r.statistics;
         record.verification = verification_summary(ctx, &r);
@@ -277,7 +278,7 @@ pub async fn read_failures(ctx: &CopyContext) -> Result<Vec<FailureEntry>> {
 pub async fn read_failures_and_skipped(ctx: &CopyContext) -> Result<(Vec<FailureEntry>, Vec<FailureEntry>)> {
     let record = ctx.read_record().await?;
     if record.status == CopyStatus::InProgress || record.status == CopyStatus::Initializing {
-        return Ok(read_rollup(ctx, false).await.map(|r| (r.failures, r.skipped)).unwrap_or_default());
+        return Ok(read_rollup(ctx, true).await.map(|r| (r.failures, r.skipped)).unwrap_or_default());
     }
     let (failures_key, skipped_key) = (ctx.keys.failures(), ctx.keys.skipped());
     let (failures, skipped) = tokio::try_join!(
