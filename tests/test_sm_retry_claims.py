@@ -231,7 +231,15 @@ def test_lambdas_overlapping_executions_started_at_once_exactly_one_copies(real,
         stored = stored_event_ids(moto, s3, tmp_path / f"round{rnd}")
         no_duplicates(stored)
         assert set(stored) == src.expected(**ranges[winner]), (rnd, winner)
-    print(f"{ROUNDS} rounds in {time.monotonic() - t0:.1f} s")
+    # How the losers were refused (the functions reach moto through the session's recording proxy):
+    # conditional writes of claims.json that lost (412), and Step Functions asked about the holder.
+    with moto.proxy.lock:
+        records = list(moto.proxy.records)
+    lost = sum(1 for r in records if r["method"] == "PUT" and "claims.json" in r["path"] and r["status"] == 412)
+    probes = Counter(r["status"] for r in records
+                     if r.get("headers", {}).get("x-amz-target", "").endswith(".DescribeExecution"))
+    print(f"{ROUNDS} rounds in {time.monotonic() - t0:.1f} s; claims.json writes refused (412): {lost}; "
+          f"DescribeExecution answers by status: {dict(probes)}")
 
 
 # ==================================================================================================
@@ -284,3 +292,66 @@ def test_lambdas_scheduled_window_long_past_is_complete_through_its_end_and_sinc
     no_duplicates(ids)
     assert set(ids) == src.expected("2020-10-01T00:00:00Z", after), set(ids) ^ src.expected("2020-10-01T00:00:00Z", after)
     assert claims(s3) == [], claims(s3)
+
+
+# ==================================================================================================
+# 4. A claim whose execution is no longer RUNNING: refused with a resume hint, taken over by retry
+# ==================================================================================================
+def test_lambdas_retry_execution_takes_over_the_claim_of_an_execution_no_longer_running(real, tmp_path):
+    moto, s3, sm, logs = real
+    src = Source(s3)
+    src.standard_days()
+    key, events = src.events_for("2020-10-02T12:00Z", ["2020-10-02T11:50:00Z", "2020-10-02T11:55:00Z"])
+    src.put(key, events, body=b"\x1f\x8b\x08\x00 this is not gzip data")
+    copy_id = "sm-takeover"
+    first = h.run_execution(moto, sm, {"source": SOURCE, "store": STORE, **RANGE, "copyId": copy_id}, timeout=900)
+    assert first["status"] == "FAILED" and first["error"] == "CopyFailed", diagnose(first, moto, logs)
+    assert claims(s3) == [], claims(s3)
+    # As if its Finalize had died before releasing: the claim stays, held by an execution that has
+    # ended (FAILED in Step Functions).
+    req = store_json(s3, copy_id, "record.json")["request"]
+    stale = {"copyId": copy_id, "source": req["source"], "start": req["start"], "end": req["end"],
+             "holder": {"execution": first["executionArn"]}, "since": req["start"]}
+    s3.put_object(Bucket=STORE_BUCKET, Key=f"{STORE_PREFIX}claims.json", Body=json.dumps({"claims": [stale]}).encode())
+
+    other = h.run_execution(moto, sm, {"source": SOURCE, "store": STORE, "start": "2020-10-02T00:00:00Z",
+                                       "end": "2020-10-04T00:00:00Z", "copyId": "sm-takeover-other"}, timeout=300)
+    assert other["status"] == "FAILED" and other["error"] == "InvalidRequest", diagnose(other, moto, logs)
+    cause = other["cause"]
+    assert f"overlaps copy `{copy_id}`" in cause and "not running" in cause, cause
+    assert first["executionArn"] in cause and f"trailcopy retry {copy_id}" in cause, cause
+    assert copy_keys(s3, "sm-takeover-other") == []
+
+    src.put(key, events)  # repaired
+    # While the claim's execution runs, a retry is refused: the copy is running. (A scheduled run
+    # waiting out its settle is an execution that stays RUNNING.)
+    sfn = moto.client("stepfunctions")
+    waiting = start(moto, sm, {"request": {"scheduledTime": "2020-10-10T00:00:00Z", "window": "PT1H"},
+                               "settleSeconds": 3600})
+    try:
+        assert sfn.describe_execution(executionArn=waiting)["status"] == "RUNNING"
+        running = {**stale, "holder": {"execution": waiting}}
+        s3.put_object(Bucket=STORE_BUCKET, Key=f"{STORE_PREFIX}claims.json",
+                      Body=json.dumps({"claims": [running]}).encode())
+        refused = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=300)
+        assert refused["status"] == "FAILED" and refused["error"] == "InvalidRequest", diagnose(refused, moto, logs)
+        assert f"copy `{copy_id}` is running" in refused["cause"] and waiting in refused["cause"], refused["cause"]
+        assert store_json(s3, copy_id, "record.json")["status"] == "FAILED"
+        assert claims(s3) == [running], claims(s3)
+    finally:
+        sfn.stop_execution(executionArn=waiting)
+    assert sfn.describe_execution(executionArn=waiting)["status"] == "ABORTED"
+    # Its execution has ended now: the retry takes the claim over.
+    retry = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=900)
+    assert retry["status"] == "SUCCEEDED", diagnose(retry, moto, logs)
+    enum = [i for i in invokes_of(moto, "enumerate") if i["request"]["executionArn"] == retry["executionArn"]]
+    assert [i["status"] for i in enum] == [200], enum
+    record = store_json(s3, copy_id, "record.json")
+    assert record["status"] == "COMPLETED", record
+    assert record["attempts"][-1]["kind"] == "retry" and record["attempts"][-1]["filesFixed"] == 1, record["attempts"]
+    assert claims(s3) == [], f"the retry's Finalize kept a claim: {claims(s3)}"
+    # The stopped execution stopped in its Wait (moto interrupts it): it planned nothing.
+    assert not [i for i in invokes_of(moto, "enumerate") if i["request"]["executionArn"] == waiting]
+    ids = stored_event_ids(moto, s3, tmp_path / "store")
+    no_duplicates(ids)
+    assert set(ids) == src.expected(**RANGE)

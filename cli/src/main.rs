@@ -280,6 +280,8 @@ fn flag(field: &str) -> &'static str {
         "stateMachine" => "--state-machine",
         "digestPublicKeys" => "--digest-public-keys",
         "restore.pollSeconds" => "--restore-poll-seconds (with --restore-max-wait-seconds)",
+        "sinceLast" => "--since-last",
+        "deliveryAllowance" => "--delivery-allowance",
         _ => "the request",
     }
 }

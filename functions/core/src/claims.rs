@@ -143,6 +143,12 @@ fn host_name() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// The store as the record spells it: `s3://bucket/prefix/`, or a folder without a trailing `/`.
+fn store_display(store: &dyn ObjectStore, store_prefix: &str) -> String {
+    let place = store.location(store_prefix);
+    if place.starts_with("s3://") { place } else { place.trim_end_matches('/').to_string() }
+}
+
 fn claims_key(store_prefix: &str) -> String {
     format!("{store_prefix}claims.json")
 }
@@ -184,7 +190,7 @@ pub async fn claim(
                     None => format!("which is running ({}, since {})", other.holder.describe(), other.since),
                     Some(why) => format!(
                         "which is not running ({why}); resume it with `{}`",
-                        crate::plan::retry_command(&other.copy_id, &store.location(store_prefix))
+                        crate::plan::retry_command(&other.copy_id, &store_display(store, store_prefix))
                     ),
                 };
                 return Err(CopyError::invalid(
