@@ -26,8 +26,6 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sm_harness as h  # noqa: E402
 from test_statemachine import (  # noqa: E402,F401  (lambda_env and real are fixtures)
