@@ -147,8 +147,7 @@ pub async fn reopen(
     record.message = None;
     if record.attempts.is_empty() {
         // A record written before attempts were kept: its first run is attempt 1.
-        record.attempts.push(Attempt { number: 1, ..Attempt::start(1, "copy") });
-        record.attempts[0].started_time = record.created_time;
+        record.attempts.push(Attempt { started_time: record.created_time, ..Attempt::start(1, "copy") });
     }
     record.attempts.push(Attempt::start(attempt, "retry"));
     record.touch();
