@@ -385,7 +385,7 @@ def deploy(moto: Moto, store_bucket: str, store_prefix: str = "", max_concurrenc
             Code={"ZipFile": buf.getvalue()}, Architectures=["arm64"])["FunctionArn"]
     values = {f"{logical}Arn": arn for logical, arn in arns.items()}
     values.update({"StoreBucket": store_bucket, "StorePrefix": store_prefix,
-                   "MaxConcurrency": max_concurrency})
+                   "MaxConcurrency": max_concurrency, "Partition": "aws"})
     sfn = moto.client("stepfunctions")
     return sfn.create_state_machine(
         name=name or f"trailcopy-{uuid.uuid4().hex[:8]}", definition=definition(values),
