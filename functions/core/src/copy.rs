@@ -126,6 +126,7 @@ async fn read_file(
                 None => Ok(FileResult::Failed(FailureEntry::new(location, "AccessDenied", message))),
             };
         }
+        Err(CopyError::NotFound { .. }) => return Ok(FileResult::Failed(vanished_entry(location))),
         Err(e) => {
             return Ok(FileResult::Failed(FailureEntry::new(location, e.error_type(), e.to_string())));
         }
@@ -145,6 +146,18 @@ async fn read_file(
         // A damaged file is a failure entry; the events read before the damage still count.
         Some(fe) => FileResult::Parsed(parsed, Some(FailureEntry::new(location, fe.error_type, fe.message)), sha256),
     })
+}
+
+/// A log file listed when the copy was planned and gone when it was read (a lifecycle rule, a
+/// delete): one entry naming it; the rest of the item is copied, and `retry` reads it again.
+pub fn vanished_entry(location: String) -> FailureEntry {
+    FailureEntry::new(
+        location,
+        "LogFileVanished",
+        "listed when the copy was planned, gone when it was read (deleted since, e.g. by a lifecycle rule); \
+         `retry` reads it again if it is put back"
+            .into(),
+    )
 }
 
 /// Files fetched ahead of the one being written, as tasks (they go on while the batch commits),

@@ -178,14 +178,19 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     let mut trails = std::collections::BTreeSet::new();
     let sampled: Vec<bool> = candidates.iter().map(|o| trails.insert(layout::trail_of_key(&o.key))).collect();
     let tier_ref = tier.as_str();
-    let heads: Vec<(ObjectInfo, Readability, Option<String>, u64)> =
+    // A file deleted since planning has no head: `None`, one entry for it (the item goes on).
+    let heads: Vec<(ObjectInfo, Option<Readability>, Option<String>, u64)> =
         futures::stream::iter(candidates.into_iter().zip(sampled))
             .map(|(o, sample)| async move {
                 if !sample && !needs_head(o.storage_class.as_deref()) {
                     let r = classify(o.storage_class.as_deref(), None, None);
-                    return Ok::<_, CopyError>((o, r, None, 0));
+                    return Ok::<_, CopyError>((o, Some(r), None, 0));
                 }
-                let h = ctx.source.head(&o.key).await?;
+                let h = match ctx.source.head(&o.key).await {
+                    Ok(h) => h,
+                    Err(CopyError::NotFound { .. }) => return Ok((o, None, None, 0)),
+                    Err(e) => return Err(e),
+                };
                 let class = h.storage_class.or_else(|| o.storage_class.clone());
                 let r = classify(class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
                 let wait = match r {
@@ -194,7 +199,7 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
                     }
                     _ => 0,
                 };
-                Ok((o, r, h.kms_key_id, wait))
+                Ok((o, Some(r), h.kms_key_id, wait))
             })
             .buffered(HEAD_CONCURRENCY)
             .try_collect()
@@ -206,6 +211,11 @@ async fn list_and_classify(ctx: &CopyContext, item: &WorkItem, state: &mut ItemS
     for (o, readability, _, wait) in heads {
         let entries = state.failures.len();
         let (key, size) = (o.key.clone(), o.size);
+        let Some(readability) = readability else {
+            state.failures.push(crate::copy::vanished_entry(ctx.source.location(&o.key)));
+            failed_here.push((key, size));
+            continue;
+        };
         match readability {
             Readability::Readable => files.push(FileToCopy { key: o.key, size: o.size }),
             Readability::Restoring => {
@@ -308,7 +318,12 @@ async fn poll_restores(ctx: &CopyContext, state: &mut ItemState) -> Result<()> {
     }
     let pending: Vec<(String, bool)> = futures::stream::iter(keys)
         .map(|key| async move {
-            let h = ctx.source.head(&key).await?;
+            // Deleted while restoring: not waited for; the copy step records it as vanished.
+            let h = match ctx.source.head(&key).await {
+                Ok(h) => h,
+                Err(CopyError::NotFound { .. }) => return Ok((key, false)),
+                Err(e) => return Err(e),
+            };
             let r = classify(h.storage_class.as_deref(), h.archive_status.as_deref(), h.restore.as_deref());
             Ok::<_, CopyError>((key, matches!(r, Readability::Restoring | Readability::NeedsRestore { .. })))
         })

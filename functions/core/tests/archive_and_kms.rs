@@ -447,3 +447,31 @@ async fn default_restore_wait_follows_the_storage_class() {
         trailcopy::prepare::load_item_state(&g.ctx, g.item().await).await.unwrap().restore_max_wait_seconds.unwrap();
     assert!(gw > 12 * 3600 && gw < wait, "{gw}");
 }
+
+/// Issue 31 point 3: a log file deleted after planning (a lifecycle rule) is one LogFileVanished
+/// entry naming it, whether prepare's HEAD or copy's GET meets it; the rest of the item is copied.
+#[tokio::test]
+async fn a_log_file_deleted_after_planning_is_one_entry_and_the_rest_is_copied() {
+    let s = setup("vanished", "Bulk", &[]);
+    for i in 1..=3 {
+        s.source.put(&name(i), FakeObject { body: log_file(2, &format!("v{i}")), ..Default::default() });
+    }
+    s.item().await; // planned: all three are in the frozen list
+    // The first file of the trail is headed by prepare (its KMS key sample): gone before prepare.
+    s.source.objects.lock().unwrap().remove(&name(1));
+    let p = prepare(&s).await.unwrap();
+    assert_eq!(p.pending_restores, 0);
+    // The third is gone after prepare, before copy's GET.
+    s.source.objects.lock().unwrap().remove(&name(3));
+    let out = copy_all(&s).await;
+    assert!(out.done);
+    let failures = item_failures(&s).await;
+    let vanished: Vec<&str> =
+        failures.iter().filter(|f| f.error_type == "LogFileVanished").map(|f| f.location.as_str()).collect();
+    assert_eq!(vanished, [format!("s3://trail/{}", name(1)), format!("s3://trail/{}", name(3))], "{failures:?}");
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    let state = trailcopy::prepare::load_item_state(&s.ctx, s.item().await).await.unwrap();
+    assert_eq!((state.statistics.files_completed, state.statistics.files_failed), (1, 2), "{:?}", state.statistics);
+    assert_eq!(state.statistics.events_completed, 2);
+    assert_eq!(state.failed_files.len(), 2, "both are read again by a retry");
+}
