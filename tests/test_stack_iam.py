@@ -110,7 +110,9 @@ def test_schedule_role_starts_only_this_state_machine_and_trusts_only_this_accou
 
 def test_notifications_are_off_by_default_and_publish_only_from_the_rule(stack):
     plain = cfn.expand("trailcopy", {"SourceBucket": "trail-src"}, account=ACCOUNT)
-    assert not any(v["Type"] in ("AWS::SNS::Topic", "AWS::Events::Rule") for v in plain.resources.values())
+    assert not any(v["Type"] == "AWS::SNS::Topic" for v in plain.resources.values())
+    # The only rule without notifications is the one that finalizes every end (below).
+    assert [k for k, v in plain.resources.items() if v["Type"] == "AWS::Events::Rule"] == ["ExecutionEndedRule"]
     rule = stack.resources["CopyFailedRule"]["Properties"]
     sm_ref = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:" + \
         stack.resources["CopyTrailEventsStateMachine"]["Properties"]["StateMachineName"]
@@ -126,6 +128,23 @@ def test_notifications_are_off_by_default_and_publish_only_from_the_rule(stack):
     assert sub == {"TopicArn": topic, "Protocol": "email", "Endpoint": "ops@example.com"}
 
 
+def test_every_end_of_an_execution_reaches_finalize(stack):
+    """Issue 31 point 4: an always-on rule sends this state machine's FAILED, TIMED_OUT and ABORTED
+    executions (a console Stop never reaches the Finalize state) to the Finalize function, which only
+    this rule may invoke through EventBridge."""
+    rule = stack.resources["ExecutionEndedRule"]["Properties"]
+    sm_ref = f"arn:aws:states:us-east-1:{ACCOUNT}:stateMachine:" + \
+        stack.resources["CopyTrailEventsStateMachine"]["Properties"]["StateMachineName"]
+    assert rule["EventPattern"] == {"source": ["aws.states"], "detail-type": ["Step Functions Execution Status Change"],
+                                    "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"], "stateMachineArn": [sm_ref]}}
+    assert "Condition" not in stack.resources["ExecutionEndedRule"], "always on, not only with NotificationEmail"
+    finalize = stack.arn_of("FinalizeFunction")
+    assert [t["Arn"] for t in rule["Targets"]] == [finalize]
+    perm = stack.resources["ExecutionEndedPermission"]["Properties"]
+    assert perm["Principal"] == "events.amazonaws.com" and perm["Action"] == "lambda:InvokeFunction"
+    assert perm["SourceArn"] == stack.arn_of("ExecutionEndedRule")
+
+
 def test_function_roles_deny_what_no_code_path_needs(stack):
     for fn in ("EnumerateFunction", "PrepareFunction", "CopyFunction", "FinalizeFunction"):
         p = stack.role_policies(fn)
@@ -135,13 +154,17 @@ def test_function_roles_deny_what_no_code_path_needs(stack):
         assert not allows(p, "s3:ListBucket", "arn:aws:s3:::trail-src"), fn
         assert not allows(p, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix="AWSLogs/"), fn
         assert not allows(p, "s3:ListBucket", "arn:aws:s3:::trail-store", s3__prefix=""), fn
-    # Only Enumerate lists the source (issue 11 freezes each item's file list at planning).
+    # Enumerate lists the source (issue 11 freezes each item's file list at planning). Prepare and
+    # Copy may list under the source prefix too, only so that S3 answers 404, not 403, for a log file
+    # deleted since planning (issue 31 point 3, API_GetObject "Permissions"); Finalize never.
     enum = stack.role_policies("EnumerateFunction")
     assert allows(enum, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix="AWSLogs/o-abc123/", s3__delimiter="/")
     prep = stack.role_policies("PrepareFunction")
-    for fn in ("PrepareFunction", "CopyFunction", "FinalizeFunction"):
-        assert not allows(stack.role_policies(fn), "s3:ListBucket", "arn:aws:s3:::trail-src",
-                          s3__prefix="AWSLogs/o-abc123/", s3__delimiter="/"), fn
+    for fn in ("PrepareFunction", "CopyFunction"):
+        assert allows(stack.role_policies(fn), "s3:ListBucket", "arn:aws:s3:::trail-src",
+                      s3__prefix="AWSLogs/o-abc123/111122223333/CloudTrail/"), fn
+    assert not allows(stack.role_policies("FinalizeFunction"), "s3:ListBucket", "arn:aws:s3:::trail-src",
+                      s3__prefix="AWSLogs/o-abc123/", s3__delimiter="/")
     assert allows(prep, "s3:RestoreObject", "arn:aws:s3:::trail-src/AWSLogs/o-abc123/1/x.json.gz")
     assert not allows(stack.role_policies("CopyFunction"), "s3:RestoreObject",
                       "arn:aws:s3:::trail-src/AWSLogs/o-abc123/1/x.json.gz")
@@ -193,9 +216,11 @@ def test_only_copy_reads_digests_and_only_digests(source_prefix, account_root):
     assert allows(copy, "s3:GetObject", digest)
     assert allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=account_root + DIGEST_DAY)
     assert allows(copy, "cloudtrail:ListPublicKeys", "*")
-    # Nothing else of the account becomes listable or readable through the digest grants.
-    assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=account_root + "CloudTrail/")
-    assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=account_root)
+    # Nothing else of the account becomes listable or readable through the digest grants (what lies
+    # under the source prefix Copy may list: SourceListPolicy).
+    for prefix in (account_root + "CloudTrail/", account_root):
+        if not prefix.startswith(source_prefix):
+            assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=prefix), prefix
     if "/CloudTrail/" in source_prefix:
         assert not allows(copy, "s3:GetObject", f"arn:aws:s3:::trail-src/{account_root}CloudTrail-Insight/x.json.gz")
     if source_prefix.endswith("/us-east-1/"):
@@ -206,6 +231,9 @@ def test_only_copy_reads_digests_and_only_digests(source_prefix, account_root):
         assert not allows(copy, "s3:ListBucket", "arn:aws:s3:::trail-src", s3__prefix=other + DIGEST_DAY)
     for fn in ("EnumerateFunction", "PrepareFunction", "FinalizeFunction"):
         assert not allows(s.role_policies(fn), "cloudtrail:ListPublicKeys", "*"), fn
-    for fn in ("PrepareFunction", "FinalizeFunction"):  # (Enumerate lists everything under SourcePrefix)
+    # (Enumerate, Prepare and Copy list everything under SourcePrefix; digest days outside it only Copy.)
+    fns = ("FinalizeFunction",) if (account_root + DIGEST_DAY).startswith(source_prefix) else \
+        ("PrepareFunction", "FinalizeFunction")
+    for fn in fns:
         assert not allows(s.role_policies(fn), "s3:ListBucket", "arn:aws:s3:::trail-src",
                           s3__prefix=account_root + DIGEST_DAY), fn

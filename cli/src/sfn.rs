@@ -56,14 +56,7 @@ fn belongs(execution: &str, copy_id: &str) -> bool {
 pub async fn copy_id_of(client: &Client, e: &ExecutionListItem) -> Option<String> {
     let input = client.describe_execution().execution_arn(e.execution_arn()).send().await.ok()?.input()?.to_string();
     let v: Value = serde_json::from_str(&input).ok()?;
-    if let Some(id) = v.get("copyId").and_then(Value::as_str) {
-        return Some(id.to_string());
-    }
-    let scheduled = v.get("scheduledTime").or_else(|| v.pointer("/request/scheduledTime")).and_then(Value::as_str);
-    if let Some(t) = scheduled {
-        return t.parse().ok().map(trailcopy::serverless::scheduled_copy_id);
-    }
-    trailcopy::serverless::copy_id_of_execution(e.execution_arn())
+    trailcopy::serverless::copy_id_of_input(&v, e.execution_arn())
 }
 
 /// Execution status plus the Distributed Map's item counts where the service reports them.

@@ -257,6 +257,64 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
     Ok(record)
 }
 
+/// How a state machine execution ended, as Step Functions' "Execution Status Change" event says
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/eb-events.html).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedExecution {
+    pub execution_arn: String,
+    /// FAILED, TIMED_OUT or ABORTED.
+    pub status: String,
+    pub error: Option<String>,
+    pub cause: Option<String>,
+}
+
+/// Finalizes the copy of an execution that ended without reaching Finalize (a console Stop,
+/// a timeout, an error no Catch takes: States.Runtime, States.DataLimitExceeded): STOPPED for an
+/// ABORTED execution, FAILED with an entry naming the end otherwise. Idempotent with a normal
+/// Finalize: a copy already final, or run by a later execution (a retry), is left as it is
+/// (`None`).
+pub async fn finalize_ended_execution(ctx: &CopyContext, end: &EndedExecution) -> Result<Option<CopyRecord>> {
+    let record = ctx.read_record().await?;
+    if !matches!(record.status, CopyStatus::InProgress | CopyStatus::Initializing) {
+        return Ok(None);
+    }
+    let ours = match record.executions.last() {
+        Some(arn) => *arn == end.execution_arn,
+        // Planning had not recorded its execution yet: the claim names it.
+        None => crate::claims::claim_of(ctx.store.as_ref(), ctx.store_location.prefix(), &ctx.copy_id)
+            .await?
+            .is_some_and(|c| c.holder == crate::claims::Holder::Execution { execution: end.execution_arn.clone() }),
+    };
+    if !ours {
+        return Ok(None);
+    }
+    let retry = match crate::serverless::state_machine_of(&end.execution_arn) {
+        Some(sm) => format!("{} --state-machine {sm}", crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display())),
+        None => crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display()),
+    };
+    let why = [end.error.as_deref(), end.cause.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");
+    let record = if end.status == "ABORTED" {
+        let note = format!(
+            "stopped: execution {} was stopped (Step Functions console or StopExecution){}; resume with `{retry}`",
+            end.execution_arn,
+            if why.is_empty() { String::new() } else { format!(" ({why})") }
+        );
+        finalize_copy(ctx, true, Some(note)).await?
+    } else {
+        let (error_type, what) = match end.status.as_str() {
+            "TIMED_OUT" => ("ExecutionTimedOut", "timed out"),
+            _ => ("ExecutionFailed", "failed before Finalize"),
+        };
+        let entry = FailureEntry::new(
+            end.execution_arn.clone(),
+            error_type,
+            format!("execution {what}{}", if why.is_empty() { String::new() } else { format!(": {why}") }),
+        );
+        finalize_failed_run(ctx, entry).await?
+    };
+    Ok(Some(record))
+}
+
 /// The record with live statistics while a copy runs (items report faster than the record); items
 /// still running are not failures yet.
 pub async fn current_record(ctx: &CopyContext) -> Result<CopyRecord> {

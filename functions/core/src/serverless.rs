@@ -125,6 +125,27 @@ pub fn copy_id_of_execution(execution_arn: &str) -> Option<String> {
     crate::record::validate_copy_id(name).ok().map(|()| name.to_string())
 }
 
+/// The copy an execution runs, from its input: the `copyId` (a retry names its copy), the scheduled
+/// copy id of a scheduled run, or (started without one, from the console) the execution's name,
+/// which Enumerate takes as the copy id.
+pub fn copy_id_of_input(input: &serde_json::Value, execution_arn: &str) -> Option<String> {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    if let Some(id) = input.get("copyId").and_then(text) {
+        return Some(id);
+    }
+    let scheduled = input.get("scheduledTime").or_else(|| input.pointer("/request/scheduledTime"));
+    if let Some(t) = scheduled.and_then(serde_json::Value::as_str) {
+        return t.parse().ok().map(scheduled_copy_id);
+    }
+    copy_id_of_execution(execution_arn)
+}
+
+/// The state machine of an execution: `arn:P:states:R:A:execution:NAME:ID` → `arn:P:states:R:A:stateMachine:NAME`.
+pub fn state_machine_of(execution_arn: &str) -> Option<String> {
+    let (head, _id) = execution_arn.rsplit_once(':')?;
+    head.contains(":execution:").then(|| head.replacen(":execution:", ":stateMachine:", 1))
+}
+
 /// The name of a retry execution: `<copyId>-retry-<unix seconds>`, shortened with a hash of the
 /// copy id when that would pass 80 characters, so any valid copy id gets a legal, distinct name.
 pub fn retry_execution_name(copy_id: &str, now: Timestamp) -> String {
@@ -194,6 +215,25 @@ mod tests {
         let arn = "arn:aws:states:us-east-1:111122223333:execution:trailcopy-x:6f1c0b8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
         assert_eq!(copy_id_of_execution(arn).as_deref(), Some("6f1c0b8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"));
         assert_eq!(copy_id_of_execution("arn:aws:states:r:a:execution:sm:.hidden"), None);
+    }
+
+    #[test]
+    fn the_copy_of_an_execution_comes_from_its_input() {
+        let arn = "arn:aws:states:us-east-1:111122223333:execution:trailcopy-x:console-run-1";
+        for (input, id) in [
+            (serde_json::json!({"copyId": "c1", "retry": true}), Some("c1")),
+            (serde_json::json!({"request": {"scheduledTime": "2026-11-24T01:00:00Z"}}), Some("scheduled-20261124T010000Z")),
+            (serde_json::json!({"scheduledTime": "2026-11-24T01:00:00Z"}), Some("scheduled-20261124T010000Z")),
+            (serde_json::json!({"last": "1h"}), Some("console-run-1")),
+            (serde_json::json!({}), Some("console-run-1")),
+        ] {
+            assert_eq!(copy_id_of_input(&input, arn).as_deref(), id, "{input}");
+        }
+        assert_eq!(
+            state_machine_of(arn).as_deref(),
+            Some("arn:aws:states:us-east-1:111122223333:stateMachine:trailcopy-x")
+        );
+        assert_eq!(state_machine_of("arn:aws:s3:::bucket"), None);
     }
 
     #[test]
