@@ -289,7 +289,9 @@ pub async fn finalize_ended_execution(ctx: &CopyContext, end: &EndedExecution) -
         return Ok(None);
     }
     let retry = match crate::serverless::state_machine_of(&end.execution_arn) {
-        Some(sm) => format!("{} --state-machine {sm}", crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display())),
+        Some(sm) => {
+            format!("{} --state-machine {sm}", crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display()))
+        }
         None => crate::plan::retry_command(&ctx.copy_id, &ctx.store_location.display()),
     };
     let why = [end.error.as_deref(), end.cause.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ");

@@ -401,6 +401,14 @@ pub async fn plan_copy(
     let store = store_location.open(aws).await?;
     let keys = RecordKeys::new(store_location.prefix(), &copy_id);
     if let Some(existing) = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await? {
+        if replans(&existing, &holder) {
+            // A retried Enumerate of this execution (a timeout, a transient error): plan again.
+            let claim = Claim::new(&copy_id, &existing.request, holder);
+            claims::claim(store.as_ref(), store_location.prefix(), &claim, true, probe).await?;
+            let ctx = CopyContext::from_record(aws, existing, store_location, store, keys).await?;
+            let items = discover_work_items(&ctx).await?;
+            return Ok((ctx, items));
+        }
         let hint = match existing.status {
             CopyStatus::Completed => "it is complete: pick another --copy-id".to_string(),
             _ => format!("resume it with `{}`", retry_command(&copy_id, &existing.request.store)),
@@ -411,8 +419,14 @@ pub async fn plan_copy(
         ));
     }
     let prefix = &store_location.prefix().to_string();
-    claims::claim(store.as_ref(), prefix, &Claim::new(&copy_id, &resolved, holder), resolved.allow_overlap, probe)
-        .await?;
+    claims::claim(
+        store.as_ref(),
+        prefix,
+        &Claim::new(&copy_id, &resolved, holder.clone()),
+        resolved.allow_overlap,
+        probe,
+    )
+    .await?;
     let record = async {
         if !resolved.allow_overlap {
             resolved.tail_until = check_overlap(store.as_ref(), prefix, &copy_id, &resolved).await?;
@@ -430,7 +444,11 @@ pub async fn plan_copy(
             created_time: now,
             updated_time: now,
             message: None,
-            executions: Vec::new(),
+            // Recorded at once: a retried Enumerate of this execution finds its own record.
+            executions: match &holder {
+                Holder::Execution { execution } => vec![execution.clone()],
+                Holder::Process { .. } => Vec::new(),
+            },
             verification: None,
             attempts: vec![Attempt::start(1, "copy")],
         };
@@ -455,7 +473,7 @@ pub async fn plan_copy(
     if let Err(e) = &planned {
         let mut failed = record;
         failed.status = CopyStatus::Failed;
-        failed.message = Some(format!("planning failed: {e}"));
+        failed.message = Some(format!("{PLANNING_FAILED}: {e}"));
         failed.touch();
         if let Err(write_error) = write_json(store.as_ref(), &keys.record(), &failed).await {
             tracing::warn!(error = %write_error, "could not record the failed plan");
@@ -466,6 +484,21 @@ pub async fn plan_copy(
     }
     planned
 }
+
+/// Whether an existing record is this execution's own plan that did not finish (Step Functions
+/// retried Enumerate after a timeout or a transient error): it is planned again, not refused.
+fn replans(existing: &CopyRecord, holder: &Holder) -> bool {
+    let own = matches!(holder, Holder::Execution { execution } if existing.executions.last() == Some(execution));
+    let unfinished = match existing.status {
+        CopyStatus::Initializing => true,
+        CopyStatus::Failed => existing.message.as_deref().is_some_and(|m| m.starts_with(PLANNING_FAILED)),
+        _ => false,
+    };
+    own && unfinished
+}
+
+/// How a plan that failed before its first work item is recorded.
+const PLANNING_FAILED: &str = "planning failed";
 
 /// `--since-last`: the range from where the latest completed copy of this source (or of one
 /// holding it) into this store is complete, to now. Returns that copy's id.

@@ -107,7 +107,12 @@ pub async fn reopen(
     let claim = Claim::new(copy_id, &ctx.request, holder);
     claims::claim(ctx.store.as_ref(), ctx.store_location.prefix(), &claim, true, probe).await?;
     let mut record = ctx.read_record().await?;
-    let attempt = record.attempts.last().map_or(2, |a| a.number + 1);
+    let same_run = matches!(&claim.holder, Holder::Execution { execution } if record.executions.contains(execution));
+    let attempt = match record.attempts.last() {
+        Some(a) if same_run => a.number,
+        Some(a) => a.number + 1,
+        None => 2,
+    };
     // A copy whose planning never finished (a crash, or a failure before its first work item).
     let items = match read_json::<Vec<WorkItem>>(ctx.store.as_ref(), &ctx.keys.work_items()).await? {
         Some(items) => items,
@@ -149,7 +154,10 @@ pub async fn reopen(
         // A record written before attempts were kept: its first run is attempt 1.
         record.attempts.push(Attempt { started_time: record.created_time, ..Attempt::start(1, "copy") });
     }
-    record.attempts.push(Attempt::start(attempt, "retry"));
+    // A retried Enumerate of the same retry execution continues its attempt.
+    if !same_run {
+        record.attempts.push(Attempt::start(attempt, "retry"));
+    }
     record.touch();
     ctx.write_record(&record).await?;
     Ok((ctx, items, pending))

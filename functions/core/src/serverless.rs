@@ -222,7 +222,10 @@ mod tests {
         let arn = "arn:aws:states:us-east-1:111122223333:execution:trailcopy-x:console-run-1";
         for (input, id) in [
             (serde_json::json!({"copyId": "c1", "retry": true}), Some("c1")),
-            (serde_json::json!({"request": {"scheduledTime": "2026-11-24T01:00:00Z"}}), Some("scheduled-20261124T010000Z")),
+            (
+                serde_json::json!({"request": {"scheduledTime": "2026-11-24T01:00:00Z"}}),
+                Some("scheduled-20261124T010000Z"),
+            ),
             (serde_json::json!({"scheduledTime": "2026-11-24T01:00:00Z"}), Some("scheduled-20261124T010000Z")),
             (serde_json::json!({"last": "1h"}), Some("console-run-1")),
             (serde_json::json!({}), Some("console-run-1")),

@@ -56,7 +56,11 @@ struct Output {
     failed_entries: u64,
 }
 
-async fn handle(aws: &AwsClients, default_store: Option<&str>, event: LambdaEvent<Invocation>) -> Result<Output, Diagnostic> {
+async fn handle(
+    aws: &AwsClients,
+    default_store: Option<&str>,
+    event: LambdaEvent<Invocation>,
+) -> Result<Output, Diagnostic> {
     let input = match event.payload {
         Invocation::Step(input) => input,
         Invocation::Ended(change) => return finalize_ended(aws, default_store, change).await,
@@ -98,9 +102,13 @@ async fn finalize_ended(
 ) -> Result<Output, Diagnostic> {
     let d = change.detail;
     let input: Value = d.input.as_deref().and_then(|t| serde_json::from_str(t).ok()).unwrap_or(Value::Null);
-    let store = input.get("store").or_else(|| input.pointer("/request/store")).and_then(Value::as_str).or(default_store);
+    let store =
+        input.get("store").or_else(|| input.pointer("/request/store")).and_then(Value::as_str).or(default_store);
     let (Some(copy_id), Some(store)) = (serverless::copy_id_of_input(&input, &d.execution_arn), store) else {
-        return Err(diagnostic_of("InvalidRequest", format!("{}: no copy or store for {}", change.detail_type, d.execution_arn)));
+        return Err(diagnostic_of(
+            "InvalidRequest",
+            format!("{}: no copy or store for {}", change.detail_type, d.execution_arn),
+        ));
     };
     let unchanged = |status: &'static str| Output {
         copy_id: copy_id.clone(),
