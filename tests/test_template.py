@@ -365,11 +365,30 @@ def test_the_execution_has_an_overall_timeout_that_outlasts_the_longest_restore_
 
 
 def retry_wait_seconds(r: dict) -> float:
-    """The longest total wait of a retrier (before jitter): Step Functions waits IntervalSeconds,
-    then multiplies by BackoffRate, capped by MaxDelaySeconds
+    """The longest total wait of a retrier: Step Functions waits IntervalSeconds, then multiplies by
+    BackoffRate, capped by MaxDelaySeconds
     (https://docs.aws.amazon.com/step-functions/latest/dg/concepts-error-handling.html)."""
     interval, rate, cap = r.get("IntervalSeconds", 1), r.get("BackoffRate", 2.0), r.get("MaxDelaySeconds", 10**9)
     return sum(min(interval * rate ** i, cap) for i in range(r.get("MaxAttempts", 3)))
+
+
+def retry_budget(r: dict) -> tuple[float, float]:
+    """(longest, average) total wait. With JitterStrategy FULL each wait is drawn uniformly between 0
+    and its backoff interval, so the total averages half the longest (issue 31 point 1)."""
+    longest = retry_wait_seconds(r)
+    return longest, longest / 2 if r.get("JitterStrategy") == "FULL" else longest
+
+
+def test_the_docs_state_the_retry_budget_with_jitter():
+    budgets = {retry_budget(t["Retry"][0]) for t in lambda_tasks().values()}
+    assert len(budgets) == 1, budgets
+    longest, average = budgets.pop()
+    assert (round(longest / 60), round(average / 60)) == (32, 16), (longest, average)
+    said = f"up to about {round(longest / 60)} minutes in all, about {round(average / 60)} on average"
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    assert said in readme, said
+    assert said in PARAMETERS["MaxConcurrency"]["Description"], said
+    assert "half an hour" not in readme
 
 
 def test_every_lambda_task_retries_retryable_errors_with_bounded_backoff():
