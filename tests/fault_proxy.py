@@ -16,6 +16,10 @@ The n-th request (in arrival order) gets the n-th decision of a `random.Random(s
 fault's kind is dealt from a shuffled deck of the enabled kinds, so every kind occurs once per
 len(kinds) faults. `counts` (by kind), `requests` and `log` tell what was injected.
 
+Targeted faults, whatever `rate` says: `fault_matching(path_contains, kind, times, methods, skip)` faults
+the matching requests after the first `skip` of them, `times` times (kinds: slowdown, internal, reset,
+stall, or `denied`: 403 AccessDenied, which the SDK does not retry). `clear_rules()` drops them.
+
     with FaultProxy(moto_endpoint, rate=0.10, seed=3) as proxy:
         env["AWS_ENDPOINT_URL"] = proxy.endpoint
         ...
@@ -41,6 +45,7 @@ ALL_KINDS = DEFAULT_KINDS + ("body_cut",)
 ERROR_BODIES = {
     "slowdown": (503, "SlowDown", "Please reduce your request rate."),
     "internal": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "denied": (403, "AccessDenied", "Access Denied"),  # targeted faults only (fault_matching)
 }
 
 # Hop-by-hop headers are not forwarded (RFC 9110 7.6.1); the body is re-framed with Content-Length.
@@ -78,6 +83,7 @@ class FaultProxy:
         self.record = record
         self.records: list[dict] = []
         self.enabled = True
+        self.rules: list[dict] = []  # targeted faults (fault_matching)
         self.server = None
         self.thread = None
 
@@ -86,7 +92,17 @@ class FaultProxy:
         with self.lock:
             self.requests += 1
             n = self.requests
-            roll = self.rng.random()
+            roll = self.rng.random()  # drawn first: targeted rules leave the seeded stream as it was
+            for rule in self.rules:
+                if rule["path_contains"] not in path or (rule["methods"] and method not in rule["methods"]):
+                    continue
+                rule["seen"] += 1
+                if rule["seen"] > rule["skip"] and rule["left"] > 0:
+                    rule["left"] -= 1
+                    rule["faulted"].append((n, method, path))
+                    self.counts[rule["kind"]] += 1
+                    self.log.append((n, method, path, rule["kind"]))
+                    return n, rule["kind"]
             if not self.enabled or (self.methods and method not in self.methods) or roll >= self.rate:
                 return n, None
             if not self.deck:
@@ -99,6 +115,22 @@ class FaultProxy:
             self.counts[kind] += 1
             self.log.append((n, method, path, kind))
             return n, kind
+
+    def fault_matching(self, path_contains: str, kind: str = "internal", times: int = 1, methods=None,
+                       skip: int = 0) -> dict:
+        """Faults requests whose path contains `path_contains` (and whose method is in `methods`, if given):
+        the first `skip` matching ones pass, the next `times` get `kind`. Returns the rule: "seen" counts
+        the matching requests, "faulted" lists (n, method, path) of those faulted, "left" what remains."""
+        assert kind in ERROR_BODIES or kind in ("stall", "reset"), kind
+        rule = {"path_contains": path_contains, "kind": kind, "left": times, "skip": skip,
+                "methods": set(methods) if methods else None, "seen": 0, "faulted": []}
+        with self.lock:
+            self.rules.append(rule)
+        return rule
+
+    def clear_rules(self) -> None:
+        with self.lock:
+            self.rules.clear()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self):
@@ -235,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self):
         body = self._read_body()
         n, kind = self.proxy.decide(self.command, self.path)
-        if kind in ("slowdown", "internal"):
+        if kind in ERROR_BODIES:
             self._send_error_xml(kind, n)
             return
         if kind == "reset":

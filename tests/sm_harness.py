@@ -119,6 +119,26 @@ def _launcher_main() -> None:
 
     lsm.LambdaSimpleBackend.invoke = invoke
 
+    # moto has no Lambda GetAccountSettings (GET /2016-08-19/account-settings/): answer it in AWS's
+    # documented shape (https://docs.aws.amazon.com/lambda/latest/api/API_GetAccountSettings.html),
+    # with the unreserved concurrency a test writes to LAMBDA_ACCOUNT_SETTINGS_FILE
+    # ({"UnreservedConcurrentExecutions": n}; default 1000, the default quota).
+    import moto.awslambda.urls as lambda_urls
+    settings_file = os.environ.get("LAMBDA_ACCOUNT_SETTINGS_FILE")
+
+    def account_settings(request, full_url, headers):
+        wanted = {}
+        if settings_file and os.path.exists(settings_file):
+            with open(settings_file) as f:
+                wanted = json.load(f)
+        limit = {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800,
+                 "ConcurrentExecutions": wanted.get("ConcurrentExecutions", 1000),
+                 "UnreservedConcurrentExecutions": wanted.get("UnreservedConcurrentExecutions", 1000)}
+        body = {"AccountLimit": limit, "AccountUsage": {"TotalCodeSize": 0, "FunctionCount": len(routes)}}
+        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+
+    lambda_urls.url_paths[r"{0}/(?P<api_version>[^/]+)/account-settings/?$"] = account_settings
+
     orig_restore = FakeKey.restore
 
     def restore(self, days):
@@ -186,6 +206,7 @@ class Moto:
         self.url = f"http://127.0.0.1:{self.port}"
         self.invoke_log = log_dir / "invokes.jsonl"
         self.faults_file = log_dir / "faults.json"
+        self.account_settings_file = log_dir / "account-settings.json"
         self._out = open(log_dir / "moto.log", "wb")
         env = tool_env({
             "MOTO_PORT": str(self.port),
@@ -193,6 +214,7 @@ class Moto:
             "LAMBDA_ROUTES": json.dumps(routes),
             "LAMBDA_INVOKE_LOG": str(self.invoke_log),
             "LAMBDA_FAULTS_FILE": str(self.faults_file),
+            "LAMBDA_ACCOUNT_SETTINGS_FILE": str(self.account_settings_file),
             "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
             "AWS_DEFAULT_REGION": REGION,
         })
@@ -515,8 +537,10 @@ class ContractFakes:
         return [o for p in pages for o in p.get("Contents", [])]
 
     def enumerate(self, call: dict) -> dict:
-        if set(call) != {"input", "executionArn"} or ":execution:" not in str(call["executionArn"]):
-            raise FunctionError("InvalidRequest", f"enumerate takes {{input, executionArn}}, got {sorted(call)}")
+        if set(call) != {"input", "executionArn", "maxConcurrency"} or ":execution:" not in str(call["executionArn"]) \
+                or not isinstance(call["maxConcurrency"], int):
+            raise FunctionError("InvalidRequest",
+                                f"enumerate takes {{input, executionArn, maxConcurrency}}, got {sorted(call)}")
         req = call["input"]
         known = {"source", "store", "start", "end", "last", "retentionDays", "copyId", "restore",
                  "scheduledTime", "window", "sinceLast", "deliveryAllowance"}
@@ -549,7 +573,8 @@ class ContractFakes:
         return {"copyId": copy_id, "store": store, "storeBucket": bucket,
                 "workItemsKey": f"{prefix}copies/{copy_id}/workitems.json", "workItems": len(items),
                 "prefixesFound": len(days), "pollSeconds": restore.get("pollSeconds", 1),
-                "maxWaitSeconds": restore.get("maxWaitSeconds", 30), "status": "IN_PROGRESS"}
+                "maxWaitSeconds": restore.get("maxWaitSeconds", 30), "maxConcurrency": call["maxConcurrency"],
+                "status": "IN_PROGRESS"}
 
     ITEM_FIELDS = {"copyId", "store", "index", "date", "prefixes", "files", "bytes", "tag", "first", "last"}
 

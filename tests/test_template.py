@@ -406,7 +406,11 @@ def test_every_lambda_task_retries_retryable_errors_with_bounded_backoff():
 
 def test_payloads_match_the_function_contract():
     tasks = lambda_tasks()
-    assert tasks["Enumerate"]["Parameters"]["Payload"] == {"input.$": "$", "executionArn.$": "$$.Execution.Id"}
+    assert tasks["Enumerate"]["Parameters"]["Payload"] == {
+        "input.$": "$", "executionArn.$": "$$.Execution.Id",
+        "maxConcurrency.$": "States.StringToJson('${MaxConcurrency}')"}
+    # The Map runs as many items as Enumerate found the account can invoke (issue 31 point 1).
+    assert tasks["Enumerate"]["ResultSelector"]["maxConcurrency.$"] == "$.Payload.maxConcurrency"
     keys = lambda n: {k.removesuffix(".$") for k in tasks[n]["Parameters"]["Payload"]}
     # Prepare and Copy get the work item as workitems.json holds it (the ItemSelector passes it whole).
     assert keys("Prepare") == {"item", "waitedSeconds"}

@@ -111,6 +111,32 @@ pub fn check_restore_wait(req: &CopyRequest) -> Result<()> {
     }
 }
 
+/// What the account leaves the copy's Lambdas: `UnreservedConcurrentExecutions` of Lambda
+/// GetAccountSettings (unknown when it cannot be read), and the Copy function's reservation
+/// (`CopyReservedConcurrency`, 0 for none). New accounts can have far less than the default 1,000
+/// (https://docs.aws.amazon.com/lambda/latest/dg/gettingstarted-limits.html).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountConcurrency {
+    pub unreserved: Option<u32>,
+    pub copy_reserved: u32,
+}
+
+/// The Distributed Map's concurrency: what the stack asks (`MaxConcurrency`), capped to what the
+/// copy can have, so that no item runs out of its throttling retries. Each running item holds one
+/// Prepare or one Copy invocation: Copy within its reservation when it has one, Prepare (and Copy
+/// without one) in the unreserved pool, of which a fifth is left to the account's other functions
+/// (and this stack's Enumerate and Finalize). At least 1.
+pub fn map_concurrency(asked: u32, account: AccountConcurrency) -> u32 {
+    let mut cap = asked;
+    if account.copy_reserved > 0 {
+        cap = cap.min(account.copy_reserved);
+    }
+    if let Some(unreserved) = account.unreserved {
+        cap = cap.min(unreserved - unreserved.div_ceil(5));
+    }
+    cap.max(1)
+}
+
 /// The copy id of a scheduled run: findable by its scheduled time (`scheduled-20261124T010000Z`),
 /// and the same for a schedule's redelivery of that time, which is then refused (copy exists).
 pub fn scheduled_copy_id(scheduled: Timestamp) -> String {
@@ -215,6 +241,24 @@ mod tests {
         let arn = "arn:aws:states:us-east-1:111122223333:execution:trailcopy-x:6f1c0b8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b";
         assert_eq!(copy_id_of_execution(arn).as_deref(), Some("6f1c0b8e-1c2d-4e5f-8a9b-0c1d2e3f4a5b"));
         assert_eq!(copy_id_of_execution("arn:aws:states:r:a:execution:sm:.hidden"), None);
+    }
+
+    #[test]
+    fn the_map_runs_no_more_items_than_the_account_can_invoke() {
+        let acct = |unreserved, copy_reserved| AccountConcurrency { unreserved, copy_reserved };
+        for (asked, account, cap) in [
+            (40, acct(Some(1000), 0), 40), // the default account: MaxConcurrency as asked
+            (40, acct(Some(50), 0), 40),   // 50 - 10 for the rest of the account
+            (40, acct(Some(10), 0), 8),    // a fresh account's 10
+            (40, acct(Some(1), 0), 1),     // never 0
+            (40, acct(Some(0), 0), 1),
+            (40, acct(Some(900), 20), 20), // the Copy function's reservation
+            (40, acct(Some(10), 20), 8),   // Prepare still runs in the unreserved pool
+            (500, acct(None, 0), 500),     // GetAccountSettings unreadable: as asked
+            (500, acct(None, 30), 30),
+        ] {
+            assert_eq!(map_concurrency(asked, account), cap, "{asked} {account:?}");
+        }
     }
 
     #[test]

@@ -50,12 +50,13 @@ struct Input {
     delivery_allowance: Option<String>,
 }
 
-/// What the Enumerate state passes: the execution's input and its ARN.
+/// What the Enumerate state passes: the execution's input, its ARN, and the stack's MaxConcurrency.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Invocation {
     input: Value,
     execution_arn: Option<String>,
+    max_concurrency: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -70,6 +71,8 @@ struct Output {
     prefixes_found: u64,
     poll_seconds: u64,
     max_wait_seconds: u64,
+    /// The Map's concurrency (its MaxConcurrencyPath): MaxConcurrency capped to the account's.
+    max_concurrency: u32,
     status: &'static str,
 }
 
@@ -80,7 +83,12 @@ struct Defaults {
     retention_days: Option<u32>,
     /// What the stack's IAM covers: an input pointing elsewhere is refused.
     scope: Option<StackScope>,
+    /// The Copy function's reserved concurrency (CopyReservedConcurrency; 0: none).
+    copy_reserved: u32,
 }
+
+/// The template's MaxConcurrency default, when the state machine does not pass one.
+const DEFAULT_MAX_CONCURRENCY: u32 = 40;
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -121,13 +129,28 @@ fn request(input: Input, d: &Defaults, execution_arn: Option<&str>) -> Result<Co
     })
 }
 
-async fn handle(
-    aws: &AwsClients,
-    defaults: &Defaults,
-    probe: &SfnProbe,
-    event: LambdaEvent<Invocation>,
-) -> Result<Output, Diagnostic> {
-    let Invocation { input, execution_arn } = event.payload;
+/// The clients Enumerate uses besides S3 (built once, in main).
+struct Clients {
+    aws: AwsClients,
+    probe: SfnProbe,
+    lambda: aws_sdk_lambda::Client,
+}
+
+/// The account's unreserved concurrency (Lambda GetAccountSettings); `None` when it cannot be
+/// read (then the Map runs MaxConcurrency items, as the stack asks).
+async fn unreserved_concurrency(lambda: &aws_sdk_lambda::Client) -> Option<u32> {
+    match lambda.get_account_settings().send().await {
+        Ok(out) => out.account_limit().map(|l| l.unreserved_concurrent_executions().unwrap_or(0).max(0) as u32),
+        Err(e) => {
+            lambda_runtime::tracing::warn!(error = %aws_sdk_lambda::error::DisplayErrorContext(e), "GetAccountSettings failed; MaxConcurrency as asked");
+            None
+        }
+    }
+}
+
+async fn handle(clients: &Clients, defaults: &Defaults, event: LambdaEvent<Invocation>) -> Result<Output, Diagnostic> {
+    let (aws, probe) = (&clients.aws, &clients.probe);
+    let Invocation { input, execution_arn, max_concurrency } = event.payload;
     let input: Input = serde_json::from_value(input)
         .map_err(|e| diagnostic_of("InvalidRequest", format!("invalid execution input: {e}")))?;
     let retry = input.retry;
@@ -171,7 +194,13 @@ async fn handle(
     if let Some(arn) = &execution_arn {
         serverless::record_execution(&ctx, arn).await.map_err(diagnostic)?;
     }
+    let account = serverless::AccountConcurrency {
+        unreserved: unreserved_concurrency(&clients.lambda).await,
+        copy_reserved: defaults.copy_reserved,
+    };
+    let max_concurrency = serverless::map_concurrency(max_concurrency.unwrap_or(DEFAULT_MAX_CONCURRENCY), account);
     Ok(Output {
+        max_concurrency,
         copy_id: ctx.copy_id.clone(),
         store: ctx.store_location.display(),
         store_bucket: bucket,
@@ -199,7 +228,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         last: env("DEFAULT_LAST").unwrap_or_else(|| "PT1H".into()),
         retention_days: env("RETENTION_DAYS").and_then(|v| v.parse().ok()),
         scope,
+        copy_reserved: env("COPY_RESERVED_CONCURRENCY").and_then(|v| v.parse().ok()).unwrap_or(0),
     };
-    let probe = SfnProbe::new(aws.sdk_config().await);
-    lambda_runtime::run(service_fn(|e| handle(&aws, &defaults, &probe, e))).await
+    let config = aws.sdk_config().await.clone();
+    let clients = Clients { probe: SfnProbe::new(&config), lambda: aws_sdk_lambda::Client::new(&config), aws };
+    lambda_runtime::run(service_fn(|e| handle(&clients, &defaults, e))).await
 }
