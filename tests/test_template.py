@@ -38,7 +38,9 @@ ITEM_RETRYABLE = RETRYABLE | {"Lambda.Unknown", "Sandbox.Timedout", "Runtime.Exi
 # Actions without resource types, where AWS requires Resource "*": CloudWatch Logs delivery (Step
 # Functions docs) and cloudtrail:ListPublicKeys
 # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awscloudtrail.html).
-STAR_ALLOWED = {(SM_NAME, "LogDelivery"), ("DigestReadPolicy", "GetCloudTrailPublicKeys")}
+# lambda:GetAccountSettings has no resource type (the Service Authorization Reference lists none).
+STAR_ALLOWED = {(SM_NAME, "LogDelivery"), ("DigestReadPolicy", "GetCloudTrailPublicKeys"),
+                ("EnumerateFunction", "ReadAccountConcurrency")}
 
 
 def functions() -> dict[str, dict]:
@@ -424,6 +426,21 @@ def test_samconfig_defaults():
     deploy = cfg["deploy"]["parameters"]
     assert deploy["capabilities"] == "CAPABILITY_IAM"
     assert deploy["resolve_s3"] is True and deploy["confirm_changeset"] is True
+    # Issue 31 point 7: no per-function "does not support value False for building in source" warning.
+    assert cfg["build"]["parameters"]["build_in_source"] is True
+
+
+def test_the_source_bucket_is_required_in_the_guided_deploy():
+    """Issue 31 point 7: `sam deploy --guided` offered SourceBucket as `[]`; an empty answer must be
+    refused by the parameter's own constraints, and a real bucket name accepted."""
+    import re
+    p = PARAMETERS["SourceBucket"]
+    assert "Default" not in p and p["MinLength"] == 3 and p["MaxLength"] == 63
+    for name, ok in [("", False), ("ab", False), ("my-cloudtrail-bucket", True), ("a.b-c", True),
+                     ("My_Bucket", False), ("-bucket", False), ("b" * 64, False)]:
+        fits = p["MinLength"] <= len(name) <= p["MaxLength"] and re.fullmatch(p["AllowedPattern"].strip("^$"), name)
+        assert bool(fits) == ok, name
+    assert "required" in p["ConstraintDescription"]
 
 
 # ----------------------------------------------------------------------------- linters
