@@ -15,6 +15,10 @@ Actions and condition keys per the Service Authorization Reference:
   (https://docs.aws.amazon.com/AmazonS3/latest/userguide/UsingKMSEncryption.html#require-sse-kms,
   https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html#conditions-kms-via-service).
 - KMS JSON calls (X-Amz-Target TrentService.<Op>) are kms:<Op> on the key ARN, without kms:ViaService.
+- Lambda GetAccountSettings (GET /2016-08-19/account-settings/) is lambda:GetAccountSettings, which has
+  no resource type (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awslambda.html).
+- Step Functions JSON calls (X-Amz-Target AWSStepFunctions.<Op>) are states:<Op> on the executionArn they
+  name (https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsstepfunctions.html).
 """
 from __future__ import annotations
 
@@ -51,6 +55,17 @@ def to_iam(rec: dict, account: str) -> list[Request]:
     who = function_of(rec) or "?"
     if service == "kms":
         return [_kms(rec, region, account, who)]
+    if service == "lambda":
+        if rec["method"] == "GET" and urlsplit(rec["path"]).path.rstrip("/").endswith("/account-settings"):
+            return [Request("lambda:GetAccountSettings", "*", {}, f"{who}: GetAccountSettings")]
+        raise Unmapped(f"lambda request {rec['method']} {rec['path']}")
+    if service == "states":
+        target = rec["headers"].get("x-amz-target", "")
+        op = target.split(".", 1)[1] if target.startswith("AWSStepFunctions.") else None
+        arn = json.loads(rec["body"] or b"{}").get("executionArn")
+        if op != "DescribeExecution" or not arn:
+            raise Unmapped(f"states request {target} {rec['path']}")
+        return [Request("states:DescribeExecution", arn, {}, f"{who}: states:DescribeExecution {arn}")]
     if service != "s3":
         raise Unmapped(f"{service} request {rec['method']} {rec['path']}")
     url = urlsplit(rec["path"])
