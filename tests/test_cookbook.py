@@ -55,3 +55,22 @@ def test_athena_query_parses_as_trino(qid):
 
     tree = sqlglot.parse_one(ATHENA[qid], read="trino")
     assert tree.find(sqlglot.exp.Table).sql(dialect="trino") == "trailcopy.events"
+
+
+def test_the_stack_saves_every_athena_query_in_its_work_group():
+    """Issue 31 point 6: the stack's work group holds the cookbook's Athena queries as saved queries
+    (AWS::Athena::NamedQuery), equal to docs/queries.md but for the table, which the query's database
+    (the stack's Glue database) names; each still parses as Trino SQL."""
+    import sqlglot
+    import sm_harness as h
+
+    named = {r["Properties"]["Name"]: r["Properties"] for r in h.load_template()["Resources"].values()
+             if r["Type"] == "AWS::Athena::NamedQuery"}
+    assert set(named) == set(ATHENA)
+    for qid, sql in ATHENA.items():
+        q = named[qid]
+        assert q["QueryString"].strip() == sql.strip().replace("trailcopy.events", "events"), qid
+        assert q["Database"] == {"Ref": "GlueDatabase"} and q["WorkGroup"] == {"Ref": "AthenaWorkGroup"}, qid
+        assert sqlglot.parse_one(q["QueryString"], read="trino").find(sqlglot.exp.Table).sql(dialect="trino") == "events"
+        heading = re.search(rf"## ([^\n]+)\n(?:(?!## ).)*?```sql athena id={qid}\n", DOC, re.S).group(1)
+        assert q["Description"] == heading.replace('"', "'"), qid

@@ -430,6 +430,29 @@ def test_samconfig_defaults():
     assert cfg["build"]["parameters"]["build_in_source"] is True
 
 
+def test_athena_is_ready_in_a_fresh_account():
+    """Issue 31 point 6: a region where the account never used Athena has no query result location;
+    the stack's work group brings one (engine version 3, results in the store bucket under their own
+    prefix, expiring, encrypted, the configuration enforced)."""
+    wg = RESOURCES["AthenaWorkGroup"]["Properties"]
+    cfg = wg["WorkGroupConfiguration"]
+    assert cfg["EnforceWorkGroupConfiguration"] is True
+    assert cfg["EngineVersion"] == {"SelectedEngineVersion": "Athena engine version 3"}
+    loc = cfg["ResultConfiguration"]["OutputLocation"]["Fn::If"]
+    assert loc == ["CreateStoreBucket", {"Fn::Sub": "s3://${StoreBucket}/${StorePrefix}athena-results/"},
+                   {"Fn::Sub": "s3://${StoreBucketName}/${StorePrefix}athena-results/"}]
+    enc = cfg["ResultConfiguration"]["EncryptionConfiguration"]["Fn::If"]
+    assert enc[0] == "HasStoreKmsKey" and enc[1]["EncryptionOption"] == "SSE_KMS" and enc[2]["EncryptionOption"] == "SSE_S3"
+    assert "Condition" not in RESOURCES["AthenaWorkGroup"]
+    rules = {r["Id"]: r for r in RESOURCES["StoreBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["expire-athena-results"]["Prefix"] == {"Fn::Sub": "${StorePrefix}athena-results/"}
+    assert 1 <= rules["expire-athena-results"]["ExpirationInDays"] <= 30
+    assert TEMPLATE["Outputs"]["AthenaWorkGroup"]["Value"] == {"Ref": "AthenaWorkGroup"}
+    # The README's smoke test queries in this work group, not `primary`.
+    readme = (ROOT / "README.md").read_text()
+    assert "--work-group primary" not in readme and "--work-group \"$WG\"" in readme
+
+
 def test_the_source_bucket_is_required_in_the_guided_deploy():
     """Issue 31 point 7: `sam deploy --guided` offered SourceBucket as `[]`; an empty answer must be
     refused by the parameter's own constraints, and a real bucket name accepted."""
