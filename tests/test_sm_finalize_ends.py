@@ -194,6 +194,22 @@ def sm_env(real):
         restores_finish_at_once(moto)
 
 
+def wait_running(moto: h.Moto, logs, arn: str, predicate, what: str, timeout: float = 120):
+    """Waits for `predicate`; fails at once (with the diagnosis) if the execution ends meanwhile."""
+    state = {}
+
+    def check():
+        value = predicate()
+        if not value and (d := moto.client("stepfunctions").describe_execution(executionArn=arn))["status"] != "RUNNING":
+            state["ended"] = d
+            return True
+        return value
+    value = h.wait_for(check, timeout, what, interval=0.1)
+    if "ended" in state:
+        raise AssertionError(f"the execution ended while waiting for {what}:\n" + diagnose(state["ended"], moto, logs))
+    return value
+
+
 def item_done(i: dict) -> bool:
     return i["status"] == 200 and isinstance(i["response"], dict) and i["response"].get("done") is True
 
@@ -213,7 +229,7 @@ def test_lambdas_stopped_execution_is_finalized_stopped_by_the_event_and_retry_c
     archived = trail.file("2020-10-02T16:00Z", ["2020-10-02T15:50:00Z", "2020-10-02T15:51:00Z"], storage_class="GLACIER")
     copy_id = "sm-console-stop"
     request = {"source": SOURCE, "store": STORE, **RANGE, "copyId": copy_id,
-               "restore": {"tier": "Bulk", "days": 1, "pollSeconds": POLL, "maxWaitSeconds": 3000}}
+               "restore": {"tier": "Bulk", "days": 1, "pollSeconds": POLL, "maxWaitSeconds": 600}}
     first = start(moto, sm, request)
 
     # Hold: day 2's item waits for its restore (Wait states between Prepares) while days 1 and 3 complete.
@@ -222,19 +238,18 @@ def test_lambdas_stopped_execution_is_finalized_stopped_by_the_event_and_retry_c
                 and i["request"]["item"]["date"] == "2020-10-02" and i["response"]["pendingRestores"] > 0]
         done = {i["request"]["item"]["date"] for i in invokes_of(moto, "copy") if item_done(i)}
         return prep and done == {"2020-10-01", "2020-10-03"}
-    try:
-        h.wait_for(held, 120, "days 1 and 3 copied while day 2 waits for its restore", interval=0.2)
-    except TimeoutError:
-        raise AssertionError(diagnose(sfn.describe_execution(executionArn=first), moto, logs)) from None
+    wait_running(moto, logs, first, held, "days 1 and 3 copied while day 2 waits for its restore")
     record = store_json(s3, copy_id, "record.json")
     assert record["status"] == "IN_PROGRESS" and record["executions"] == [first], record
 
     # The console's Stop.
     sfn.stop_execution(executionArn=first)
+    stopped_at = time.time()
     d1 = sfn.describe_execution(executionArn=first)
     assert d1["status"] == "ABORTED", d1
     time.sleep(2 * POLL + 1)  # more than a poll: whatever still ran had its chance to write
     assert not invokes_of(moto, "finalize"), "something ran Finalize after a Stop"
+    print(f"\n[stop] invocations after the Stop (moto): {[i['function'] for i in moto.invokes() if i['time'] > stopped_at + 0.5]}")
     record = store_json(s3, copy_id, "record.json")
     assert record["status"] == "IN_PROGRESS", f"a Stop alone changed the record (moto ran Finalize?): {record}"
     assert [c["copyId"] for c in claims(s3)] == [copy_id], claims(s3)
@@ -444,16 +459,13 @@ def test_lambdas_log_file_deleted_after_planning_is_one_entry_and_the_rest_is_co
     archived = trail.file("2020-10-02T16:00Z", ["2020-10-02T15:50:00Z", "2020-10-02T15:51:00Z"], storage_class="GLACIER")
     copy_id = "sm-vanished"
     request = {"source": SOURCE, "store": STORE, **RANGE, "copyId": copy_id,
-               "restore": {"tier": "Bulk", "days": 1, "pollSeconds": 1, "maxWaitSeconds": 3000}}
+               "restore": {"tier": "Bulk", "days": 1, "pollSeconds": 1, "maxWaitSeconds": 600}}
     arn = start(moto, sm, request)
 
     def waiting():
         return [i for i in invokes_of(moto, "prepare") if i["status"] == 200
                 and i["request"]["item"]["date"] == "2020-10-02" and i["response"]["pendingRestores"] > 0]
-    try:
-        prep = h.wait_for(waiting, 120, "day 2's item waiting for its restore", interval=0.1)
-    except TimeoutError:
-        raise AssertionError(diagnose(sfn.describe_execution(executionArn=arn), moto, logs)) from None
+    prep = wait_running(moto, logs, arn, waiting, "day 2's item waiting for its restore")
     listing = store_json(s3, copy_id, f"items/{prep[0]['request']['item']['index']}/listing.json")
     assert vanishing in json.dumps(listing), f"the item's frozen list lacks the file: {listing}"
     s3.delete_object(Bucket=SOURCE_BUCKET, Key=vanishing)
@@ -469,6 +481,7 @@ def test_lambdas_log_file_deleted_after_planning_is_one_entry_and_the_rest_is_co
     failures = failure_list(store_json(s3, copy_id, "failures.json"))
     assert len(failures) == 1, failures
     f = failures[0]
+    print(f"\n[vanished] {f}")
     assert f["errorType"] == "LogFileVanished", f
     assert vanishing in f["location"] or vanishing in f["errorMessage"], f
     # Not the old reading of a 404/403: not an access problem, not the whole item.

@@ -7,6 +7,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use trailcopy::{AwsClients, CopyContext, CopyLimits, CopyOutcome, FetchBudget};
 use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic, item_result};
 
+/// An invocation that dies mid-batch (out of memory) is retried by the state machine once on the
+/// same batch, not eight times: the third start ends the item with one `BatchNeverFinished` entry.
+const MAX_BATCH_STARTS: u32 = 2;
+
 async fn handle(
     aws: &AwsClients,
     budget: &FetchBudget,
@@ -16,7 +20,13 @@ async fn handle(
     let item = event.payload.item;
     let ctx = CopyContext::open(aws, &item.store, &item.copy_id).await.map_err(diagnostic)?;
     let never = AtomicBool::new(false);
-    let limits = CopyLimits { deadline: Some(deadline), cancel: &never, on_commit: &|_| {}, budget };
+    let limits = CopyLimits {
+        deadline: Some(deadline),
+        cancel: &never,
+        on_commit: &|_| {},
+        budget,
+        max_batch_starts: Some(MAX_BATCH_STARTS),
+    };
     item_result(&ctx, &item, trailcopy::copy_item(&ctx, &item, &limits).await).await
 }
 

@@ -23,7 +23,7 @@ use crate::plan::CopyContext;
 use crate::prepare::{load_item_state, save_item_state};
 use crate::range::Window;
 use crate::record::{
-    Cursor, FailedFile, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json,
+    BatchStarts, Cursor, FailedFile, FailureEntry, FileToCopy, ItemState, ItemStatus, Statistics, WorkItem, read_json,
 };
 use crate::rollup;
 use crate::storage::ObjectStore;
@@ -63,6 +63,11 @@ pub struct CopyLimits<'a> {
     pub on_commit: &'a (dyn Fn(&ItemState) + Send + Sync),
     /// GETs in flight, fetched bytes and parsers, shared with the other items of the process.
     pub budget: &'a FetchBudget,
+    /// How many invocations may start the same batch without finishing it (the copy Lambda: an
+    /// invocation that runs out of memory dies mid-batch, and Step Functions' retries would start
+    /// it again and again); past that the item stops with one `BatchNeverFinished` entry. `None`:
+    /// no limit (a local run resumes after a crash as often as it is asked to).
+    pub max_batch_starts: Option<u32>,
 }
 
 fn batch_bytes() -> u64 {
@@ -339,6 +344,9 @@ pub async fn copy_item_prefetched<'a>(
         let start = state.cursor.next_file;
         let end = batch_end(&files, start, limit);
         let batch_no = state.cursor.batch;
+        if let Some(max) = limits.max_batch_starts {
+            note_batch_start(ctx, item, &mut state, &files[start..end], max).await?;
+        }
         let mut batch = Batch::new(ctx);
         for file in &files[start..end] {
             let (result, held) =
@@ -361,6 +369,7 @@ pub async fn copy_item_prefetched<'a>(
         }
         let delta = commit_batch(ctx, item, &source_name, batch_no, batch, &mut state).await?;
         state.cursor = Cursor { next_file: end, batch: batch_no + 1 };
+        state.batch_starts = None;
         state.status = ItemStatus::Copying;
         state.error = None;
         save_item_state(ctx, &state).await?;
@@ -400,6 +409,43 @@ pub async fn copy_item_prefetched<'a>(
     outcome.done = true;
     outcome.cursor = state.cursor;
     Ok(outcome)
+}
+
+/// Counts the invocations that started this batch (in the checkpoint, before any work): one that
+/// died mid-batch (out of memory, killed) never cleared it. Past `max` the item stops with one entry
+/// that says what to change, instead of dying on the same input until the retries run out.
+async fn note_batch_start(
+    ctx: &CopyContext,
+    item: &WorkItem,
+    state: &mut ItemState,
+    files: &[FileToCopy],
+    max: u32,
+) -> Result<()> {
+    let at = state.cursor;
+    let starts = match state.batch_starts {
+        Some(b) if b.cursor == at => b.starts + 1,
+        _ => 1,
+    };
+    if starts > max {
+        let bytes: u64 = files.iter().map(|f| f.size).sum();
+        return Err(CopyError::Blocked(Box::new(FailureEntry::new(
+            ctx.source.location(&files[0].key),
+            "BatchNeverFinished",
+            format!(
+                "{}: batch {} ({} files, {:.1} MiB of gzip, from this file on) was started {} times and never \
+                 finished: the copy function ran out of memory or was killed (Lambda: Runtime.OutOfMemory). \
+                 Raise the Copy function's MemorySize, or lower TRAILCOPY_BATCH_BYTES, then retry the copy: \
+                 it resumes at this batch",
+                item.describe(),
+                at.batch,
+                files.len(),
+                bytes as f64 / (1 << 20) as f64,
+                starts - 1
+            ),
+        ))));
+    }
+    state.batch_starts = Some(BatchStarts { cursor: at, starts });
+    save_item_state(ctx, state).await
 }
 
 /// What reading one file added: its counts, its failure entries, the dedup keys it stored.

@@ -466,6 +466,17 @@ pub struct ItemState {
     /// The latest retry's re-read of `failed_files`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repair: Option<Repair>,
+    /// Invocations that started the batch at `cursor` (cleared when it commits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_starts: Option<BatchStarts>,
+}
+
+/// How often the batch at a cursor was started without being committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchStarts {
+    pub cursor: Cursor,
+    pub starts: u32,
 }
 
 impl ItemState {
@@ -486,6 +497,7 @@ impl ItemState {
             skipped: Vec::new(),
             failed_files: Vec::new(),
             repair: None,
+            batch_starts: None,
         }
     }
 }

@@ -132,6 +132,8 @@ pub async fn reopen(
         if state.status == ItemStatus::Failed {
             state.status = state.resume_status.take().unwrap_or(ItemStatus::Pending);
             state.error = None;
+            // A batch that never finished gets its starts again (the cause may be fixed).
+            state.batch_starts = None;
             if state.status == ItemStatus::Restoring {
                 // A new maximum wait starts with the retry.
                 state.restore_started_time = Some(Timestamp::now());
@@ -257,7 +259,13 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
             }
             tokio::time::sleep(Duration::from_secs(p.wait_seconds.max(1))).await;
         }
-        let limits = CopyLimits { deadline: None, cancel: &opts.cancel, on_commit: report, budget: &opts.budget };
+        let limits = CopyLimits {
+            deadline: None,
+            cancel: &opts.cancel,
+            on_commit: report,
+            budget: &opts.budget,
+            max_batch_starts: None,
+        };
         copy_item_prefetched(ctx, &item, &limits, prefetch).await.map(|_| ())
     }
     .await;

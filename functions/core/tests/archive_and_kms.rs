@@ -24,6 +24,8 @@ struct FakeObject {
     restore: Option<String>,
     kms_key: Option<String>,
     get_denied: bool,
+    /// GET never answers (an invocation that dies mid-batch: out of memory, killed).
+    get_hangs: bool,
 }
 
 #[derive(Default)]
@@ -84,6 +86,9 @@ impl ObjectStore for FakeSource {
         let restored = o.restore.as_deref().is_some_and(|r| r.contains("\"false\""));
         if o.get_denied {
             return Err(CopyError::AccessDenied { location: key.into(), message: "Access Denied".into() });
+        }
+        if o.get_hangs {
+            std::future::pending::<()>().await;
         }
         if archived && !restored {
             return Err(CopyError::Archived { location: key.into() });
@@ -226,7 +231,8 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
 async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };
+    let limits =
+        CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget, max_batch_starts: None };
     copy_item(&s.ctx, s.item().await, &limits).await.unwrap()
 }
 
@@ -386,7 +392,8 @@ async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resu
     prepare_item(&s.ctx, s.item().await).await.unwrap();
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits = CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget };
+    let limits =
+        CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget, max_batch_starts: None };
     match copy_item(&s.ctx, s.item().await, &limits).await {
         Err(CopyError::Blocked(entry)) => {
             assert_eq!(entry.error_type, "KmsAccessDenied");
@@ -474,4 +481,46 @@ async fn a_log_file_deleted_after_planning_is_one_entry_and_the_rest_is_copied()
     assert_eq!((state.statistics.files_completed, state.statistics.files_failed), (1, 2), "{:?}", state.statistics);
     assert_eq!(state.statistics.events_completed, 2);
     assert_eq!(state.failed_files.len(), 2, "both are read again by a retry");
+}
+
+/// Issue 31 point 8: a copy invocation that dies mid-batch (out of memory) is not started on the same
+/// batch again and again: the copy Lambda allows 2 starts, then the item stops with one entry that
+/// says what to change, and Step Functions' Catch ends only that item.
+#[tokio::test]
+async fn a_batch_that_never_finishes_stops_its_item_with_one_entry_after_two_starts() {
+    let s = setup("oom", "Bulk", &[]);
+    s.source.put(&name(1), FakeObject { body: log_file(2, "o1"), get_hangs: true, ..Default::default() });
+    s.source.put(&name(2), FakeObject { body: log_file(2, "o2"), ..Default::default() });
+    prepare(&s).await.unwrap();
+    let never = AtomicBool::new(false);
+    let budget = trailcopy::FetchBudget::default();
+    let limits =
+        CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget, max_batch_starts: Some(2) };
+    let item = s.item().await;
+    for start in 1..=2 {
+        // The invocation dies mid-batch: nothing answers, nothing is committed.
+        let died = tokio::time::timeout(std::time::Duration::from_millis(300), copy_item(&s.ctx, item, &limits)).await;
+        assert!(died.is_err(), "start {start} should hang");
+        let state = trailcopy::prepare::load_item_state(&s.ctx, item).await.unwrap();
+        assert_eq!(state.batch_starts.map(|b| b.starts), Some(start));
+    }
+    let e = copy_item(&s.ctx, item, &limits).await.unwrap_err();
+    let CopyError::Blocked(entry) = &e else { panic!("{e:?}") };
+    assert_eq!(entry.error_type, "BatchNeverFinished");
+    assert!(entry.error_message.contains("started 2 times") && entry.error_message.contains("MemorySize"), "{entry:?}");
+    assert_eq!(entry.location, format!("s3://trail/{}", name(1)));
+    // The adapter records it on the item (lambda-support item_result does this), once.
+    trailcopy::fail_item(&s.ctx, item, &e).await.unwrap();
+    let state = trailcopy::prepare::load_item_state(&s.ctx, item).await.unwrap();
+    assert_eq!(state.error.as_ref().map(|e| e.error_type.as_str()), Some("BatchNeverFinished"));
+    // The cause fixed (more memory: here the file answers), a retry resumes the same batch (reopen
+    // puts the item back as below).
+    s.source.objects.lock().unwrap().get_mut(&name(1)).unwrap().get_hangs = false;
+    let mut state = state;
+    state.status = state.resume_status.take().unwrap();
+    state.error = None;
+    state.batch_starts = None;
+    trailcopy::prepare::save_item_state(&s.ctx, &state).await.unwrap();
+    let out = copy_item(&s.ctx, item, &limits).await.unwrap();
+    assert!(out.done && out.events_completed == 4, "{out:?}");
 }
