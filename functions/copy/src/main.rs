@@ -7,8 +7,10 @@ use lambda_runtime::{Diagnostic, LambdaEvent, service_fn};
 use trailcopy::{AwsClients, CopyContext, CopyLimits, CopyOutcome, FetchBudget};
 use trailcopy_lambda_support::{ItemInput, batch_deadline, diagnostic, item_result};
 
-/// An invocation that dies mid-batch (out of memory) is retried by the state machine once on the
-/// same batch, not eight times: the third start ends the item with one `BatchNeverFinished` entry.
+/// An invocation that dies mid-batch (out of memory: Step Functions reports it as `Lambda.Unknown`,
+/// https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html, which the
+/// Copy state retries) starts the same batch once more, not eight times: the third start ends the
+/// item with one `BatchNeverFinished` entry.
 const MAX_BATCH_STARTS: u32 = 2;
 
 async fn handle(
