@@ -17,6 +17,14 @@ fixtures of test_statemachine.py).
   plans again instead of failing "copy … already exists".
 - Point 3, a log file deleted after planning (a lifecycle rule) is one `LogFileVanished` entry naming
   its key while the rest of its item is copied; once it is back, a retry execution reads it.
+- The ends around Enumerate (last in this file): a Stop while Enumerate runs (its invocation goes on
+  and finishes the plan after the event was handled); a retry execution's Enumerate retried after a
+  transient error (one attempt, the execution listed once); a retry execution that fails in its
+  Enumerate after reopening the copy (its FAILED event must still finalize the copy).
+
+moto's StopExecution ends a Distributed Map's waiting children at once (nothing runs after it), but
+shows an execution RUNNING until a task's Lambda invocation in flight returns; on AWS it is ABORTED
+at once. The events are built as Step Functions sends them either way.
 """
 from __future__ import annotations
 
@@ -503,3 +511,215 @@ def test_lambdas_log_file_deleted_after_planning_is_one_entry_and_the_rest_is_co
     ids = stored_event_ids(moto, s3, tmp_path / "after-retry")
     no_duplicates(ids)
     assert set(ids) == trail.expected(), (trail.expected() - set(ids), set(ids) - trail.expected())
+
+
+# ==================================================================================================
+# Point 4: a Stop while Enumerate runs; a timed-out or failed execution
+# ==================================================================================================
+@pytest.mark.parametrize("ended", ["TIMED_OUT", "FAILED"])
+def test_lambdas_timed_out_or_failed_execution_is_finalized_failed_by_the_event(sm_env, tmp_path, ended):
+    """An execution that timed out (TimeoutSeconds) or failed with an error no Catch takes
+    (States.Runtime, States.DataLimitExceeded): its event makes the copy FAILED with one entry naming
+    the execution and the error, and releases the claim; the completed items stay, a retry finishes.
+    (moto cannot time an execution out or raise States.Runtime: the execution is stopped there and
+    the event says what Step Functions would.)"""
+    moto, s3, sm, logs = sm_env
+    sfn = moto.client("stepfunctions")
+    trail = Trail(s3)
+    trail.standard_days()
+    moto.hold_restores(3600)
+    trail.file("2020-10-02T16:00Z", ["2020-10-02T15:50:00Z"], storage_class="GLACIER")
+    copy_id = f"sm-ended-{ended.lower()}"
+    arn = start(moto, sm, {"source": SOURCE, "store": STORE, **RANGE, "copyId": copy_id,
+                           "restore": {"tier": "Bulk", "days": 1, "pollSeconds": 1, "maxWaitSeconds": 600}})
+
+    def held():
+        waiting = [i for i in invokes_of(moto, "prepare") if i["status"] == 200
+                   and i["request"]["item"]["date"] == "2020-10-02" and i["response"]["pendingRestores"] > 0]
+        done = {i["request"]["item"]["date"] for i in invokes_of(moto, "copy") if item_done(i)}
+        return waiting and done == {"2020-10-01", "2020-10-03"}
+    wait_running(moto, logs, arn, held, "days 1 and 3 copied while day 2 waits for its restore")
+    sfn.stop_execution(executionArn=arn)  # (the execution must end in moto; the event says how)
+    d = sfn.describe_execution(executionArn=arn)
+    error, cause = {"TIMED_OUT": ("States.Timeout", None),
+                    "FAILED": ("States.Runtime", "An error occurred while executing the state 'X'")}[ended]
+    out = deliver(moto, status_change(d, status=ended, error=error, cause=cause))
+    assert out["status"] == "FAILED" and out["copyId"] == copy_id, out
+    record = store_json(s3, copy_id, "record.json")
+    assert record["status"] == "FAILED", record
+    failures = failure_list(store_json(s3, copy_id, "failures.json"))
+    entry_type = {"TIMED_OUT": "ExecutionTimedOut", "FAILED": "ExecutionFailed"}[ended]
+    mine = [f for f in failures if f["errorType"] == entry_type]
+    assert len(mine) == 1 and mine[0]["location"] == arn, failures
+    assert error in mine[0]["errorMessage"] and (cause or "") in mine[0]["errorMessage"], mine[0]
+    assert record["statistics"]["failedEntries"] == len(failures) and out["failedEntries"] == len(failures), \
+        (record["statistics"], out, failures)
+    assert record["statistics"]["prefixesCompleted"] == 2, record["statistics"]
+    message = record.get("message") or ""
+    assert entry_type in message and f"trailcopy retry {copy_id}" in message, message
+    assert [(a["number"], a.get("status")) for a in record["attempts"]] == [(1, "FAILED")], record["attempts"]
+    assert not claims(s3), claims(s3)
+    before = record_bytes(s3, copy_id)
+    assert deliver(moto, status_change(d, status=ended, error=error, cause=cause))["status"] == "UNCHANGED"
+    assert record_bytes(s3, copy_id) == before
+
+    restores_finish_at_once(moto)
+    d2 = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=300)
+    assert d2["status"] == "SUCCEEDED", diagnose(d2, moto, logs)
+    record = store_json(s3, copy_id, "record.json")
+    assert record["status"] == "COMPLETED" and failure_list(store_json(s3, copy_id, "failures.json")) == [], record
+    ids = stored_event_ids(moto, s3, tmp_path / "store")
+    no_duplicates(ids)
+    assert set(ids) == trail.expected(), (trail.expected() - set(ids), set(ids) - trail.expected())
+
+
+def test_lambdas_stop_while_enumerate_runs_leaves_the_copy_stopped(sm_env, tmp_path):
+    """A Stop does not end a running Lambda invocation (on AWS as here): the Enumerate of a stopped
+    execution finishes its plan after the ABORTED event was handled. The copy must still end STOPPED
+    (not IN_PROGRESS with no execution running), and a retry execution completes it."""
+    moto, s3, sm, logs = sm_env
+    sfn = moto.client("stepfunctions")
+    proxy = moto.proxy
+    trail = Trail(s3)
+    trail.standard_days()
+    copy_id = "sm-stop-in-enumerate"
+    # The PutObject of workitems.json hangs for STALL s (then the connection is reset and the SDK's
+    # retry writes it): the record is INITIALIZING meanwhile.
+    stall = 8.0
+    old_stall, proxy.stall_seconds = proxy.stall_seconds, stall
+    try:
+        rule = proxy.fault_matching(f"copies/{copy_id}/workitems.json", "stall", times=1, methods={"PUT"})
+        arn = start(moto, sm, {"source": SOURCE, "store": STORE, **RANGE, "copyId": copy_id})
+        wait_running(moto, logs, arn, lambda: rule["faulted"], "Enumerate's PutObject of workitems.json to hang")
+        t_stall = time.monotonic()
+        rec = store_json(s3, copy_id, "record.json")
+        assert rec["status"] == "INITIALIZING" and rec["executions"] == [arn], rec
+        sfn.stop_execution(executionArn=arn)
+        # On AWS the execution is ABORTED at once; moto shows it RUNNING until the task's invocation
+        # returns: the event says ABORTED, as Step Functions' would.
+        d = sfn.describe_execution(executionArn=arn)
+        out = deliver(moto, status_change(d, status="ABORTED"))
+        handled_in = time.monotonic() - t_stall
+        assert handled_in < stall - 1, f"the event took {handled_in:.1f} s: the stall no longer covers it"
+        assert out["status"] == "STOPPED", out
+        after_event = store_json(s3, copy_id, "record.json")
+        assert after_event["status"] == "STOPPED", after_event
+        # The stopped execution's Enumerate finishes (its invocation goes on after the Stop).
+        h.wait_for(lambda: invokes_of(moto, "enumerate"), 60, "the stopped execution's Enumerate to return")
+        assert wait(moto, arn, timeout=60)["status"] == "ABORTED"
+    finally:
+        proxy.stall_seconds = old_stall
+    enum = invokes_of(moto, "enumerate")[0]
+    settled = store_json(s3, copy_id, "record.json")
+    held = [c for c in claims(s3) if c["copyId"] == copy_id]
+    problems = []
+    if settled["status"] != "STOPPED":
+        problems.append(
+            f"after the ABORTED event made the copy STOPPED, the stopped execution's Enumerate (HTTP {enum['status']}, "
+            f"answer {json.dumps(enum['response'])[:300]}) rewrote the record {settled['status']} "
+            f"(message {settled.get('message')!r}, executions {settled.get('executions')}); no execution runs it and no "
+            f"later event will finalize it")
+    if held:
+        problems.append(f"a claim is left for the stopped copy: {held}")
+
+    # Whatever the record says, a retry execution must complete the copy.
+    d2 = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=300)
+    if d2["status"] != "SUCCEEDED":
+        problems.append("the retry execution did not succeed:\n" + diagnose(d2, moto, logs))
+    else:
+        final = store_json(s3, copy_id, "record.json")
+        if final["status"] != "COMPLETED":
+            problems.append(f"after the retry the record is {final['status']}: {final}")
+        ids = stored_event_ids(moto, s3, tmp_path / "store")
+        if sorted(ids) != sorted(trail.expected()):
+            problems.append(f"stored events differ: missing {trail.expected() - set(ids)}, "
+                            f"twice {[k for k, n in Counter(ids).items() if n > 1]}, extra {set(ids) - trail.expected()}")
+    assert not problems, "\n".join(problems)
+
+
+# ==================================================================================================
+# Points 2 and 4 for a retry execution: its Enumerate retried, or failing
+# ==================================================================================================
+def failed_copy(moto: h.Moto, s3, sm, logs, copy_id: str) -> tuple[Trail, str, str]:
+    """A copy that ends FAILED (day 2 holds a file that is not gzip); returns the trail, the bad
+    file's key and the first execution's ARN. Putting the file back (`trail.put_back`) repairs it."""
+    trail = Trail(s3)
+    trail.standard_days()
+    bad = trail.file("2020-10-02T12:00Z", ["2020-10-02T11:40:00Z", "2020-10-02T11:41:00Z"])
+    s3.put_object(Bucket=SOURCE_BUCKET, Key=bad, Body=b"\x1f\x8b\x08\x00 this is not gzip data")
+    d = h.run_execution(moto, sm, {"source": SOURCE, "store": STORE, **RANGE, "copyId": copy_id}, timeout=300)
+    assert d["status"] == "FAILED" and d["error"] == "CopyFailed", diagnose(d, moto, logs)
+    assert store_json(s3, copy_id, "record.json")["status"] == "FAILED"
+    return trail, bad, d["executionArn"]
+
+
+def test_lambdas_retry_execution_whose_enumerate_is_retried_keeps_one_attempt(sm_env, tmp_path):
+    """The commit's "a retried retry-Enumerate keeps its attempt": a transient S3 error in a retry
+    execution's Enumerate (after it reopened the copy) is retried by the state; the record then
+    lists the retry execution once and one retry attempt."""
+    moto, s3, sm, logs = sm_env
+    copy_id = "sm-retry-enum-retried"
+    trail, bad, first = failed_copy(moto, s3, sm, logs, copy_id)
+    trail.put_back(bad)
+    rule = moto.proxy.fault_matching(f"copies/{copy_id}/workitems-pending.json", "internal", times=SDK_ATTEMPTS,
+                                     methods={"PUT"})
+    n0 = len(invokes_of(moto, "enumerate"))
+    d = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=300)
+    enums = invokes_of(moto, "enumerate")[n0:]
+    answers = [(i["status"], i["response"].get("errorType") if isinstance(i["response"], dict) else None) for i in enums]
+    assert d["status"] == "SUCCEEDED", f"enumerate answers {answers}\n" + diagnose(d, moto, logs)
+    assert len(rule["faulted"]) == SDK_ATTEMPTS and answers[0] == (500, "Retryable") and answers[-1][0] == 200, answers
+    record = store_json(s3, copy_id, "record.json")
+    assert record["status"] == "COMPLETED", record
+    assert record["executions"] == [first, d["executionArn"]], record["executions"]
+    attempts = [(a["number"], a["kind"], a.get("status")) for a in record["attempts"]]
+    assert attempts == [(1, "copy", "FAILED"), (2, "retry", "COMPLETED")], \
+        f"the retried retry-Enumerate added an attempt: {attempts}"
+    ids = stored_event_ids(moto, s3, tmp_path / "store")
+    no_duplicates(ids)
+    assert set(ids) == trail.expected()
+
+
+def test_lambdas_retry_execution_that_fails_in_enumerate_is_finalized_by_its_event(sm_env, tmp_path):
+    """A retry execution whose Enumerate fails after reopening the copy (the record is IN_PROGRESS
+    again, with a new attempt and the claim held by the retry): the execution ends FAILED without
+    reaching Finalize, so its FAILED event must end the copy FAILED; a later retry completes it."""
+    moto, s3, sm, logs = sm_env
+    copy_id = "sm-retry-enum-fails"
+    trail, bad, first = failed_copy(moto, s3, sm, logs, copy_id)
+    trail.put_back(bad)
+    # 403 on the retry's list of pending items: errorType ItemFailed, which Enumerate's Retry does
+    # not take (as any error does once the Retry's attempts are spent): the execution FAILS there.
+    rule = moto.proxy.fault_matching(f"copies/{copy_id}/workitems-pending.json", "denied", times=1, methods={"PUT"})
+    d = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=300)
+    assert rule["faulted"] and d["status"] == "FAILED", diagnose(d, moto, logs)
+    assert d["error"] == "ItemFailed" and "workitems-pending.json" in d["cause"], diagnose(d, moto, logs)
+    left = store_json(s3, copy_id, "record.json")
+    holders = [c["holder"] for c in claims(s3) if c["copyId"] == copy_id]
+    out = deliver(moto, status_change(d))
+    record = store_json(s3, copy_id, "record.json")
+    problems = []
+    if not (out["status"] == "FAILED" and record["status"] == "FAILED"):
+        problems.append(
+            f"the FAILED event of the retry execution {d['executionArn']} left the copy {record['status']} "
+            f"(Finalize answered {out['status']}); before the event: status {left['status']}, executions "
+            f"{left.get('executions')}, attempts {[(a['number'], a['kind'], a.get('status')) for a in left.get('attempts', [])]}, "
+            f"claim holders {holders}")
+    else:
+        failures = failure_list(store_json(s3, copy_id, "failures.json"))
+        if [f["location"] for f in failures if f["errorType"] == "ExecutionFailed"] != [d["executionArn"]]:
+            problems.append(f"no ExecutionFailed entry naming the retry execution: {failures}")
+    if [c for c in claims(s3) if c["copyId"] == copy_id]:
+        problems.append(f"the claim is left: {claims(s3)}")
+
+    # Whatever the event did, a later retry must complete the copy.
+    d3 = h.run_execution(moto, sm, {"copyId": copy_id, "store": STORE, "retry": True}, timeout=300)
+    if d3["status"] != "SUCCEEDED":
+        problems.append("a later retry execution did not succeed:\n" + diagnose(d3, moto, logs))
+    else:
+        final = store_json(s3, copy_id, "record.json")
+        ids = stored_event_ids(moto, s3, tmp_path / "store")
+        if final["status"] != "COMPLETED" or sorted(ids) != sorted(trail.expected()):
+            problems.append(f"after a later retry: record {final['status']}, {len(ids)} events stored "
+                            f"({len(set(ids))} distinct) of {len(trail.expected())}")
+    assert not problems, "\n".join(problems)
