@@ -278,13 +278,13 @@ pub async fn finalize_ended_execution(ctx: &CopyContext, end: &EndedExecution) -
     if !matches!(record.status, CopyStatus::InProgress | CopyStatus::Initializing) {
         return Ok(None);
     }
-    let ours = match record.executions.last() {
-        Some(arn) => *arn == end.execution_arn,
-        // Planning had not recorded its execution yet: the claim names it.
-        None => crate::claims::claim_of(ctx.store.as_ref(), ctx.store_location.prefix(), &ctx.copy_id)
+    // The copy's latest execution, or the one its claim names (a claim is taken before the record
+    // names the execution that took it).
+    let holder = crate::claims::Holder::Execution { execution: end.execution_arn.clone() };
+    let ours = record.executions.last() == Some(&end.execution_arn)
+        || crate::claims::claim_of(ctx.store.as_ref(), ctx.store_location.prefix(), &ctx.copy_id)
             .await?
-            .is_some_and(|c| c.holder == crate::claims::Holder::Execution { execution: end.execution_arn.clone() }),
-    };
+            .is_some_and(|c| c.holder == holder);
     if !ours {
         return Ok(None);
     }

@@ -21,7 +21,7 @@ use crate::record::{
     Attempt, CopyRecord, CopyStatus, RecordKeys, ResolvedRequest, RestoreOptions, Statistics, VerificationRequest,
     WorkItem, new_copy_id, read_json, validate_copy_id, write_json, write_json_compact,
 };
-use crate::storage::{AwsClients, Location, ObjectStore};
+use crate::storage::{AwsClients, Location, ObjectStore, PutCondition};
 use crate::storage_class::check_tier;
 
 /// Local folders have no KMS keys.
@@ -467,7 +467,7 @@ pub async fn plan_copy(
     };
     let planned = match CopyContext::from_record(aws, record.clone(), store_location, store.clone(), keys.clone()).await
     {
-        Ok(ctx) => discover_and_record(&ctx, Some(record.clone())).await.map(|items| (ctx, items)),
+        Ok(ctx) => discover_work_items(&ctx).await.map(|items| (ctx, items)),
         Err(e) => Err(e),
     };
     if let Err(e) = &planned {
@@ -627,12 +627,6 @@ async fn check_overlap(
 /// list as it seals), writes `workitems.json` and marks the record IN_PROGRESS. Safe to run
 /// again on a copy left INITIALIZING by a crash.
 pub async fn discover_work_items(ctx: &CopyContext) -> Result<Vec<WorkItem>> {
-    discover_and_record(ctx, None).await
-}
-
-/// [`discover_work_items`]; `written` is the record as the caller just wrote it (planning), so
-/// it is not read back (one store round trip less); `None` reads it.
-async fn discover_and_record(ctx: &CopyContext, written: Option<CopyRecord>) -> Result<Vec<WorkItem>> {
     let store_uri = ctx.store_location.display();
     let mut items = Vec::new();
     if !ctx.window.is_empty() {
@@ -693,18 +687,47 @@ async fn discover_and_record(ctx: &CopyContext, written: Option<CopyRecord>) -> 
     }
     items.sort_by(|a, b| a.index.cmp(&b.index));
     write_json(ctx.store.as_ref(), &ctx.keys.work_items(), &items).await?;
-    let mut record = match written {
-        Some(r) => r,
-        None => ctx.read_record().await?,
-    };
-    record.status = CopyStatus::InProgress;
-    record.statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
-    record.statistics.work_items_found = items.len() as u64;
-    record.message = None;
-    record.touch();
-    ctx.write_record(&record).await?;
+    mark_in_progress(ctx, &items).await?;
     Ok(items)
 }
+
+/// Marks the planned record IN_PROGRESS by compare-and-swap: a console Stop may have finalized the
+/// copy (STOPPED, by the ExecutionEndedRule) while its Enumerate was still planning, and a Lambda
+/// goes on after its execution stopped; such a copy stays STOPPED (`retry` resumes it).
+async fn mark_in_progress(ctx: &CopyContext, items: &[WorkItem]) -> Result<()> {
+    let key = ctx.keys.record();
+    for _ in 0..RECORD_CAS_ATTEMPTS {
+        let (body, tag) = ctx
+            .store
+            .get_versioned(&key)
+            .await?
+            .ok_or_else(|| CopyError::State(format!("copy record of `{}` disappeared", ctx.copy_id)))?;
+        let mut record: CopyRecord = serde_json::from_slice(&body)
+            .map_err(|e| CopyError::Storage { location: ctx.store.location(&key), message: e.to_string() })?;
+        if matches!(record.status, CopyStatus::Stopped | CopyStatus::Completed) {
+            return Err(CopyError::State(format!(
+                "copy `{}` became {} while it was planned; resume it with `{}`",
+                ctx.copy_id,
+                record.status.as_str(),
+                retry_command(&ctx.copy_id, &ctx.store_location.display())
+            )));
+        }
+        record.status = CopyStatus::InProgress;
+        record.statistics.prefixes_found = items.iter().map(|i| i.prefixes).sum();
+        record.statistics.work_items_found = items.len() as u64;
+        record.message = None;
+        record.touch();
+        let body = serde_json::to_vec_pretty(&record)
+            .map_err(|e| CopyError::Storage { location: ctx.store.location(&key), message: e.to_string() })?;
+        if ctx.store.put_if(&key, body.into(), &PutCondition::Matches(tag)).await? {
+            return Ok(());
+        }
+    }
+    Err(CopyError::Retryable { location: ctx.store.location(&key), message: "the copy record kept changing".into() })
+}
+
+/// Compare-and-swap attempts on a copy record (its writers are this plan and a Finalize).
+const RECORD_CAS_ATTEMPTS: u32 = 10;
 
 /// Account-regions listed at once (each one un-delimited listing per trail).
 const RANGE_LIST_CONCURRENCY: usize = 32;

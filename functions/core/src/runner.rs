@@ -156,9 +156,13 @@ pub async fn reopen(
         // A record written before attempts were kept: its first run is attempt 1.
         record.attempts.push(Attempt { started_time: record.created_time, ..Attempt::start(1, "copy") });
     }
-    // A retried Enumerate of the same retry execution continues its attempt.
+    // A retried Enumerate of the same retry execution continues its attempt. The execution is
+    // recorded now, so that retry and a Finalize of its end (an ExecutionEndedRule event) know it.
     if !same_run {
         record.attempts.push(Attempt::start(attempt, "retry"));
+        if let Holder::Execution { execution } = &claim.holder {
+            record.executions.push(execution.clone());
+        }
     }
     record.touch();
     ctx.write_record(&record).await?;
