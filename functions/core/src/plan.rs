@@ -471,12 +471,17 @@ pub async fn plan_copy(
         Err(e) => Err(e),
     };
     if let Err(e) = &planned {
-        let mut failed = record;
-        failed.status = CopyStatus::Failed;
-        failed.message = Some(format!("{PLANNING_FAILED}: {e}"));
-        failed.touch();
-        if let Err(write_error) = write_json(store.as_ref(), &keys.record(), &failed).await {
-            tracing::warn!(error = %write_error, "could not record the failed plan");
+        // Only a record still INITIALIZING becomes FAILED: one stopped meanwhile (a console Stop
+        // finalized it while this Lambda went on) stays as its Finalize left it.
+        let current = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await.ok().flatten();
+        if current.is_none_or(|r| r.status == CopyStatus::Initializing) {
+            let mut failed = record;
+            failed.status = CopyStatus::Failed;
+            failed.message = Some(format!("{PLANNING_FAILED}: {e}"));
+            failed.touch();
+            if let Err(write_error) = write_json(store.as_ref(), &keys.record(), &failed).await {
+                tracing::warn!(error = %write_error, "could not record the failed plan");
+            }
         }
         if let Err(release_error) = claims::release(store.as_ref(), prefix, &copy_id).await {
             tracing::warn!(error = %release_error, "could not release the claim of a failed plan");
