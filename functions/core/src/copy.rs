@@ -251,7 +251,7 @@ async fn load_seen(ctx: &CopyContext, index: &str, batches: u32) -> Result<SeenK
     let mut seen = SeenKeys::default();
     while let Some(bytes) = reads.next().await {
         if let Some(bytes) = bytes? {
-            seen.extend(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))));
+            seen.extend(keys_of(&bytes));
         }
     }
     // Events earlier copies stored in this copy's window (their open tails) count as seen.
@@ -433,7 +433,7 @@ async fn note_batch_start(
             "BatchNeverFinished",
             format!(
                 "{}: batch {} ({} files, {:.1} MiB of gzip, from this file on) was started {} times and never \
-                 finished: the copy function ran out of memory or was killed (Lambda: Runtime.OutOfMemory). \
+                 finished: the copy function ran out of memory or was killed (Step Functions: Lambda.Unknown). \
                  Raise the Copy function's MemorySize, or lower TRAILCOPY_BATCH_BYTES, then retry the copy: \
                  it resumes at this batch",
                 item.describe(),
@@ -454,8 +454,8 @@ struct FileAccount {
     failures: Vec<FailureEntry>,
     /// Keys of the events written now (new in the item).
     new_keys: Vec<u128>,
-    /// Keys of every event of the file that is in the store (written now, or by an earlier attempt).
-    stored_keys: Vec<u128>,
+    /// On a re-read: keys of the file's events an earlier attempt stored (not written again).
+    stored_before: Vec<u128>,
 }
 
 /// Accounts for one file's result: every event read is copied, out of range, invalid, duplicate
@@ -474,7 +474,7 @@ fn account_file(
         delta: Statistics { bytes_read: file.size, ..Default::default() },
         failures: Vec::new(),
         new_keys: Vec::new(),
-        stored_keys: Vec::new(),
+        stored_before: Vec::new(),
     };
     let delta = &mut a.delta;
     let (parsed, damage, sha256) = match result {
@@ -522,7 +522,7 @@ fn account_file(
             .map(|k| {
                 if stored_before.is_some_and(|s| s.contains(k)) {
                     already += 1;
-                    a.stored_keys.push(*k);
+                    a.stored_before.push(*k);
                     Some(false)
                 } else {
                     Some(seen.insert(*k))
@@ -544,7 +544,6 @@ fn account_file(
             writer.write(part.date, &rows, &source_log_file)?;
         }
     }
-    a.stored_keys.extend_from_slice(&a.new_keys);
     Ok(a)
 }
 
@@ -571,17 +570,20 @@ impl<'a> Batch<'a> {
 
     fn add(&mut self, file: &FileToCopy, a: FileAccount) {
         self.delta += a.delta;
-        self.new_keys.extend(a.new_keys);
         if !a.failures.is_empty() {
+            // A failed file's stored events (a retry does not store them again).
+            let mut stored = a.stored_before;
+            stored.extend_from_slice(&a.new_keys);
             let failed = FailedFile {
                 key: file.key.clone(),
                 size: file.size,
                 statistics: a.delta,
-                salvaged: a.stored_keys.len() as u64,
+                salvaged: stored.len() as u64,
             };
-            self.failed.push((failed, a.stored_keys));
+            self.failed.push((failed, stored));
             self.failures.extend(a.failures);
         }
+        self.new_keys.extend(a.new_keys);
     }
 }
 
@@ -606,12 +608,10 @@ async fn commit_batch(
         eprintln!("trailcopy: injected crash after writing batch {batch_no} of item {}", item.index);
         std::process::abort();
     }
-    let keys: Vec<u8> = new_keys.iter().flat_map(|k| k.to_le_bytes()).collect();
-    ctx.store.put(&ctx.keys.item_seen(&item.index, batch_no), keys.into()).await?;
+    ctx.store.put(&ctx.keys.item_seen(&item.index, batch_no), key_bytes(&new_keys).into()).await?;
     for (f, stored) in &failed {
         if !stored.is_empty() {
-            let body: Vec<u8> = stored.iter().flat_map(|k| k.to_le_bytes()).collect();
-            ctx.store.put(&ctx.keys.item_salvaged(&item.index, &f.key), body.into()).await?;
+            ctx.store.put(&ctx.keys.item_salvaged(&item.index, &f.key), key_bytes(stored).into()).await?;
         }
     }
     delta.failed_entries = failures.len() as u64;
@@ -647,14 +647,17 @@ async fn reread_failed_files(
         state.failures.retain(|e| e.location != location);
     }
     for f in &by_name {
-        let file = FileToCopy { key: f.key.clone(), size: f.size };
-        let entry = crate::prepare::not_gzip_entry(ctx, &f.key);
-        let account = account_file(ctx, &file, FileResult::Failed(entry), None, seen, None, &mut batch.writer)?;
-        batch.add(&file, FileAccount { delta: Statistics { bytes_read: 0, ..account.delta }, ..account });
+        let account = FileAccount {
+            delta: Statistics { files_failed: 1, ..Default::default() },
+            failures: vec![crate::prepare::not_gzip_entry(ctx, &f.key)],
+            new_keys: Vec::new(),
+            stored_before: Vec::new(),
+        };
+        batch.add(&FileToCopy { key: f.key.clone(), size: f.size }, account);
     }
-    let files: Vec<FileToCopy> = fetch.iter().map(|f| FileToCopy { key: f.key.clone(), size: f.size }).collect();
-    let mut ahead = Ahead::new(ctx, limits.budget, files.clone().into(), 0);
-    for (f, file) in fetch.iter().zip(&files) {
+    let files: Arc<[FileToCopy]> = fetch.iter().map(|f| FileToCopy { key: f.key.clone(), size: f.size }).collect();
+    let mut ahead = Ahead::new(ctx, limits.budget, files.clone(), 0);
+    for (f, file) in fetch.iter().zip(files.iter()) {
         let (result, held) = ahead.next().await.ok_or_else(|| CopyError::State("the file list ended early".into()))?;
         let before = match f.salvaged {
             0 => SeenKeys::default(),
@@ -690,7 +693,16 @@ async fn reread_failed_files(
 
 async fn read_keys(ctx: &CopyContext, key: &str) -> Result<SeenKeys> {
     let bytes = crate::storage::get_opt(ctx.store.as_ref(), key).await?.unwrap_or_default();
-    Ok(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16]))).collect())
+    Ok(keys_of(&bytes).collect())
+}
+
+/// Dedup keys as stored (`seen-*.bin`, salvaged keys, an open tail's keys): 16 bytes each, little endian.
+pub fn key_bytes(keys: &[u128]) -> Vec<u8> {
+    keys.iter().flat_map(|k| k.to_le_bytes()).collect()
+}
+
+fn keys_of(bytes: &[u8]) -> impl Iterator<Item = u128> + '_ {
+    bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().unwrap_or([0; 16])))
 }
 
 /// A completed item runs again only to re-read failed files: its file lists, and (without failed

@@ -258,7 +258,7 @@ pub async fn finalize_failed_run(ctx: &CopyContext, failure: FailureEntry) -> Re
 }
 
 /// How a state machine execution ended, as Step Functions' "Execution Status Change" event says
-/// (https://docs.aws.amazon.com/step-functions/latest/dg/eb-events.html).
+/// (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndedExecution {
     pub execution_arn: String,

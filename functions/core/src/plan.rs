@@ -433,8 +433,7 @@ pub async fn plan_copy(
         }
         if let Some(until) = resolved.tail_until {
             let seen = crate::tail::stored_keys(store.as_ref(), prefix, resolved.start, until).await?;
-            let body: Vec<u8> = seen.iter().flat_map(|k| k.to_le_bytes()).collect();
-            store.put(&keys.tail_seen(), body.into()).await?;
+            store.put(&keys.tail_seen(), crate::copy::key_bytes(&seen).into()).await?;
         }
         let record = CopyRecord {
             copy_id: copy_id.clone(),

@@ -28,7 +28,7 @@ struct Input {
     map_error: Option<Value>,
 }
 
-/// The EventBridge event (https://docs.aws.amazon.com/step-functions/latest/dg/eb-events.html).
+/// The EventBridge event (https://docs.aws.amazon.com/step-functions/latest/dg/eventbridge-integration.html).
 #[derive(Debug, Deserialize)]
 struct StatusChange {
     #[serde(rename = "detail-type")]
