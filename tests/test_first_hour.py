@@ -218,9 +218,9 @@ def test_no_credentials_is_one_line_with_the_fix_and_a_failed_record_retry_resum
     r = trailcopy("copy", "--source", "s3://first-hour-creds", "--store", store, *RANGE, "--copy-id", "nocreds",
                   env=env)
     assert r.returncode == 1, r.describe()
-    assert_plain(r, "no AWS credentials found", "AWS_PROFILE", "trailcopy retry nocreds --store")
+    assert_plain(r, "AWS credentials: run `aws configure`", "AWS_PROFILE", "trailcopy retry nocreds --store")
     rec = records(store)["nocreds"]
-    assert rec["status"] == "FAILED" and "no AWS credentials found" in rec["message"], rec
+    assert rec["status"] == "FAILED" and "AWS credentials: run `aws configure`" in rec["message"], rec
     st = trailcopy("status", "nocreds", "--store", store)
     assert st.returncode == 1 and "FAILED" in st.stdout, st.describe()
     rr = trailcopy("retry", "nocreds", "--store", store, "--json", env=moto_s3.env)

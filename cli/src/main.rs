@@ -47,8 +47,8 @@ enum Command {
         copy_id: String,
         #[command(flatten)]
         store: StoreArgs,
-        /// Work items (day prefixes) copied at once.
-        #[arg(long, default_value_t = default_concurrency())]
+        /// Work items copied at once (default: the number of cores, at least 2).
+        #[arg(long, default_value_t = default_concurrency(), value_parser = concurrency_range())]
         concurrency: usize,
         #[command(flatten)]
         fetch: FetchArgs,
@@ -76,15 +76,21 @@ enum Command {
         #[arg(long)]
         state_machine: String,
     },
-    /// List the state machine's executions, newest first, with the copy each one ran.
+    /// List a store's copies (--store), or the state machine's executions (--state-machine),
+    /// newest first.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["store", "state_machine"])))]
     List {
-        /// The stack's state machine (output StateMachineArn).
+        /// Event data store whose copies to list: a local folder or s3://bucket[/prefix].
         #[arg(long)]
-        state_machine: String,
+        store: Option<String>,
+        /// The stack's state machine (output StateMachineArn): list its executions and the copy
+        /// each one ran.
+        #[arg(long)]
+        state_machine: Option<String>,
         /// Print one JSON document on stdout.
         #[arg(long)]
         json: bool,
-        /// Show at most this many executions.
+        /// Show at most this many copies or executions.
         #[arg(long, default_value_t = 50)]
         max: usize,
     },
@@ -191,8 +197,9 @@ struct CopyArgs {
     /// and storage class, above S3's documented restore times (Deep Archive Bulk: 48 h, so 60 h).
     #[arg(long)]
     restore_max_wait_seconds: Option<u64>,
-    /// Work items copied at once (an item packs a date's day prefixes by bytes).
-    #[arg(long, default_value_t = default_concurrency())]
+    /// Work items copied at once (default: the number of cores, at least 2); an item packs a
+    /// date's day prefixes by bytes.
+    #[arg(long, default_value_t = default_concurrency(), value_parser = concurrency_range())]
     concurrency: usize,
     /// Encrypt the store's new objects with this KMS key (SSE-KMS; s3:// stores only).
     #[arg(long)]
@@ -261,12 +268,16 @@ struct VerifyArgs {
     json: bool,
 }
 
+fn concurrency_range() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024)
+}
+
 fn default_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
 }
 
-fn flag(field: &str) -> &'static str {
-    match field {
+fn flag(field: &str) -> Option<&'static str> {
+    Some(match field {
         "source" => "--source",
         "store" => "--store",
         "start" => "--start",
@@ -282,15 +293,23 @@ fn flag(field: &str) -> &'static str {
         "restore.pollSeconds" => "--restore-poll-seconds (with --restore-max-wait-seconds)",
         "sinceLast" => "--since-last",
         "deliveryAllowance" => "--delivery-allowance",
+        "concurrency" => "--concurrency",
+        // An unknown copy id: the message names it and the store's copies.
+        "copy" => return None,
         _ => "the request",
-    }
+    })
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     trailcopy::budget::return_freed_memory();
+    // The SDK's own warnings (a missing config file, each credential provider that found
+    // nothing) stay quiet unless TRAILCOPY_LOG asks: the one error line says what to fix.
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAILCOPY_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAILCOPY_LOG").unwrap_or_else(|_| "trailcopy=warn".into()),
+        )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -305,7 +324,10 @@ async fn main() -> ExitCode {
 fn error_exit(e: &CopyError) -> ExitCode {
     match e {
         CopyError::InvalidRequest { field, reason } => {
-            print_err(&format!("error: {}: {reason}\n", flag(field)));
+            match flag(field) {
+                Some(flag) => print_err(&format!("error: {flag}: {reason}\n")),
+                None => print_err(&format!("error: {reason}\n")),
+            }
             ExitCode::from(2)
         }
         e => {
@@ -388,7 +410,8 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let record = trailcopy::finalize_copy(&ctx, true, Some(note)).await?;
             report(&record, &store)
         }
-        Command::List { state_machine, json, max } => {
+        Command::List { store: Some(store), json, max, .. } => list_copies(aws, &store, json, max).await,
+        Command::List { state_machine: Some(state_machine), json, max, .. } => {
             let client = sfn_client(aws).await;
             let list = sfn::executions(&client, &state_machine, None).await?;
             let mut rows: Vec<serde_json::Value> = Vec::new();
@@ -417,6 +440,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::List { .. } => Err(CopyError::invalid("store", "give --store or --state-machine")),
         Command::Status { copy_id, store, state_machine: Some(sm) } => {
             let ctx = CopyContext::open(aws, &store.store, &copy_id).await?;
             let record = trailcopy::current_record(&ctx).await?;
@@ -534,8 +558,12 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         Command::Export { store, start, end } => {
             let start = start.map(|s| trailcopy::range::parse_instant("start", &s)).transpose()?;
             let end = end.map(|s| trailcopy::range::parse_instant("end", &s)).transpose()?;
-            let location = Location::parse("store", &store)?;
-            let s = location.open(aws).await?;
+            if let (Some(s), Some(e)) = (start, end)
+                && e <= s
+            {
+                return Err(CopyError::invalid("end", format!("{e} is at or before --start {s}: nothing to export")));
+            }
+            let (location, s) = trailcopy::catalog::open_existing(aws, &store).await?;
             let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
             match trailcopy::export::export_events(s.as_ref(), location.prefix(), start, end, &mut out).await {
                 Ok(stats) => {
@@ -555,8 +583,7 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         }
         Command::Verify(a) => verify(a, aws).await,
         Command::Summary { store, top } => {
-            let location = Location::parse("store", &store.store)?;
-            let s = location.open(aws).await?;
+            let (location, s) = trailcopy::catalog::open_existing(aws, &store.store).await?;
             let summary = trailcopy::summary::summarize_store(s.as_ref(), location.prefix(), top).await?;
             if store.json {
                 print_json(&summary);
@@ -579,6 +606,59 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `list --store`: the store's copies, newest first (CloudTrail Lake's ListImports).
+async fn list_copies(aws: &AwsClients, store: &str, json: bool, max: usize) -> Result<ExitCode, CopyError> {
+    let location = Location::parse("store", store)?;
+    location.check_local_store_exists()?;
+    let s = location.open(aws).await?;
+    let records = trailcopy::catalog::list_copies(s.as_ref(), location.prefix()).await?;
+    let rows: Vec<serde_json::Value> = records
+        .iter()
+        .take(max)
+        .map(|r| {
+            serde_json::json!({
+                "copyId": r.copy_id,
+                "status": r.status.as_str(),
+                "source": r.request.source,
+                "start": r.request.start.max(r.request.retention_cutoff).to_string(),
+                "end": r.request.end.to_string(),
+                "eventsCopied": r.statistics.events_completed,
+                "createdTime": r.created_time.to_string(),
+            })
+        })
+        .collect();
+    if json {
+        print_json(&serde_json::json!({ "store": location.display(), "copies": rows }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if rows.is_empty() {
+        print_out(&format!("no copies in {}\n", location.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let mut text = format!(
+        "{:<28} {:<11} {:>12}  {:<20}  {:<41}  {}\n",
+        "COPY ID", "STATUS", "EVENTS", "CREATED", "RANGE", "SOURCE"
+    );
+    for r in &rows {
+        let _ = writeln!(
+            text,
+            "{:<28} {:<11} {:>12}  {:<20}  {:<41}  {}",
+            s(&r["copyId"]),
+            s(&r["status"]),
+            HumanCount(r["eventsCopied"].as_u64().unwrap_or(0)).to_string(),
+            s(&r["createdTime"]),
+            format!("{} .. {}", s(&r["start"]), s(&r["end"])),
+            s(&r["source"])
+        );
+    }
+    if records.len() > rows.len() {
+        let _ = writeln!(text, "({} more: --max)", records.len() - rows.len());
+    }
+    print_out(&text);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A copy that failed before it ran: the error, and (if planning got as far as writing the

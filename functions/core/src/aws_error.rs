@@ -14,9 +14,9 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use crate::error::CopyError;
 
-const NO_CREDENTIALS: &str = "no AWS credentials found (looked in the environment, the shared config and \
-     credentials files, web identity, ECS and EC2 instance metadata): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and \
-     AWS_SECRET_ACCESS_KEY, or run `aws configure` (`aws sso login` for an SSO profile)";
+/// What fixes missing credentials, first: the rest of a credentials message says what was seen.
+const SET_CREDENTIALS: &str = "run `aws configure` (`aws sso login` for an SSO profile), or set \
+     AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)";
 
 /// The credentials problem behind an error, if that is what it is.
 pub fn credentials_problem(err: &(dyn StdError + 'static)) -> Option<CopyError> {
@@ -24,7 +24,10 @@ pub fn credentials_problem(err: &(dyn StdError + 'static)) -> Option<CopyError> 
     while let Some(e) = cur {
         if let Some(c) = e.downcast_ref::<CredentialsError>() {
             let message = match c {
-                CredentialsError::CredentialsNotLoaded(_) => NO_CREDENTIALS.to_string(),
+                CredentialsError::CredentialsNotLoaded(_) => format!(
+                    "no AWS credentials: {SET_CREDENTIALS}; none were found in the environment, the shared config \
+                     and credentials files, web identity, ECS or EC2 instance metadata"
+                ),
                 CredentialsError::ProviderTimedOut(_) => {
                     "loading AWS credentials timed out: check the network to the credentials source (SSO, \
                      instance metadata) or set AWS_PROFILE / AWS_ACCESS_KEY_ID"
@@ -34,9 +37,10 @@ pub fn credentials_problem(err: &(dyn StdError + 'static)) -> Option<CopyError> 
                     "the AWS credentials configuration is invalid ({}): check AWS_PROFILE and ~/.aws/config",
                     root_cause(c)
                 ),
+                // The chain reports the last provider it tried (on a laptop, EC2 instance
+                // metadata): that is where it stopped looking, rarely what is wrong.
                 _ => format!(
-                    "AWS credentials could not be loaded ({}): refresh them (`aws sso login` for an SSO profile) \
-                     or check AWS_PROFILE",
+                    "no usable AWS credentials: {SET_CREDENTIALS}; the last source tried said: {}",
                     root_cause(c)
                 ),
             };

@@ -6,6 +6,7 @@
 
 pub mod aws_error;
 pub mod budget;
+pub mod catalog;
 pub mod claims;
 pub mod copy;
 pub mod digest;

@@ -106,11 +106,12 @@ impl CopyContext {
     pub async fn open(aws: &AwsClients, store_uri: &str, copy_id: &str) -> Result<CopyContext> {
         validate_copy_id(copy_id)?;
         let store_location = Location::parse("store", store_uri)?;
+        store_location.check_local_store_exists()?;
         let store = store_location.open(aws).await?;
         let keys = RecordKeys::new(store_location.prefix(), copy_id);
-        let record: CopyRecord = read_json(store.as_ref(), &keys.record())
-            .await?
-            .ok_or_else(|| CopyError::State(format!("no copy `{copy_id}` in {}", store_location.display())))?;
+        let Some(record) = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await? else {
+            return Err(crate::catalog::unknown_copy(store.as_ref(), &store_location, copy_id).await);
+        };
         Self::from_record(aws, record, store_location, store, keys).await
     }
 
@@ -396,6 +397,7 @@ pub async fn plan_copy(
         continues = Some(resolve_since_last(aws, &mut req, now).await?);
     }
     let (mut resolved, _source, store_location) = resolve_request(&req, now)?;
+    store_location.check_local_store_writable()?;
     resolved.continues = continues;
     let copy_id = req.copy_id.clone().unwrap_or_else(|| new_copy_id(now));
     let store = store_location.open(aws).await?;

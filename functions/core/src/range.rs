@@ -56,10 +56,19 @@ pub fn parse_instant(field: &'static str, text: &str) -> Result<Timestamp> {
     if let Ok(t) = text.parse::<Timestamp>() {
         return Ok(t);
     }
-    if let Ok(d) = text.parse::<Date>()
+    // Only a bare date is midnight UTC: jiff's Date also reads a date-time and drops its time.
+    if text.len() == "2020-10-01".len()
+        && let Ok(d) = text.parse::<Date>()
         && let Ok(z) = d.to_zoned_datetime(jiff::tz::TimeZone::UTC)
     {
         return Ok(z.timestamp());
+    }
+    if text.parse::<jiff::civil::DateTime>().is_ok() {
+        // Not silently UTC: a local time read as UTC shifts the range by the zone's offset.
+        return Err(CopyError::invalid(
+            field,
+            format!("`{text}` has no time zone: add Z for UTC or an offset (`{text}Z`, `{text}+02:00`)"),
+        ));
     }
     Err(CopyError::invalid(
         field,
@@ -140,6 +149,16 @@ pub fn resolve_window_asked(
     let end = clip_to_now(start, end, now)?;
     let keep = SignedDuration::from_hours(24 * i64::from(retention_days));
     let retention_cutoff = now.saturating_sub(keep).unwrap_or(Timestamp::MIN);
+    if end <= retention_cutoff {
+        return Err(CopyError::invalid(
+            "retentionDays",
+            format!(
+                "the range ends at {end}, before the retention cutoff {retention_cutoff} (now minus {retention_days} \
+                 day{}): every event in it is past retention; raise --retention-days to copy it",
+                if retention_days == 1 { "" } else { "s" }
+            ),
+        ));
+    }
     Ok((Window { start, end, retention_cutoff }, asked_end))
 }
 
@@ -162,6 +181,27 @@ mod tests {
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_time_needs_a_zone_and_a_date_is_midnight_utc() {
+        assert_eq!(parse_instant("start", "2026-11-01").unwrap(), ts("2026-11-01T00:00:00Z"));
+        assert_eq!(parse_instant("start", "2026-11-01T12:00:00+02:00").unwrap(), ts("2026-11-01T10:00:00Z"));
+        for text in ["2026-11-01T12:00:00", "2026-11-01T12:00", "2026-11-01 12:00:00"] {
+            let e = parse_instant("start", text).unwrap_err().to_string();
+            assert!(e.contains("no time zone"), "{text}: {e}");
+        }
+        assert!(parse_instant("start", "yesterday").unwrap_err().to_string().contains("not an RFC 3339"));
+    }
+
+    #[test]
+    fn a_range_wholly_past_retention_is_refused() {
+        let now = ts("2026-11-10T00:00:00Z");
+        let e = resolve_window(Some("2026-11-01"), Some("2026-11-03"), None, 1, now).unwrap_err();
+        assert!(matches!(e, CopyError::InvalidRequest { field: "retentionDays", .. }), "{e}");
+        // Partly inside retention: copied from the cutoff on.
+        let w = resolve_window(Some("2026-11-01"), Some("2026-11-10"), None, 2, now).unwrap();
+        assert_eq!(w.retention_cutoff, ts("2026-11-08T00:00:00Z"));
     }
 
     #[test]
@@ -241,8 +281,8 @@ mod tests {
         assert!(!w.contains(ts("2026-11-13T23:59:59Z")));
         assert!(w.contains(ts("2026-11-14T00:00:00Z")));
         assert!(!w.contains(ts("2026-11-20T00:00:00Z")), "end is exclusive");
-        let old = resolve_window(Some("2010-01-01"), Some("2010-01-02"), None, 2557, now).unwrap();
-        assert!(old.is_empty());
+        // Wholly past retention: refused (issue 32), not an empty copy.
+        assert!(resolve_window(Some("2010-01-01"), Some("2010-01-02"), None, 2557, now).is_err());
     }
 
     #[test]

@@ -246,7 +246,10 @@ impl Location {
             return Err(CopyError::invalid("source", format!("`{shown}` does not exist")));
         }
         if !root.is_dir() {
-            return Err(CopyError::invalid("source", format!("`{shown}` is not a folder")));
+            return Err(CopyError::invalid(
+                "source",
+                format!("`{shown}` is a file, not a folder: give the folder that holds a trail's AWSLogs/"),
+            ));
         }
         if prefix.is_empty() && !holds_awslogs(root, crate::discover::ROOT_SEARCH_DEPTH) {
             return Err(CopyError::invalid(
@@ -261,6 +264,34 @@ impl Location {
         }
         if !root.join(prefix).is_dir() {
             return Err(CopyError::invalid("source", format!("`{shown}` does not exist")));
+        }
+        Ok(())
+    }
+
+    /// Refuses a local store to copy into, before anything is written: a path that is a file or
+    /// lies under one, or a folder this process cannot write (made if missing, as a copy would).
+    pub fn check_local_store_writable(&self) -> Result<()> {
+        let Location::Local { root, .. } = self else { return Ok(()) };
+        check_not_under_file(root)?;
+        let cannot = |e: std::io::Error| {
+            CopyError::invalid("store", format!("cannot write to `{}`: {}", root.display(), io_reason(&e)))
+        };
+        std::fs::create_dir_all(root).map_err(cannot)?;
+        let probe = root.join(format!(".trailcopy-write-check-{}", std::process::id()));
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&probe).map_err(cannot)?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+
+    /// Refuses a local store to read that is not there: a path that does not exist, or a file.
+    pub fn check_local_store_exists(&self) -> Result<()> {
+        let Location::Local { root, .. } = self else { return Ok(()) };
+        check_not_under_file(root)?;
+        if !root.exists() {
+            return Err(CopyError::invalid(
+                "store",
+                format!("`{}` does not exist: give the --store a copy wrote to", root.display()),
+            ));
         }
         Ok(())
     }
@@ -326,6 +357,27 @@ impl Location {
 }
 
 const AWS_LOGS: &str = "AWSLogs";
+
+/// A store path that is a file, or lies under one ("Not a directory" from the OS names neither).
+fn check_not_under_file(root: &Path) -> Result<()> {
+    match root.ancestors().find(|p| p.exists()) {
+        Some(p) if !p.is_dir() => Err(CopyError::invalid(
+            "store",
+            format!("`{}` is a file, not a folder: give a folder for the event data store", p.display()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// What went wrong with a local path, said plainly (`permission denied`, not `os error 13`).
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied => "permission denied (check the folder's owner and mode)".into(),
+        std::io::ErrorKind::ReadOnlyFilesystem => "the file system is read-only".into(),
+        std::io::ErrorKind::StorageFull => "no space left on the device".into(),
+        _ => e.to_string(),
+    }
+}
 
 /// Whether `dir` or a folder at most `depth` levels below it holds an `AWSLogs/` folder (the
 /// search discovery makes; unreadable folders are passed over, discovery reports them).
