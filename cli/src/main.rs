@@ -164,7 +164,8 @@ struct RangeArgs {
     /// End of the range (exclusive): RFC 3339 or YYYY-MM-DD.
     #[arg(long, requires = "start")]
     end: Option<String>,
-    /// A range ending now: 5m, 30m, 1h, 6h, or any duration (90m, 36h, 7d, PT90M).
+    /// A range ending now: 5m, 30m, 1h, 6h, or any duration in s, m, h, d (24 h) or w (7 d)
+    /// units (90m, 36h, 7d, 2w), or ISO 8601 (PT90M, P1DT12H).
     #[arg(long, conflicts_with_all = ["start", "end"])]
     last: Option<String>,
 }
@@ -178,19 +179,20 @@ struct CopyArgs {
     store: StoreArgs,
     #[command(flatten)]
     range: RangeArgs,
-    /// Events older than now minus this many days are not copied.
+    /// Events older than now minus this many days are not copied [default: 2557, CloudTrail
+    /// Lake's seven years; `start`: the stack's RetentionDays].
     #[arg(long)]
     retention_days: Option<u32>,
-    /// Name the copy (default: time-based).
+    /// Name the copy (default: its UTC start time and a random suffix).
     #[arg(long)]
     copy_id: Option<String>,
     /// Archived objects: no (failure entries), bulk, standard or expedited restore.
     #[arg(long, default_value = "bulk")]
     restore: String,
-    /// Days a restored copy stays readable.
+    /// Days a restored copy of an archived object stays readable.
     #[arg(long, default_value_t = 7)]
     restore_days: i32,
-    /// Seconds between restore checks (default 60 locally, 900 on the state machine).
+    /// Seconds between restore checks [default: 60 for `copy`, 900 for `start`].
     #[arg(long)]
     restore_poll_seconds: Option<u64>,
     /// Give up on restores after this many seconds (the item fails; retry later). Default: by tier
@@ -221,6 +223,10 @@ struct CopyArgs {
     /// signature and chain of each digest); a file that fails is copied and listed.
     #[arg(long)]
     verify_digests: bool,
+    /// Leave out every file not verified (in no digest, or only in one that failed its check):
+    /// it is a failure entry and its events are not copied. Implies --verify-digests.
+    #[arg(long)]
+    require_verified: bool,
     #[command(flatten)]
     digests: DigestArgs,
 }
@@ -232,10 +238,6 @@ struct DigestArgs {
     /// region, repeatable). Default for s3:// sources: CloudTrail ListPublicKeys.
     #[arg(long = "digest-public-keys")]
     digest_public_keys: Vec<String>,
-    /// Every file not verified (in no digest, or only in one that failed its check) is a failure
-    /// entry; a copy also leaves it out (implies --verify-digests).
-    #[arg(long)]
-    require_verified: bool,
 }
 
 impl DigestArgs {
@@ -263,6 +265,10 @@ struct VerifyArgs {
     range: RangeArgs,
     #[command(flatten)]
     digests: DigestArgs,
+    /// Also list every file read that is not verified (in no digest, or only in one that failed
+    /// its check) as a failure entry, so the check fails (exit 1) unless every file is verified.
+    #[arg(long)]
+    require_verified: bool,
     /// Print one JSON document on stdout (with every file's result).
     #[arg(long)]
     json: bool,
@@ -756,7 +762,7 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
     let prefix = source.prefix().to_string();
     let store = source.open(aws).await?;
     let report =
-        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.digests.require_verified)
+        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.require_verified)
             .await?;
     let ok = report.failures.is_empty();
     if a.json {
@@ -805,7 +811,7 @@ fn copy_request(a: &CopyArgs, default_poll_seconds: u64) -> Result<CopyRequest, 
         store_kms_key: a.store_kms_key.clone(),
         allow_overlap: a.allow_overlap,
         verify_digests: a.verify_digests,
-        require_verified: a.digests.require_verified,
+        require_verified: a.require_verified,
         digest_public_keys: a.digests.key_documents()?,
         since_last: a.since_last,
         delivery_allowance: Some(a.delivery_allowance.clone()),
