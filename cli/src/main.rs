@@ -351,10 +351,10 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
             let copy_id =
                 request.copy_id.get_or_insert_with(|| trailcopy::record::new_copy_id(jiff::Timestamp::now())).clone();
             let hint = retry_command(&copy_id, &a.store.store);
-            let (mut opts, bar) = progress::run_options(a.concurrency, fetch.budget(), a.store.json, hint);
+            let (mut opts, display) = progress::run_options(a.concurrency, fetch.budget(), a.store.json, hint);
             opts.probe = probe(aws, &a.store.store).await;
             let result = trailcopy::run_copy(aws, &request, &opts).await;
-            bar.finish_and_clear();
+            display.finish();
             match result {
                 Ok(record) => report(&record, &a.store),
                 Err(e) => Ok(planning_failed(aws, &a.store.store, &copy_id, &e).await),
@@ -505,15 +505,15 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
         }
         Command::Retry { copy_id, store, concurrency, fetch, state_machine: None } => {
             let hint = retry_command(&copy_id, &store.store);
-            let (mut opts, bar) = progress::run_options(concurrency, fetch.budget(), store.json, hint);
+            let (mut opts, display) = progress::run_options(concurrency, fetch.budget(), store.json, hint);
             opts.probe = probe(aws, &store.store).await;
             let before = CopyContext::open(aws, &store.store, &copy_id).await?.read_record().await?;
             if before.status == CopyStatus::Completed {
-                bar.finish_and_clear();
+                display.finish();
                 return already_complete(&before, &store);
             }
             let record = trailcopy::retry_copy(aws, &store.store, &copy_id, &opts).await;
-            bar.finish_and_clear();
+            display.finish();
             let record = record?;
             if !store.json
                 && let Some(a) = record.attempts.last().filter(|a| a.files_reread > 0)
@@ -762,8 +762,7 @@ async fn verify(a: VerifyArgs, aws: &AwsClients) -> Result<ExitCode, CopyError> 
     let prefix = source.prefix().to_string();
     let store = source.open(aws).await?;
     let report =
-        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.require_verified)
-            .await?;
+        trailcopy::digest::verify_source(store.as_ref(), &prefix, &window, keys.as_ref(), a.require_verified).await?;
     let ok = report.failures.is_empty();
     if a.json {
         print_json(&report);

@@ -26,6 +26,7 @@ async fn handle(
         deadline: Some(deadline),
         cancel: &never,
         on_commit: &|_| {},
+        on_file: &|_, _| {},
         budget,
         max_batch_starts: Some(MAX_BATCH_STARTS),
     };

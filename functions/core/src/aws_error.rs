@@ -180,7 +180,9 @@ mod tests {
         }
         let e = Wrap(CredentialsError::not_loaded("no providers in chain provided credentials"));
         let got = credentials_problem(&e).expect("a credentials problem");
-        assert_eq!(got.to_string(), NO_CREDENTIALS);
+        let text = got.to_string();
+        assert!(text.starts_with("no AWS credentials: run `aws configure`"), "the fix comes first: {text}");
+        assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
         assert!(credentials_problem(&std::io::Error::other("x")).is_none());
     }
 }

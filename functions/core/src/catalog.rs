@@ -77,8 +77,5 @@ pub async fn unknown_copy(store: &dyn ObjectStore, location: &Location, copy_id:
         Ok(ids) => format!("its copies: {}", ids.join(", ")),
         Err(e) => format!("its copies could not be listed ({e})"),
     };
-    CopyError::invalid(
-        "copy",
-        format!("no copy `{copy_id}` in {shown}; {theirs} (`trailcopy list --store {shown}`)"),
-    )
+    CopyError::invalid("copy", format!("no copy `{copy_id}` in {shown}; {theirs} (`trailcopy list --store {shown}`)"))
 }

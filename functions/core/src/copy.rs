@@ -61,6 +61,9 @@ pub struct CopyLimits<'a> {
     pub cancel: &'a AtomicBool,
     /// Called after each committed batch with the item's statistics.
     pub on_commit: &'a (dyn Fn(&ItemState) + Send + Sync),
+    /// Called as each file is read, before its batch commits, with its bytes and the events it
+    /// adds to the batch (a progress display moves per file).
+    pub on_file: &'a (dyn Fn(u64, u64) + Send + Sync),
     /// GETs in flight, fetched bytes and parsers, shared with the other items of the process.
     pub budget: &'a FetchBudget,
     /// How many invocations may start the same batch without finishing it (the copy Lambda: an
@@ -360,6 +363,7 @@ pub async fn copy_item_prefetched<'a>(
             let account = account_file(ctx, file, result?, digests.as_ref(), &mut seen, None, &mut batch.writer)?;
             // The file's bytes are in the batch writer now: they leave the fetch budget.
             drop(held);
+            (limits.on_file)(file.size, account.delta.events_completed);
             batch.add(file, account);
         }
         if let Some(n) = *FAIL_AFTER

@@ -39,5 +39,5 @@ pub use finalize::{current_record, finalize_copy, finalize_failed_run, read_fail
 pub use plan::{CopyContext, CopyRequest, RestoreRequest, plan_copy};
 pub use prepare::{PrepareOutcome, prepare_item};
 pub use record::{CopyRecord, CopyStatus, FailureEntry, Statistics, WorkItem};
-pub use runner::{Progress, RunOptions, reopen, retry_copy, run_copy};
+pub use runner::{Amounts, Progress, ProgressTracker, RunOptions, reopen, retry_copy, run_copy};
 pub use storage::AwsClients;

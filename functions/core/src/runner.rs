@@ -1,7 +1,7 @@
 //! The local runner: the state machine's steps under tokio, with bounded concurrency and a
 //! checkpoint per work item, so `retry` resumes the same way a redrive does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,30 +20,110 @@ use crate::record::{Attempt, CopyRecord, CopyStatus, ItemState, ItemStatus, Repa
 use crate::rollup::{self, ItemSummary, read_summaries};
 use crate::storage::AwsClients;
 
-/// What a progress display shows, from the engine's own counters. Totals only grow and never
-/// fall behind what is done: the work items are known when planning ends, the files and bytes of
-/// each item when it is listed (its file list is frozen at planning, so an item's totals are
-/// final once it is prepared).
+/// Prefixes, files and bytes: a copy's totals, or how much of them is done.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    /// The copy's statistics so far (those of a retried copy include its earlier runs).
-    pub statistics: Statistics,
-    /// False while the copy is planned.
-    pub planned: bool,
-    /// Day prefixes whose files are listed: the file and byte totals are final once this
-    /// reaches `statistics.prefixes_found`.
-    pub prefixes_listed: u64,
+pub struct Amounts {
+    pub prefixes: u64,
+    pub files: u64,
+    pub bytes: u64,
 }
 
-impl Progress {
-    /// Files read (copied or failed) and files to read.
-    pub fn files(&self) -> (u64, u64) {
-        let s = &self.statistics;
-        (s.files_completed + s.files_failed, s.files_found - s.files_skipped)
+/// What a progress display shows. The totals are known when planning ends (every item's file
+/// list is frozen then, with each file's size) and never change while the copy runs; files and
+/// bytes are done as each file is read (before its batch commits), so a display moves per file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// False while the copy is planned.
+    pub planned: bool,
+    pub total: Amounts,
+    /// Never more than `total`; a retried copy starts from what its earlier runs did.
+    pub done: Amounts,
+    /// Events copied so far.
+    pub events_copied: u64,
+}
+
+/// A running copy's progress, kept by the runner and read by a display as often as it likes
+/// ([`snapshot`](Self::snapshot)). Each item's committed counts come from its checkpoint; the
+/// files read since its last commit are counted apart and dropped when the commit takes them in,
+/// so nothing is counted twice.
+#[derive(Debug, Default)]
+pub struct ProgressTracker(Mutex<Tracked>);
+
+#[derive(Debug, Default)]
+struct Tracked {
+    planned: bool,
+    items: Vec<WorkItem>,
+    summaries: BTreeMap<String, ItemSummary>,
+    /// Per item: files, bytes and events read since its last commit.
+    reading: HashMap<String, (u64, u64, u64)>,
+}
+
+impl ProgressTracker {
+    pub fn snapshot(&self) -> Progress {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut p = Progress { planned: t.planned, ..Default::default() };
+        for item in &t.items {
+            p.total.prefixes += item.prefixes;
+            p.total.files += item.files;
+            p.total.bytes += item.bytes;
+            let (files, bytes, events) = t.reading.get(&item.index).copied().unwrap_or_default();
+            let done = t.summaries.get(&item.index).map(|s| item_done(item, s)).unwrap_or_default();
+            p.done.prefixes += done.prefixes;
+            p.done.files += (done.files + files).min(item.files);
+            p.done.bytes += (done.bytes + bytes).min(item.bytes);
+            p.events_copied += t.summaries.get(&item.index).map_or(0, |s| s.statistics.events_completed) + events;
+        }
+        p
     }
 
-    pub fn totals_final(&self) -> bool {
-        self.planned && self.prefixes_listed >= self.statistics.prefixes_found
+    /// Planning is over: the items and what earlier runs did.
+    fn planned(&self, items: &[WorkItem], summaries: BTreeMap<String, ItemSummary>) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.planned = true;
+        t.items = items.to_vec();
+        t.summaries = summaries;
+        t.reading.clear();
+    }
+
+    /// An item's checkpoint was saved (listed, a batch committed, completed, failed).
+    fn saved(&self, state: &ItemState) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.summaries.insert(state.index.clone(), ItemSummary::from(state));
+        t.reading.remove(&state.index);
+    }
+
+    /// One file of an item read (not committed yet).
+    fn file_read(&self, index: &str, bytes: u64, events: u64) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let r = t.reading.entry(index.to_string()).or_default();
+        *r = (r.0 + 1, r.1 + bytes, r.2 + events);
+    }
+
+    /// The copy's statistics from the items' checkpoints (the record follows them).
+    fn statistics(&self) -> Statistics {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        rollup(&t.items, &t.summaries, false).statistics
+    }
+
+    fn completed(&self, index: &str) -> bool {
+        let t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        t.summaries.get(index).is_some_and(|s| s.status == ItemStatus::Completed)
+    }
+}
+
+/// What an item's checkpoint says is done: all of it once completed; once listed, the files
+/// skipped, failed and read and their bytes (with the bytes of files it will not read).
+fn item_done(item: &WorkItem, s: &ItemSummary) -> Amounts {
+    let st = &s.statistics;
+    match s.status {
+        ItemStatus::Completed => Amounts { prefixes: item.prefixes, files: item.files, bytes: item.bytes },
+        ItemStatus::Pending => Amounts::default(),
+        _ if st.files_found == 0 => Amounts::default(),
+        _ => Amounts {
+            prefixes: 0,
+            files: st.files_skipped + st.files_completed + st.files_failed,
+            bytes: st.bytes_read + item.bytes.saturating_sub(st.bytes_to_read),
+        },
     }
 }
 
@@ -52,8 +132,8 @@ pub struct RunOptions {
     /// GETs in flight and fetched bytes, shared by the items that run at once.
     pub budget: FetchBudget,
     pub cancel: Arc<AtomicBool>,
-    /// Called as the copy is planned, as each item is listed and as batches commit.
-    pub progress: Arc<dyn Fn(&Progress) + Send + Sync>,
+    /// The copy's progress, for a display to read.
+    pub progress: Arc<ProgressTracker>,
     /// Tells whether a state machine execution holding a claim still runs.
     pub probe: Arc<dyn ExecutionProbe>,
 }
@@ -64,7 +144,7 @@ impl Default for RunOptions {
             concurrency: 4,
             budget: FetchBudget::default(),
             cancel: Arc::new(AtomicBool::new(false)),
-            progress: Arc::new(|_: &Progress| {}),
+            progress: Arc::default(),
             probe: Arc::new(NoProbe),
         }
     }
@@ -72,7 +152,6 @@ impl Default for RunOptions {
 
 /// Plans and runs a new copy to its end.
 pub async fn run_copy(aws: &AwsClients, request: &CopyRequest, opts: &RunOptions) -> Result<CopyRecord> {
-    (opts.progress)(&Progress::default());
     let (ctx, items) = plan_copy(aws, request, Timestamp::now(), Holder::this_process(), opts.probe.as_ref()).await?;
     run_items(&ctx, items, opts).await
 }
@@ -84,7 +163,6 @@ pub async fn retry_copy(aws: &AwsClients, store: &str, copy_id: &str, opts: &Run
     if record.status == CopyStatus::Completed {
         return Ok(record);
     }
-    (opts.progress)(&Progress::default());
     let (ctx, items, _) = reopen(aws, store, copy_id, Holder::this_process(), opts.probe.as_ref()).await?;
     run_items(&ctx, items, opts).await
 }
@@ -170,32 +248,9 @@ pub async fn reopen(
 }
 
 async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -> Result<CopyRecord> {
-    // Live summaries per item, seeded from the roll-up (a retry starts from what is done).
-    let live: Arc<Mutex<BTreeMap<String, ItemSummary>>> = Arc::new(Mutex::new(read_summaries(ctx).await?));
-    let statistics = {
-        let live = live.clone();
-        let items = items.clone();
-        move || rollup(&items, &live.lock().unwrap_or_else(|p| p.into_inner()), false).statistics
-    };
-    let now = {
-        let live = live.clone();
-        let items = items.clone();
-        move || {
-            let live = live.lock().unwrap_or_else(|p| p.into_inner());
-            let listed = items.iter().filter(|i| live.get(&i.index).is_some_and(is_listed)).map(|i| i.prefixes).sum();
-            Progress { statistics: rollup(&items, &live, false).statistics, planned: true, prefixes_listed: listed }
-        }
-    };
-    let report = {
-        let live = live.clone();
-        let progress = opts.progress.clone();
-        let now = now.clone();
-        move |s: &ItemState| {
-            live.lock().unwrap_or_else(|p| p.into_inner()).insert(s.index.clone(), ItemSummary::from(s));
-            progress(&now());
-        }
-    };
-    (opts.progress)(&now());
+    // Seeded from the roll-up: a retry starts from what is done.
+    let tracker = &opts.progress;
+    tracker.planned(&items, read_summaries(ctx).await?);
 
     // The record follows the copy every few seconds, not only at the end.
     let (done, mut finished) = tokio::sync::watch::channel(false);
@@ -206,19 +261,16 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
                 _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
             if let Ok(mut record) = ctx.read_record().await {
-                record.statistics = statistics();
+                record.statistics = tracker.statistics();
                 record.touch();
                 let _ = ctx.write_record(&record).await;
             }
         }
     };
-    let pending: Vec<WorkItem> = {
-        let live = live.lock().unwrap_or_else(|p| p.into_inner());
-        items.iter().filter(|i| live.get(&i.index).is_none_or(|s| s.status != ItemStatus::Completed)).cloned().collect()
-    };
+    let pending: Vec<WorkItem> = items.iter().filter(|i| !tracker.completed(&i.index)).cloned().collect();
     let work = async {
         futures::stream::iter(pending)
-            .map(|item| run_item(ctx, item, opts, &report))
+            .map(|item| run_item(ctx, item, opts))
             .buffer_unordered(opts.concurrency.max(1))
             .collect::<Vec<()>>()
             .await;
@@ -228,17 +280,11 @@ async fn run_items(ctx: &CopyContext, items: Vec<WorkItem>, opts: &RunOptions) -
     finalize_copy(ctx, opts.cancel.load(Ordering::Relaxed), None).await
 }
 
-/// Whether an item's files are listed (its file and byte counts are in the statistics).
-fn is_listed(s: &ItemSummary) -> bool {
-    match s.status {
-        ItemStatus::Pending => false,
-        ItemStatus::Failed => s.statistics.files_found > 0 || s.statistics.prefixes_found > 0,
-        _ => true,
-    }
-}
-
 /// Prepare, wait for restores, copy; an error is recorded on the item and the rest go on.
-async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: &(dyn Fn(&ItemState) + Send + Sync)) {
+async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions) {
+    let tracker = &opts.progress;
+    let saved = |s: &ItemState| tracker.saved(s);
+    let read = |bytes: u64, events: u64| tracker.file_read(&item.index, bytes, events);
     if opts.cancel.load(Ordering::Relaxed) {
         return;
     }
@@ -251,7 +297,7 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
             let p = prepare_item(ctx, &item).await?;
             if !listed {
                 listed = true;
-                report(&load_item_state(ctx, &item).await?);
+                saved(&load_item_state(ctx, &item).await?);
             }
             if p.pending_restores == 0 {
                 break;
@@ -266,7 +312,8 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
         let limits = CopyLimits {
             deadline: None,
             cancel: &opts.cancel,
-            on_commit: report,
+            on_commit: &saved,
+            on_file: &read,
             budget: &opts.budget,
             max_batch_starts: None,
         };
@@ -276,7 +323,7 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions, report: 
     if let Err(e) = result {
         tracing::warn!(item = %item.describe(), error = %e, "work item failed");
         if let Ok(state) = fail_item(ctx, &item, &e).await {
-            report(&state);
+            saved(&state);
         }
     }
 }

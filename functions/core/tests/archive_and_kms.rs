@@ -231,8 +231,14 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
 async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits =
-        CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget, max_batch_starts: None };
+    let limits = CopyLimits {
+        deadline: None,
+        cancel: &never,
+        on_commit: &|_| {},
+        on_file: &|_, _| {},
+        budget: &budget,
+        max_batch_starts: None,
+    };
     copy_item(&s.ctx, s.item().await, &limits).await.unwrap()
 }
 
@@ -392,8 +398,14 @@ async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resu
     prepare_item(&s.ctx, s.item().await).await.unwrap();
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits =
-        CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget, max_batch_starts: None };
+    let limits = CopyLimits {
+        deadline: None,
+        cancel: &never,
+        on_commit: &|_| {},
+        on_file: &|_, _| {},
+        budget: &budget,
+        max_batch_starts: None,
+    };
     match copy_item(&s.ctx, s.item().await, &limits).await {
         Err(CopyError::Blocked(entry)) => {
             assert_eq!(entry.error_type, "KmsAccessDenied");
@@ -494,8 +506,14 @@ async fn a_batch_that_never_finishes_stops_its_item_with_one_entry_after_two_sta
     prepare(&s).await.unwrap();
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits =
-        CopyLimits { deadline: None, cancel: &never, on_commit: &|_| {}, budget: &budget, max_batch_starts: Some(2) };
+    let limits = CopyLimits {
+        deadline: None,
+        cancel: &never,
+        on_commit: &|_| {},
+        on_file: &|_, _| {},
+        budget: &budget,
+        max_batch_starts: Some(2),
+    };
     let item = s.item().await;
     for start in 1..=2 {
         // The invocation dies mid-batch: nothing answers, nothing is committed.

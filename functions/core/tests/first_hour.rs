@@ -4,7 +4,6 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use trailcopy::claims::{Holder, NoProbe};
 
 use trailcopy::plan::{resolve_request, sources_overlap};
@@ -145,42 +144,47 @@ fn trail_with_defects(dir: &Path) -> PathBuf {
 }
 
 #[tokio::test]
-async fn progress_totals_never_fall_behind_what_is_done() {
+async fn progress_totals_are_fixed_when_planning_ends_and_done_only_grows() {
     let dir = temp("progress");
     let src = trail_with_defects(&dir);
-    let seen: Arc<Mutex<Vec<Progress>>> = Arc::default();
-    let opts = RunOptions {
-        concurrency: 2,
-        progress: {
-            let seen = seen.clone();
-            Arc::new(move |p: &Progress| seen.lock().unwrap().push(*p))
-        },
-        ..Default::default()
-    };
+    let opts = RunOptions { concurrency: 2, ..Default::default() };
+    let tracker = opts.progress.clone();
+    // A display reads the tracker as often as it likes; this one reads it as often as it can.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(async move {
+        let mut seen: Vec<Progress> = Vec::new();
+        while !*stopped.borrow() {
+            let p = tracker.snapshot();
+            if seen.last() != Some(&p) {
+                seen.push(p);
+            }
+            tokio::task::yield_now().await;
+        }
+        seen.push(tracker.snapshot());
+        seen
+    });
     let record = run_copy(&AwsClients::new(), &request(&src, &dir.join("store")), &opts).await.unwrap();
+    stop.send(true).unwrap();
+    let seen = watcher.await.unwrap();
     assert_eq!(record.status, CopyStatus::Failed, "the defects are failure entries");
-    let seen = seen.lock().unwrap();
-    assert!(!seen[0].planned, "the first report is the planning one");
-    let mut last = Progress::default();
-    for p in seen.iter().filter(|p| p.planned) {
-        let s = &p.statistics;
-        let (done, total) = p.files();
-        assert!(done <= total, "files {done}/{total}: {s:?}");
-        assert!(s.prefixes_completed <= s.prefixes_found, "{s:?}");
-        assert!(s.bytes_read <= s.bytes_to_read, "{s:?}");
-        assert!(p.prefixes_listed <= s.prefixes_found, "{p:?}");
-        let (last_done, last_total) = last.files();
-        assert!(total >= last_total && done >= last_done, "files went back: {last:?} then {p:?}");
-        assert!(s.bytes_to_read >= last.statistics.bytes_to_read && s.bytes_read >= last.statistics.bytes_read);
-        assert!(s.prefixes_found >= last.statistics.prefixes_found);
-        last = *p;
-    }
-    assert!(seen.iter().any(|p| p.planned && !p.totals_final()), "the totals grow while prefixes are listed");
-    let end = seen.last().unwrap();
-    assert!(end.totals_final(), "{end:?}");
+    assert!(!seen[0].planned, "the first snapshot is the planning one");
+    let planned: Vec<&Progress> = seen.iter().filter(|p| p.planned).collect();
     let s = &record.statistics;
-    assert_eq!(end.statistics.bytes_read, s.bytes_read);
-    assert_eq!(end.files(), (s.files_found - s.files_skipped, s.files_found - s.files_skipped));
+    let total = planned[0].total;
+    assert_eq!(total.prefixes, s.prefixes_found, "{total:?}");
+    assert_eq!(total.files, s.files_found, "every listed file, skipped ones too: {total:?}");
+    assert_eq!(total.bytes, s.bytes_to_read, "{total:?}");
+    let mut last = planned[0].done;
+    for p in &planned {
+        assert_eq!(p.total, total, "the totals never change while copying: {p:?}");
+        let d = p.done;
+        assert!(d.prefixes <= total.prefixes && d.files <= total.files && d.bytes <= total.bytes, "{p:?}");
+        assert!(d.files >= last.files && d.bytes >= last.bytes && d.prefixes >= last.prefixes, "{last:?} then {p:?}");
+        last = d;
+    }
+    assert!(planned.len() > 3, "the snapshots move per file, not per item: {planned:?}");
+    assert_eq!(planned.last().unwrap().done, total, "all done at the end");
+    assert_eq!(planned.last().unwrap().events_copied, s.events_completed);
     // Every file found is skipped, copied or a failure of its own; InvalidEvents is not a file's failure.
     assert_eq!((s.files_found, s.files_completed, s.files_failed), (52, 49, 2), "{s:?}");
     assert_eq!((s.files_skipped, s.files_not_log_files), (1, 1), "notes.txt: {s:?}");
