@@ -89,6 +89,8 @@ def check_frames(frames: list[str], files_listed: int):
         if done == 0:
             assert "ETA" not in f and "/s" not in f, f"an ETA or a rate before anything was read: {f}"
     assert len({d for _, _, d, _, _ in drawn}) >= 3, "the line moves per file, not per work item"
+    assert any("ETA" in f and "B/s" in f for _, _, _, _, f in drawn), "no rate or ETA once reading:\n" + "\n".join(
+        frames)
 
 
 def test_local_copy_progress_line(trailcopy_bin, trail, tmp_path):
