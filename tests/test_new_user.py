@@ -1,4 +1,4 @@
-"""Issue 32 (/work/notes/spec32.md) points 2 and 3: what a new user meets first.
+"""Issue 32, points 2 and 3: what a new user meets first.
 
 2. every error a user can fix is ONE line on stderr starting with `error: ` (exactly one line
    holds `error:`), without ANSI escapes when stderr is a pipe, naming the flag and the fix, with
