@@ -351,7 +351,15 @@ pub async fn copy_item_prefetched<'a>(
             note_batch_start(ctx, item, &mut state, &files[start..end], max).await?;
         }
         let mut batch = Batch::new(ctx);
+        let mut cluster: Option<Option<&str>> = None;
         for file in &files[start..end] {
+            // Each account-region's rows in row groups of their own (see `pack::sorted`).
+            let this = layout::cluster_of(layout::file_name(&file.key));
+            if let Some(c) = cluster.filter(|c| *c != this) {
+                // Leaving the first hour's files: their row group ends, however small.
+                batch.writer.end_cluster(c.is_none())?;
+            }
+            cluster = Some(this);
             let (result, held) =
                 ahead.next().await.ok_or_else(|| CopyError::State("the file list ended early".into()))?;
             if limits.cancel.load(Ordering::Relaxed) {

@@ -63,6 +63,19 @@ pub fn is_log_file_name(name: &str) -> bool {
     name.get(..12).is_some_and(is_account_id) && name.get(12..).is_some_and(|rest| rest.starts_with("_CloudTrail_"))
 }
 
+/// Which rows of an item lie together in its Parquet files: `None` for a file delivered in the
+/// first hour of its day (it can hold the previous day's last events: these files come first),
+/// else the name up to its delivery time, `Account_CloudTrail_Region_` (an item's other files
+/// follow in name order, so each account-region's rows are contiguous).
+pub fn cluster_of(name: &str) -> Option<&str> {
+    let delivered = file_timestamp(name);
+    if delivered.is_some_and(|t| t.as_second().rem_euclid(86_400) < 3_600) {
+        return None;
+    }
+    let account_region = name.match_indices('_').nth(2).map_or(name, |(i, _)| &name[..=i]);
+    Some(account_region)
+}
+
 /// The delivery timestamp in a log file name: the first `YYYYMMDDTHHmm` (optionally `Z`),
 /// e.g. `123456789012_CloudTrail_us-east-1_20201001T0005Z_abc.json.gz`. `None` when absent.
 pub fn file_timestamp(name: &str) -> Option<Timestamp> {

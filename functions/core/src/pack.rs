@@ -157,10 +157,17 @@ impl Packer {
     }
 }
 
-/// Delivery-time order (then key): the files named just after midnight, which hold the previous
-/// day's last events, come first, so only an item's first batch writes to the previous date.
+/// The files named in the first hour of their day, which can hold the previous day's last events,
+/// come first, in delivery order, so only an item's first batch writes to the previous date. The
+/// rest follow by file name, `Account_CloudTrail_Region_Time_...`: each account-region's rows lie
+/// together in time order, so row groups' min/max statistics skip other accounts, regions and
+/// their principals (issue 33).
 fn sorted(mut files: Vec<ObjectInfo>) -> Vec<ObjectInfo> {
-    files.sort_by_cached_key(|f| (layout::file_timestamp(layout::file_name(&f.key)), f.key.clone()));
+    files.sort_by_cached_key(|f| {
+        let name = layout::file_name(&f.key);
+        let first_hour = layout::cluster_of(name).is_none();
+        (!first_hour, first_hour.then(|| layout::file_timestamp(name)), name.to_string(), f.key.clone())
+    });
     files
 }
 
