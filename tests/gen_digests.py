@@ -31,6 +31,18 @@ validation.py) over a folder: newest digest first, following previousDigestS3Obj
 digest or an invalid one reported and skipped to the next older one, log files inflated with
 zlib (first gzip member, as aws-cli does) and hashed.
 
+The README's sample trail (examples/sample-trail, log files from tests/gen_trail.py) carries
+digests made, exactly, by
+    python3 tests/gen_digests.py --trail examples/sample-trail --key-seed trailcopy-sample-trail \\
+        --keys-out examples/sample-trail-public-keys.json
+over its shipped log files (which it does not change): hourly digests per account-region, signed
+with a 2048-bit RSA key per region derived from the seed text (`seeded_private_key`; the private
+keys are not shipped: this command rebuilds them), the two public keys in one
+`list-public-keys`-style file (`--digest-public-keys` merges keys, fingerprints tell them apart).
+A local folder keeps no object metadata, so each digest's signature is the next digest's
+previousDigestSignature (trailcopy verify's offline rule); the newest digest of each chain lists
+no file. tests/test_verify_demo.py checks that this command gives the shipped bytes.
+
 Examples:
     python3 tests/gen_digests.py --trail /tmp/trail --manifest /tmp/digests.json --keys-out /tmp/keys.json
     python3 tests/gen_digests.py --write-vector tests/data/digest-vector
@@ -94,8 +106,12 @@ class Key:
     valid_to: dt.datetime
 
     @classmethod
-    def new(cls, valid_from, valid_to, bits=2048):
-        private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    def new(cls, valid_from, valid_to, bits=2048, seed: str | None = None):
+        """A fresh random key, or with `seed` the same key every time (see `seeded_private_key`)."""
+        if seed is None:
+            private = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        else:
+            private = seeded_private_key(seed, bits)
         der = private.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.PKCS1)
         # CloudTrail's fingerprints are the MD5 of the DER key (true of the user guide's sample keys).
         return cls(private, der, hashlib.md5(der).hexdigest(), valid_from, valid_to)
@@ -106,6 +122,51 @@ class Key:
     def listing(self) -> dict:
         return {"Value": base64.b64encode(self.der).decode(), "ValidityStartTime": self.valid_from.isoformat(),
                 "ValidityEndTime": self.valid_to.isoformat(), "Fingerprint": self.fingerprint}
+
+
+_SMALL_PRIMES = [p for p in range(3, 2000) if all(p % d for d in range(2, int(p ** 0.5) + 1))]
+
+
+def _probable_prime(n: int, rng: random.Random, rounds: int = 40) -> bool:
+    """Miller-Rabin (bases from `rng`: the outcome is reproducible too)."""
+    if any(n % p == 0 for p in _SMALL_PRIMES):
+        return n in _SMALL_PRIMES
+    d, s = n - 1, 0
+    while d % 2 == 0:
+        d, s = d // 2, s + 1
+    for _ in range(rounds):
+        x = pow(rng.randrange(2, n - 1), d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(s - 1):
+            x = pow(x, 2, n)
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def seeded_private_key(seed: str, bits: int = 2048) -> rsa.RSAPrivateKey:
+    """An RSA key (e = 65537) derived from `seed` alone, so a sample signed with it can be rebuilt
+    without shipping the private key. Anyone can rebuild it: for samples and tests only."""
+    rng = random.Random(hashlib.sha256(seed.encode()).digest())
+    e = 65537
+
+    def prime(nbits: int) -> int:
+        while True:
+            # The top two bits set: the product of two such primes has exactly 2 * nbits bits.
+            n = rng.getrandbits(nbits) | (3 << (nbits - 2)) | 1
+            if (n - 1) % e and _probable_prime(n, rng):
+                return n
+
+    p = prime(bits // 2)
+    q = prime(bits // 2)
+    while q == p:
+        q = prime(bits // 2)
+    d = pow(e, -1, (p - 1) * (q - 1))
+    return rsa.RSAPrivateNumbers(p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q),
+                                 rsa.RSAPublicNumbers(e, p * q)).private_key()
 
 
 def name_time(name: str) -> dt.datetime | None:
@@ -145,9 +206,11 @@ class Digests:
 
 def generate(trail_dir: str, *, bucket: str = "trail-bucket", trail_name: str = "management-events",
              home_region: str | None = None, seed: int = 1, rotate_at: dt.datetime | None = None,
-             delivery_seconds=(5, 55)) -> Digests:
+             delivery_seconds=(5, 55), key_seed: str | None = None) -> Digests:
     """Writes CloudTrail-Digest/ folders for every account-region of the trail in `trail_dir`.
-    Existing CloudTrail-Digest/ folders (gen_trail.py --digest writes unsigned decoys) are replaced."""
+    Existing CloudTrail-Digest/ folders (gen_trail.py --digest writes unsigned decoys) are replaced.
+    With `key_seed` the keys are derived from it (region `r`'s n-th key from `<key_seed>/<r>/<n>`),
+    so the same trail gets byte-identical digests and keys every time."""
     rng = random.Random(seed)
     groups: dict = {}  # (root, acct, region) -> [(delivery, key, inflated)]
     out = Digests(bucket=bucket)
@@ -179,11 +242,14 @@ def generate(trail_dir: str, *, bucket: str = "trail-bucket", trail_name: str = 
     if not all_times:
         return out
     span = (min(all_times) - dt.timedelta(days=1), max(all_times) + dt.timedelta(days=30))
+    def seed_of(region, n):
+        return None if key_seed is None else f"{key_seed}/{region}/{n}"
+
     for region in regions:
-        keys = [Key.new(*span)]
+        keys = [Key.new(*span, seed=seed_of(region, 0))]
         if rotate_at:
             keys[0].valid_to = rotate_at
-            keys.append(Key.new(rotate_at, span[1]))
+            keys.append(Key.new(rotate_at, span[1], seed=seed_of(region, 1)))
         out.keys[region] = keys
 
     for (root, acct, region), logs in sorted(groups.items()):
@@ -239,6 +305,7 @@ def generate(trail_dir: str, *, bucket: str = "trail-bucket", trail_name: str = 
 def write_keys(digests: Digests, path: str):
     with open(path, "w") as f:
         json.dump(digests.public_keys(), f, indent=2)
+        f.write("\n")
 
 
 # ----------------------------------------------------------------------------- tampering (the test cases)
@@ -462,6 +529,8 @@ def main(argv=None):
     p.add_argument("--trail-name", default="management-events")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--rotate-at", help="RFC 3339: sign later digests with a second key per region")
+    p.add_argument("--key-seed", help="derive the keys from this text (reproducible; anyone can rebuild the "
+                                      "private keys, so for samples and tests only)")
     p.add_argument("--write-vector", help="write the Rust unit-test vector into this folder and exit")
     a = p.parse_args(argv)
     if a.write_vector:
@@ -470,7 +539,8 @@ def main(argv=None):
     if not a.trail:
         p.error("--trail is required")
     rotate = dt.datetime.fromisoformat(a.rotate_at.replace("Z", "+00:00")) if a.rotate_at else None
-    d = generate(a.trail, bucket=a.bucket, trail_name=a.trail_name, seed=a.seed, rotate_at=rotate)
+    d = generate(a.trail, bucket=a.bucket, trail_name=a.trail_name, seed=a.seed, rotate_at=rotate,
+                 key_seed=a.key_seed)
     if a.keys_out:
         write_keys(d, a.keys_out)
     if a.manifest:

@@ -24,6 +24,7 @@ table (people in the console and on the CLI, a Lambda function's role, AWS servi
 The README's sample trail (examples/sample-trail) is, exactly:
     python3 tests/gen_trail.py --out examples/sample-trail --seed 2026 --start-day 2026-11-01 --days 2 \\
         --files-per-day 6 --events-per-file 40 --org-id o-exampleorg1 --digest --duplicates 3
+then signed digests replace the --digest decoys (tests/gen_digests.py's docstring gives the command).
 
 Examples:
     python3 tests/gen_trail.py --out /tmp/trail --manifest /tmp/trail.json --seed 7 \\

@@ -288,6 +288,29 @@ def test_s3_source_verifies_every_digest_from_its_metadata(trailcopy, signed, tm
     cross_check(rep, m, digests, keys, signatures={d["key"]: d["signature"] for d in digests["digests"]})
 
 
+def test_s3_forged_signature_metadata_fails_that_digest_not_the_next(trailcopy, signed, tmp_path, moto_s3):
+    """A mid-chain digest whose x-amz-meta-signature is another digest's signature: aws-cli calls
+    that digest invalid. The next digest still repeats its true signature, but that must not
+    rescue it, and the next (authentic) digest is not blamed for a broken chain."""
+    m, digests, keys = case(signed, tmp_path)
+    (digest, _), (other, _) = listing_digests(digests)[1], listing_digests(digests)[0]
+    forged = {**digests, "digests": [{**d, "signature": other["signature"]} if d["key"] == digest["key"] else d
+                                     for d in digests["digests"]]}
+    source = upload_signed(moto_s3, "signature-forged", m, forged)
+    r = trailcopy("verify", "--source", source, "--start", START, "--end", END, "--digest-public-keys", keys,
+                  "--json", env=moto_s3.env)
+    assert r.returncode == 1, r.describe()
+    rep = r.json
+    assert [(f["errorType"], awslogs(f["location"])) for f in rep["failures"]] == \
+        [("DigestSignatureInvalid", awslogs(digest["key"]))]
+    s = rep["statistics"]
+    n = len(digest["logFiles"])
+    assert (s["filesUnverified"], s["filesVerified"], s["digestsFailed"]) == (n, 6 - n, 1)
+    assert s["digestsVerified"] == len(digests["digests"]) - 1
+    ref = cross_check(rep, m, digests, keys, signatures={d["key"]: d["signature"] for d in forged["digests"]})
+    assert ref["digests"][digest["key"]].startswith("INVALID: signature verification failed")
+
+
 # ============================================================================ copy --verify-digests
 # Two days, so the copy has two work items: the digest that ends early on day 2 lists day 1's last
 # files too, and both items read it; it must count once.

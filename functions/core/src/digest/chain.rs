@@ -1,10 +1,13 @@
 //! Checking one chain of digests (one trail, account and region): each digest's signature with
 //! CloudTrail's key for its fingerprint, and each link to the digest before it.
 //!
-//! A digest's signature is its object's `x-amz-meta-signature`; without it (a local copy keeps
-//! no object metadata) it is the `previousDigestSignature` of the digest that follows it (the
-//! user guide's offline method, "Validating Digest and Log Files Offline"). Where the signature
-//! bytes come from does not matter: only CloudTrail's private key makes one that verifies.
+//! A digest's signature is its object's `x-amz-meta-signature`, and only that when the object
+//! has it: one that does not verify fails the digest (DigestSignatureInvalid), as aws-cli's
+//! validator says, even if the next digest repeats the true signature (that would pass a digest
+//! whose object was tampered with and blame the authentic next digest for a broken chain).
+//! Without it (a local copy keeps no object metadata) it is the `previousDigestSignature` of the
+//! digest that follows it (the user guide's offline method, "Validating Digest and Log Files
+//! Offline").
 //! Links: the next digest names its previous one by key and by the SHA-256 of its inflated body
 //! (`previousDigestS3Object`, `previousDigestHashValue`); a starting digest names none (logging
 //! or validation was off before it: a gap, not an error). aws-cli checks that the previous
@@ -180,7 +183,11 @@ fn check_one(d: &Fetched, repeated: Vec<&str>, keys: &KeySet) -> DigestStatus {
         );
     };
     let message = string_to_sign(&l.file, &l.sha256);
-    let candidates: Vec<&str> = l.signature.as_deref().into_iter().chain(repeated).collect();
+    // The object's own signature when it has one; else what the digests after it repeat.
+    let (candidates, from): (Vec<&str>, &str) = match l.signature.as_deref() {
+        Some(own) => (vec![own], "in its x-amz-meta-signature metadata"),
+        None => (repeated, "the next digest repeats (previousDigestSignature)"),
+    };
     if candidates.is_empty() {
         return failed(
             "DigestSignatureMissing",
@@ -193,7 +200,8 @@ fn check_one(d: &Fetched, repeated: Vec<&str>, keys: &KeySet) -> DigestStatus {
         failed(
             "DigestSignatureInvalid",
             format!(
-                "the signature does not match the digest (key {fingerprint}): it was altered after CloudTrail signed it"
+                "the signature {from} does not match the digest (key {fingerprint}): the digest or its signature was \
+                 altered after CloudTrail signed it"
             ),
         )
     }
@@ -330,6 +338,21 @@ pub(crate) mod tests {
         let mut offline: Vec<Fetched> = c.iter().map(|(k, b, _)| fetched(k, b, None)).collect();
         offline[1] = fetched(&c[1].0, altered.as_bytes(), None);
         assert_eq!(error_types(&check(&offline).0), ["ok", "DigestSignatureInvalid", "DigestSignatureMissing"]);
+    }
+
+    #[test]
+    fn a_forged_metadata_signature_fails_that_digest_not_the_next() {
+        // Digest 2's x-amz-meta-signature replaced by digest 1's: digest 3 still repeats digest 2's
+        // true signature, but the object's own signature is forged (aws-cli: digest 2 INVALID).
+        let c = chain(3);
+        let mut ds: Vec<Fetched> = c.iter().map(|(k, b, s)| fetched(k, b, Some(s))).collect();
+        ds[1] = fetched(&c[1].0, &c[1].1, Some(&c[0].2));
+        let (statuses, breaks) = check(&ds);
+        assert_eq!(error_types(&statuses), ["ok", "DigestSignatureInvalid", "ok"]);
+        assert!(breaks.is_empty(), "the authentic digest after it is not blamed: {breaks:?}");
+        // A signature that is not hex is forged too.
+        ds[1] = fetched(&c[1].0, &c[1].1, Some("not hex"));
+        assert_eq!(error_types(&check(&ds).0), ["ok", "DigestSignatureInvalid", "ok"]);
     }
 
     #[test]
