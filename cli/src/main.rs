@@ -282,8 +282,8 @@ fn default_concurrency() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2)
 }
 
-fn flag(field: &str) -> Option<&'static str> {
-    Some(match field {
+fn flag(field: &str) -> &'static str {
+    match field {
         "source" => "--source",
         "store" => "--store",
         "start" => "--start",
@@ -300,10 +300,8 @@ fn flag(field: &str) -> Option<&'static str> {
         "sinceLast" => "--since-last",
         "deliveryAllowance" => "--delivery-allowance",
         "concurrency" => "--concurrency",
-        // An unknown copy id: the message names it and the store's copies.
-        "copy" => return None,
         _ => "the request",
-    })
+    }
 }
 
 #[tokio::main]
@@ -330,10 +328,12 @@ async fn main() -> ExitCode {
 fn error_exit(e: &CopyError) -> ExitCode {
     match e {
         CopyError::InvalidRequest { field, reason } => {
-            match flag(field) {
-                Some(flag) => print_err(&format!("error: {flag}: {reason}\n")),
-                None => print_err(&format!("error: {reason}\n")),
-            }
+            print_err(&format!("error: {}: {reason}\n", flag(field)));
+            ExitCode::from(2)
+        }
+        // The message names the copy and the store's copies.
+        CopyError::NoSuchCopy { message, .. } => {
+            print_err(&format!("error: {message}\n"));
             ExitCode::from(2)
         }
         e => {
@@ -671,7 +671,7 @@ async fn list_copies(aws: &AwsClients, store: &str, json: bool, max: usize) -> R
 /// record) how to resume it once the cause is fixed.
 async fn planning_failed(aws: &AwsClients, store: &str, copy_id: &str, e: &CopyError) -> ExitCode {
     let code = error_exit(e);
-    if matches!(e, CopyError::InvalidRequest { .. }) {
+    if matches!(e, CopyError::InvalidRequest { .. } | CopyError::NoSuchCopy { .. }) {
         return code;
     }
     if let Ok(ctx) = CopyContext::open(aws, store, copy_id).await

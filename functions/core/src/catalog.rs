@@ -77,5 +77,8 @@ pub async fn unknown_copy(store: &dyn ObjectStore, location: &Location, copy_id:
         Ok(ids) => format!("its copies: {}", ids.join(", ")),
         Err(e) => format!("its copies could not be listed ({e})"),
     };
-    CopyError::invalid("copy", format!("no copy `{copy_id}` in {shown}; {theirs} (`trailcopy list --store {shown}`)"))
+    CopyError::NoSuchCopy {
+        copy_id: copy_id.to_string(),
+        message: format!("no copy `{copy_id}` in {shown}; {theirs} (`trailcopy list --store {shown}`)"),
+    }
 }

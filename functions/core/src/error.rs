@@ -35,6 +35,11 @@ pub enum CopyError {
     #[error("{location}: {message}")]
     Storage { location: String, message: String },
 
+    /// No copy of that id in the store (the message names the store's copies). A request error
+    /// for a user; for Finalize of an execution refused before it wrote a record, nothing to do.
+    #[error("{message}")]
+    NoSuchCopy { copy_id: String, message: String },
+
     /// The copy record is not in a state that allows the operation.
     #[error("{0}")]
     State(String),
@@ -68,6 +73,7 @@ impl CopyError {
             CopyError::AccessDenied { .. } => "AccessDenied",
             CopyError::Archived { .. } => "ArchivedObject",
             CopyError::Storage { .. } => "StorageError",
+            CopyError::NoSuchCopy { .. } => "InvalidRequest",
             CopyError::State(_) => "InvalidState",
             CopyError::Blocked(_) => "Blocked",
             CopyError::Injected(_) => "InjectedFault",

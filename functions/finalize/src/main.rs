@@ -119,7 +119,7 @@ async fn finalize_ended(
     let ctx = match CopyContext::open(aws, store, &copy_id).await {
         Ok(ctx) => ctx,
         // Refused before it wrote a record (an overlapping copy runs, an invalid request).
-        Err(CopyError::State(_)) => return Ok(unchanged("NO_RECORD")),
+        Err(CopyError::NoSuchCopy { .. }) => return Ok(unchanged("NO_RECORD")),
         Err(e) => return Err(diagnostic(e)),
     };
     let end = EndedExecution { execution_arn: d.execution_arn, status: d.status, error: d.error, cause: d.cause };

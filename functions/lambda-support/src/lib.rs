@@ -13,7 +13,7 @@ use trailcopy::{CopyContext, CopyError};
 /// item only).
 pub fn diagnostic(e: CopyError) -> Diagnostic {
     let error_type = match &e {
-        CopyError::InvalidRequest { .. } => "InvalidRequest",
+        CopyError::InvalidRequest { .. } | CopyError::NoSuchCopy { .. } => "InvalidRequest",
         CopyError::Retryable { .. } => "Retryable",
         CopyError::Blocked(entry) if entry.error_type == "RestoreTimeout" => "RestoreTimeout",
         // cloudtrail:ListPublicKeys denied (verifyDigests without keys in the request): every
