@@ -201,6 +201,36 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_items_files_put_the_first_hour_first_then_each_account_region_together() {
+        let key = |acct: &str, region: &str, time: &str| ObjectInfo {
+            key: format!(
+                "AWSLogs/o-x/{acct}/CloudTrail/{region}/2024/03/02/{acct}_CloudTrail_{region}_20240302T{time}Z_a.json.gz"
+            ),
+            size: 1,
+            storage_class: None,
+        };
+        let files = vec![
+            key("222222222222", "us-east-1", "0905"),
+            key("111111111111", "us-east-1", "1200"),
+            key("222222222222", "eu-west-1", "0010"),
+            key("111111111111", "eu-west-1", "0300"),
+            key("111111111111", "us-east-1", "0005"),
+            key("111111111111", "eu-west-1", "0100"),
+            key("111111111111", "us-east-1", "0400"),
+        ];
+        let got: Vec<String> = sorted(files)
+            .iter()
+            .map(|f| {
+                let name = layout::file_name(&f.key);
+                format!("{}:{}", &name[..1], &name[name.len() - 15..name.len() - 11])
+            })
+            .collect();
+        // 00:05 and 00:10 can hold the previous day's events: first, by delivery time; then by
+        // account, region (eu-west-1 before us-east-1) and time.
+        assert_eq!(got, ["1:0005", "2:0010", "1:0100", "1:0300", "1:0400", "1:1200", "2:0905"]);
+    }
+
     fn limits(target_bytes: u64, max_files: usize, buffered_files: usize) -> PackLimits {
         PackLimits { target_bytes, max_files, buffered_files }
     }
