@@ -24,11 +24,8 @@ async fn handle(
     let never = AtomicBool::new(false);
     let limits = CopyLimits {
         deadline: Some(deadline),
-        cancel: &never,
-        on_commit: &|_| {},
-        on_file: &|_, _| {},
-        budget,
         max_batch_starts: Some(MAX_BATCH_STARTS),
+        ..CopyLimits::new(&never, budget)
     };
     item_result(&ctx, &item, trailcopy::copy_item(&ctx, &item, &limits).await).await
 }

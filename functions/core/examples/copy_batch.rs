@@ -107,14 +107,7 @@ async fn main() {
     let never = AtomicBool::new(false);
     // As the copy Lambda sizes it (TRAILCOPY_MAX_REQUESTS etc. apply).
     let budget = trailcopy::FetchBudget::for_lambda();
-    let limits = CopyLimits {
-        deadline: None,
-        cancel: &never,
-        on_commit: &|_| {},
-        on_file: &|_, _| {},
-        budget: &budget,
-        max_batch_starts: None,
-    };
+    let limits = CopyLimits::new(&never, &budget);
     let started = Instant::now();
     let outcome = trailcopy::copy_item(&ctx, &item, &limits).await.expect("copy");
     let seconds = started.elapsed().as_secs_f64();

@@ -73,6 +73,13 @@ pub struct CopyLimits<'a> {
     pub max_batch_starts: Option<u32>,
 }
 
+impl<'a> CopyLimits<'a> {
+    /// No deadline, no callbacks, no limit on batch starts: set what differs by struct update.
+    pub fn new(cancel: &'a AtomicBool, budget: &'a FetchBudget) -> Self {
+        CopyLimits { deadline: None, cancel, on_commit: &|_| {}, on_file: &|_, _| {}, budget, max_batch_starts: None }
+    }
+}
+
 fn batch_bytes() -> u64 {
     std::env::var("TRAILCOPY_BATCH_BYTES")
         .ok()

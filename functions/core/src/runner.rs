@@ -309,14 +309,7 @@ async fn run_item(ctx: &CopyContext, item: WorkItem, opts: &RunOptions) {
             }
             tokio::time::sleep(Duration::from_secs(p.wait_seconds.max(1))).await;
         }
-        let limits = CopyLimits {
-            deadline: None,
-            cancel: &opts.cancel,
-            on_commit: &saved,
-            on_file: &read,
-            budget: &opts.budget,
-            max_batch_starts: None,
-        };
+        let limits = CopyLimits { on_commit: &saved, on_file: &read, ..CopyLimits::new(&opts.cancel, &opts.budget) };
         copy_item_prefetched(ctx, &item, &limits, prefetch).await.map(|_| ())
     }
     .await;

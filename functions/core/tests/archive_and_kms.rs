@@ -231,14 +231,7 @@ fn setup(test: &str, tier: &str, keys: &[(&str, KeyState)]) -> Setup {
 async fn copy_all(s: &Setup) -> trailcopy::CopyOutcome {
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits = CopyLimits {
-        deadline: None,
-        cancel: &never,
-        on_commit: &|_| {},
-        on_file: &|_, _| {},
-        budget: &budget,
-        max_batch_starts: None,
-    };
+    let limits = CopyLimits::new(&never, &budget);
     copy_item(&s.ctx, s.item().await, &limits).await.unwrap()
 }
 
@@ -398,14 +391,7 @@ async fn get_denied_on_an_sse_kms_object_is_one_entry_for_the_key_and_retry_resu
     prepare_item(&s.ctx, s.item().await).await.unwrap();
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits = CopyLimits {
-        deadline: None,
-        cancel: &never,
-        on_commit: &|_| {},
-        on_file: &|_, _| {},
-        budget: &budget,
-        max_batch_starts: None,
-    };
+    let limits = CopyLimits::new(&never, &budget);
     match copy_item(&s.ctx, s.item().await, &limits).await {
         Err(CopyError::Blocked(entry)) => {
             assert_eq!(entry.error_type, "KmsAccessDenied");
@@ -506,14 +492,7 @@ async fn a_batch_that_never_finishes_stops_its_item_with_one_entry_after_two_sta
     prepare(&s).await.unwrap();
     let never = AtomicBool::new(false);
     let budget = trailcopy::FetchBudget::default();
-    let limits = CopyLimits {
-        deadline: None,
-        cancel: &never,
-        on_commit: &|_| {},
-        on_file: &|_, _| {},
-        budget: &budget,
-        max_batch_starts: Some(2),
-    };
+    let limits = CopyLimits { max_batch_starts: Some(2), ..CopyLimits::new(&never, &budget) };
     let item = s.item().await;
     for start in 1..=2 {
         // The invocation dies mid-batch: nothing answers, nothing is committed.

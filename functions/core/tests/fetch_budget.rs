@@ -85,14 +85,7 @@ async fn the_store_is_the_same_whatever_the_budget() {
             .unwrap();
     let budget = FetchBudget::new(1, 1);
     let never = AtomicBool::new(false);
-    let limits = CopyLimits {
-        deadline: None,
-        cancel: &never,
-        on_commit: &|_| {},
-        on_file: &|_, _| {},
-        budget: &budget,
-        max_batch_starts: None,
-    };
+    let limits = CopyLimits::new(&never, &budget);
     for item in &items {
         prepare_item(&ctx, item).await.unwrap();
         let listed: Vec<FileToCopy> =
