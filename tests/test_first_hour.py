@@ -330,14 +330,16 @@ def run_on_pty(binary: str, args: list, cwd=REPO, timeout=60):
 
 
 def test_a_terminal_shows_progress_counts_and_rates(trailcopy_bin, tmp_path):
+    # The sample trail copies within one or two redraws (200 ms): the spinner shows, and whatever
+    # copying frame is drawn has its fixed totals. tests/test_progress_line.py follows a longer copy
+    # frame by frame (rates, ETA, totals that never change).
     code, out, shown = run_on_pty(trailcopy_bin, ["copy", "--source", SAMPLE, "--store", tmp_path / "s", *RANGE,
                                                    "--concurrency", "1"])
     assert code == 0, out + shown
-    assert re.search(r"\d+/8 prefixes", shown), shown
-    # The rate and the ETA need half a second of reading (tests/test_progress_line.py sees them).
-    assert re.search(r"\d+/\d+ files", shown) and re.search(r"\d+% [\d.]+/[\d.]+ kB", shown), shown
+    assert "planning: listing day folders" in shown, shown
     for done, total in re.findall(r"(\d+)/(\d+) files", shown):
-        assert int(done) <= int(total), shown
+        assert int(done) <= int(total) == 48, shown
+    assert "\n" not in shown.replace("\r\n", ""), f"the line wrapped or the report went to the terminal: {shown!r}"
     assert "copy " in out and "COMPLETED" in out
 
 

@@ -57,9 +57,9 @@ def run_in_terminal(binary: str, *args, env: dict, columns: int = COLUMNS, timeo
 
 @pytest.fixture(scope="module")
 def trail(make_trail):
-    # Two work items (one date each) of 60 files: enough frames at 5 per second in a debug build.
+    # Two work items (one date each) of 120 files: enough frames at 5 per second in a debug build.
     return make_trail("progress-line", seed=11, accounts=1, regions="us-east-1", start_day="2026-11-01", days=2,
-                      files_per_day=90, events_per_file=300)
+                      files_per_day=120, events_per_file=300)
 
 
 def copying_frames(frames: list[str]) -> list[tuple[int, str, int, int, str]]:
