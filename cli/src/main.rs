@@ -616,52 +616,35 @@ async fn run(command: Command, aws: &AwsClients) -> Result<ExitCode, CopyError> 
 
 /// `list --store`: the store's copies, newest first (CloudTrail Lake's ListImports).
 async fn list_copies(aws: &AwsClients, store: &str, json: bool, max: usize) -> Result<ExitCode, CopyError> {
-    let location = Location::parse("store", store)?;
-    location.check_local_store_exists()?;
-    let s = location.open(aws).await?;
-    let records = trailcopy::catalog::list_copies(s.as_ref(), location.prefix()).await?;
-    let rows: Vec<serde_json::Value> = records
-        .iter()
-        .take(max)
-        .map(|r| {
-            serde_json::json!({
-                "copyId": r.copy_id,
-                "status": r.status.as_str(),
-                "source": r.request.source,
-                "start": r.request.start.max(r.request.retention_cutoff).to_string(),
-                "end": r.request.end.to_string(),
-                "eventsCopied": r.statistics.events_completed,
-                "createdTime": r.created_time.to_string(),
-            })
-        })
-        .collect();
+    let (location, s) = trailcopy::catalog::open_to_read(aws, store).await?;
+    let copies = trailcopy::catalog::list_copies(s.as_ref(), location.prefix()).await?;
+    let shown = &copies[..copies.len().min(max)];
     if json {
-        print_json(&serde_json::json!({ "store": location.display(), "copies": rows }));
+        print_json(&serde_json::json!({ "store": location.display(), "copies": shown }));
         return Ok(ExitCode::SUCCESS);
     }
-    if rows.is_empty() {
+    if shown.is_empty() {
         print_out(&format!("no copies in {}\n", location.display()));
         return Ok(ExitCode::SUCCESS);
     }
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
     let mut text = format!(
         "{:<28} {:<11} {:>12}  {:<20}  {:<41}  {}\n",
         "COPY ID", "STATUS", "EVENTS", "CREATED", "RANGE", "SOURCE"
     );
-    for r in &rows {
+    for c in shown {
         let _ = writeln!(
             text,
             "{:<28} {:<11} {:>12}  {:<20}  {:<41}  {}",
-            s(&r["copyId"]),
-            s(&r["status"]),
-            HumanCount(r["eventsCopied"].as_u64().unwrap_or(0)).to_string(),
-            s(&r["createdTime"]),
-            format!("{} .. {}", s(&r["start"]), s(&r["end"])),
-            s(&r["source"])
+            c.copy_id,
+            c.status,
+            HumanCount(c.events_copied).to_string(),
+            c.created_time.to_string(),
+            format!("{} .. {}", c.start, c.end),
+            c.source
         );
     }
-    if records.len() > rows.len() {
-        let _ = writeln!(text, "({} more: --max)", records.len() - rows.len());
+    if copies.len() > shown.len() {
+        let _ = writeln!(text, "({} more: --max)", copies.len() - shown.len());
     }
     print_out(&text);
     Ok(ExitCode::SUCCESS)

@@ -168,35 +168,30 @@ fn fit(segments: &[String], max: usize) -> String {
     out
 }
 
-/// `326 kB`, `1.6 MB`: a byte count to two or three digits.
-fn amount(bytes: u64) -> String {
+/// The decimal unit `bytes` is shown in (`999.5` and up rounds to the next): (divisor, name).
+fn unit_of(bytes: f64) -> (f64, &'static str) {
     const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes as f64;
+    let mut scale = 1.0;
     let mut unit = 0;
-    while v >= 999.5 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
+    while bytes / scale >= 999.5 && unit + 1 < UNITS.len() {
+        scale *= 1000.0;
         unit += 1;
     }
-    if unit == 0 || v >= 10.0 { format!("{v:.0} {}", UNITS[unit]) } else { format!("{v:.1} {}", UNITS[unit]) }
+    (scale, UNITS[unit])
+}
+
+/// `326 kB`, `1.6 MB`: a byte count to two or three digits.
+fn amount(bytes: u64) -> String {
+    let (scale, unit) = unit_of(bytes as f64);
+    let x = bytes as f64 / scale;
+    if scale == 1.0 || x >= 10.0 { format!("{x:.0} {unit}") } else { format!("{x:.1} {unit}") }
 }
 
 /// `2.7/6.5 MB`: done and total in the total's unit.
 fn pair(done: u64, total: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut scale = 1f64;
-    let mut unit = 0;
-    while total as f64 / scale >= 1000.0 && unit + 1 < UNITS.len() {
-        scale *= 1000.0;
-        unit += 1;
-    }
+    let (scale, unit) = unit_of(total as f64);
     let (d, t) = (done as f64 / scale, total as f64 / scale);
-    if unit == 0 {
-        format!("{done}/{total} B")
-    } else if t < 100.0 {
-        format!("{d:.1}/{t:.1} {}", UNITS[unit])
-    } else {
-        format!("{d:.0}/{t:.0} {}", UNITS[unit])
-    }
+    if scale == 1.0 || t >= 100.0 { format!("{d:.0}/{t:.0} {unit}") } else { format!("{d:.1}/{t:.1} {unit}") }
 }
 
 /// `45s`, `3m05s`, `1h02m`, `2d03h`.

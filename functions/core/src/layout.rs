@@ -68,12 +68,16 @@ pub fn is_log_file_name(name: &str) -> bool {
 /// else the name up to its delivery time, `Account_CloudTrail_Region_` (an item's other files
 /// follow in name order, so each account-region's rows are contiguous).
 pub fn cluster_of(name: &str) -> Option<&str> {
-    let delivered = file_timestamp(name);
-    if delivered.is_some_and(|t| t.as_second().rem_euclid(86_400) < 3_600) {
+    if first_hour_delivery(name).is_some() {
         return None;
     }
     let account_region = name.match_indices('_').nth(2).map_or(name, |(i, _)| &name[..=i]);
     Some(account_region)
+}
+
+/// The delivery time of a file named in the first hour of its day (see [`cluster_of`]).
+pub fn first_hour_delivery(name: &str) -> Option<Timestamp> {
+    file_timestamp(name).filter(|t| t.as_second().rem_euclid(86_400) < 3_600)
 }
 
 /// The delivery timestamp in a log file name: the first `YYYYMMDDTHHmm` (optionally `Z`),

@@ -165,8 +165,8 @@ impl Packer {
 fn sorted(mut files: Vec<ObjectInfo>) -> Vec<ObjectInfo> {
     files.sort_by_cached_key(|f| {
         let name = layout::file_name(&f.key);
-        let first_hour = layout::cluster_of(name).is_none();
-        (!first_hour, first_hour.then(|| layout::file_timestamp(name)), name.to_string(), f.key.clone())
+        let first_hour = layout::first_hour_delivery(name);
+        (first_hour.is_none(), first_hour, name.to_string(), f.key.clone())
     });
     files
 }

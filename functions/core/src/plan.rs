@@ -105,9 +105,7 @@ impl CopyContext {
     /// Opens an existing copy from its record in the store.
     pub async fn open(aws: &AwsClients, store_uri: &str, copy_id: &str) -> Result<CopyContext> {
         validate_copy_id(copy_id)?;
-        let store_location = Location::parse("store", store_uri)?;
-        store_location.check_local_store_exists()?;
-        let store = store_location.open(aws).await?;
+        let (store_location, store) = crate::catalog::open_to_read(aws, store_uri).await?;
         let keys = RecordKeys::new(store_location.prefix(), copy_id);
         let Some(record) = read_json::<CopyRecord>(store.as_ref(), &keys.record()).await? else {
             return Err(crate::catalog::unknown_copy(store.as_ref(), &store_location, copy_id).await);
